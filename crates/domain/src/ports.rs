@@ -1,0 +1,90 @@
+//! The ports: what the chat use case needs from the outside world.
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use secrecy::SecretString;
+
+use crate::error::{ChatError, KeyError};
+use crate::model::{ChatChunk, ChatRequest, ChatResponse};
+use crate::route::Route;
+
+/// A streamed completion: chunks in order, owned, ending when the upstream
+/// ends. An `Err` item is a failure after the stream began; the stream yields
+/// nothing after it.
+pub type ChatStream = BoxStream<'static, Result<ChatChunk, ChatError>>;
+
+/// Facts about the incoming request that a provider may pass on.
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    /// The gateway's request id (taken from `x-request-id` or generated).
+    pub request_id: String,
+    /// The client's W3C `traceparent`, forwarded so traces join up.
+    pub traceparent: Option<String>,
+}
+
+/// What a provider needs to authenticate upstream.
+#[derive(Debug, Clone)]
+pub enum Credentials {
+    /// The route needs no credentials (the in-process demo provider).
+    None,
+    /// Portkey's own key plus how to authenticate with the upstream provider.
+    Portkey {
+        api_key: SecretString,
+        upstream: UpstreamAuth,
+    },
+}
+
+/// How Portkey authenticates with the upstream provider.
+#[derive(Debug, Clone)]
+pub enum UpstreamAuth {
+    /// The provider's own key, sent as a bearer token.
+    ProviderKey(SecretString),
+    /// A Portkey virtual key: the provider key lives in Portkey's vault.
+    VirtualKey(SecretString),
+}
+
+/// Everything a provider needs for one call.
+#[derive(Debug, Clone)]
+pub struct ProviderCall {
+    pub request: ChatRequest,
+    pub route: Route,
+    pub credentials: Credentials,
+    pub context: RequestContext,
+}
+
+/// Something that answers chat completions.
+///
+/// Implementations must be cheap to share (`Arc<dyn ChatProvider>`) and must
+/// not block the async runtime.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait ChatProvider: Send + Sync {
+    /// Answers a non-streaming request with a whole `chat.completion`.
+    ///
+    /// # Errors
+    /// A [`ChatError`] saying who failed and how; each variant maps to one
+    /// HTTP status (see the variant docs).
+    async fn complete(&self, call: ProviderCall) -> Result<ChatResponse, ChatError>;
+
+    /// Starts a streamed completion.
+    ///
+    /// # Errors
+    /// A failure before the first chunk is returned here, as a plain
+    /// [`ChatError`], so the client gets a real HTTP status; a failure after it
+    /// is an `Err` item of the returned [`ChatStream`].
+    async fn stream(&self, call: ProviderCall) -> Result<ChatStream, ChatError>;
+}
+
+/// Finds the credentials a route needs.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+pub trait KeyResolver: Send + Sync {
+    /// The credentials to call `route` with.
+    ///
+    /// # Errors
+    /// - [`KeyError::PortkeyKeyMissing`] when the route goes through Portkey
+    ///   and the gateway has no Portkey key (an operator's mistake).
+    /// - [`KeyError::ProviderKeyMissing`] when the route needs a provider key,
+    ///   the gateway has none for that provider, and the route carries no
+    ///   virtual key.
+    fn resolve(&self, route: &Route) -> Result<Credentials, KeyError>;
+}

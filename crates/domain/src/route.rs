@@ -1,0 +1,313 @@
+//! Where a request goes: the routing fields a client sends, and the typed
+//! [`Route`] the gateway derives from them.
+
+use std::fmt;
+
+use secrecy::SecretString;
+use serde_json::Value;
+
+use crate::error::ValidationError;
+use crate::model::Extra;
+
+/// The routing fields of a request body. They steer the gateway and are never
+/// forwarded upstream.
+#[derive(Debug, Default)]
+pub struct RoutingFields {
+    pub provider: Option<String>,
+    pub portkey_provider: Option<String>,
+    /// A Portkey virtual key id. Treated as a secret: never logged.
+    pub portkey_virtual_key: Option<SecretString>,
+}
+
+impl RoutingFields {
+    /// Takes the routing fields out of a request's unknown fields, so that
+    /// they steer the gateway and are not forwarded upstream.
+    ///
+    /// # Errors
+    /// A [`ValidationError`] when a routing field is present but not a string.
+    pub fn take_from(extra: &mut Extra) -> Result<Self, ValidationError> {
+        let mut take = |name: &str| match extra.remove(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(value)) => Ok(Some(value)),
+            Some(other) => Err(ValidationError::new(
+                name,
+                format!("`{name}` must be a string, got {}", json_type(&other)),
+            )),
+        };
+        Ok(Self {
+            provider: take("provider")?,
+            portkey_provider: take("portkey_provider")?,
+            portkey_virtual_key: take("portkey_virtual_key")?.map(SecretString::from),
+        })
+    }
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The kinds of provider adapter the gateway can call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProviderKind {
+    /// The deterministic in-process provider, for demos and tests.
+    Demo,
+    /// Portkey's gateway, which forwards to the upstream [`PortkeyProvider`].
+    Portkey,
+}
+
+impl ProviderKind {
+    pub const ALL: [Self; 2] = [Self::Demo, Self::Portkey];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Demo => "demo",
+            Self::Portkey => "portkey",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == name)
+    }
+}
+
+impl fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The upstream providers Gatewayz reaches through Portkey.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PortkeyProvider {
+    OpenAi,
+    Anthropic,
+    DeepInfra,
+    GoogleAi,
+    Cohere,
+    TogetherAi,
+    PerplexityAi,
+    MistralAi,
+    Groq,
+}
+
+impl PortkeyProvider {
+    pub const ALL: [Self; 9] = [
+        Self::OpenAi,
+        Self::Anthropic,
+        Self::DeepInfra,
+        Self::GoogleAi,
+        Self::Cohere,
+        Self::TogetherAi,
+        Self::PerplexityAi,
+        Self::MistralAi,
+        Self::Groq,
+    ];
+
+    /// The name clients use in `portkey_provider`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::OpenAi => "openai",
+            Self::Anthropic => "anthropic",
+            Self::DeepInfra => "deepinfra",
+            Self::GoogleAi => "google-ai",
+            Self::Cohere => "cohere",
+            Self::TogetherAi => "together-ai",
+            Self::PerplexityAi => "perplexity-ai",
+            Self::MistralAi => "mistral-ai",
+            Self::Groq => "groq",
+        }
+    }
+
+    /// The slug Portkey expects in `x-portkey-provider`. Portkey has no
+    /// `google-ai` slug: Gemini is `google`.
+    pub const fn slug(self) -> &'static str {
+        match self {
+            Self::GoogleAi => "google",
+            other => other.name(),
+        }
+    }
+
+    /// Whether the upstream rejects a request without an output token limit
+    /// (Anthropic's Messages API requires `max_tokens`).
+    pub const fn requires_max_tokens(self) -> bool {
+        matches!(self, Self::Anthropic)
+    }
+
+    /// Parses a client-facing name; Portkey's own `google` slug is accepted
+    /// as an alias of `google-ai`.
+    pub fn parse(name: &str) -> Option<Self> {
+        if name == "google" {
+            return Some(Self::GoogleAi);
+        }
+        Self::ALL.into_iter().find(|provider| provider.name() == name)
+    }
+
+    fn supported() -> String {
+        Self::ALL.map(Self::name).join(", ")
+    }
+}
+
+impl fmt::Display for PortkeyProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A resolved destination for one request.
+#[derive(Debug, Clone)]
+pub enum Route {
+    Demo,
+    Portkey {
+        provider: PortkeyProvider,
+        /// Overrides the provider key from the environment when present.
+        virtual_key: Option<SecretString>,
+    },
+}
+
+impl Route {
+    /// Derives the route from a request's routing fields.
+    ///
+    /// # Errors
+    /// A [`ValidationError`] naming the offending field when `provider` is
+    /// missing or unknown, or when `portkey_provider` is missing or unknown
+    /// for the Portkey provider.
+    pub fn from_fields(fields: RoutingFields) -> Result<Self, ValidationError> {
+        let supported = ProviderKind::ALL.map(ProviderKind::as_str).join(", ");
+        let Some(name) = fields.provider.as_deref() else {
+            return Err(ValidationError::new(
+                "provider",
+                format!("`provider` is required. Supported providers: {supported}."),
+            )
+            .with_code("missing_provider"));
+        };
+        match ProviderKind::parse(name) {
+            Some(ProviderKind::Demo) => Ok(Self::Demo),
+            Some(ProviderKind::Portkey) => {
+                let provider = Self::parse_portkey_provider(fields.portkey_provider.as_deref())?;
+                Ok(Self::Portkey {
+                    provider,
+                    virtual_key: fields.portkey_virtual_key,
+                })
+            }
+            None => Err(ValidationError::new(
+                "provider",
+                format!("Unsupported provider `{name}`. Supported providers: {supported}."),
+            )
+            .with_code("unsupported_provider")),
+        }
+    }
+
+    fn parse_portkey_provider(name: Option<&str>) -> Result<PortkeyProvider, ValidationError> {
+        let supported = PortkeyProvider::supported();
+        let Some(name) = name else {
+            return Err(ValidationError::new(
+                "portkey_provider",
+                format!(
+                    "`portkey_provider` is required when `provider` is `portkey`. Supported: {supported}."
+                ),
+            )
+            .with_code("missing_provider"));
+        };
+        PortkeyProvider::parse(name).ok_or_else(|| {
+            ValidationError::new(
+                "portkey_provider",
+                format!("Unsupported portkey_provider `{name}`. Supported: {supported}."),
+            )
+            .with_code("unsupported_provider")
+        })
+    }
+
+    /// The adapter that serves this route.
+    pub const fn kind(&self) -> ProviderKind {
+        match self {
+            Self::Demo => ProviderKind::Demo,
+            Self::Portkey { .. } => ProviderKind::Portkey,
+        }
+    }
+
+    /// The upstream provider behind Portkey, if this is a Portkey route.
+    pub const fn portkey_provider(&self) -> Option<PortkeyProvider> {
+        match self {
+            Self::Demo => None,
+            Self::Portkey { provider, .. } => Some(*provider),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(provider: Option<&str>, portkey_provider: Option<&str>) -> RoutingFields {
+        RoutingFields {
+            provider: provider.map(str::to_owned),
+            portkey_provider: portkey_provider.map(str::to_owned),
+            portkey_virtual_key: None,
+        }
+    }
+
+    #[test]
+    fn routing_fields_are_taken_out_of_the_forwarded_fields() {
+        let mut extra: Extra = serde_json::from_value(serde_json::json!({
+            "provider": "portkey", "portkey_provider": "openai", "portkey_virtual_key": "vk", "seed_field": 1
+        }))
+        .unwrap();
+        let fields = RoutingFields::take_from(&mut extra).unwrap();
+        assert_eq!(fields.provider.as_deref(), Some("portkey"));
+        assert_eq!(fields.portkey_provider.as_deref(), Some("openai"));
+        assert!(fields.portkey_virtual_key.is_some());
+        assert_eq!(extra.keys().collect::<Vec<_>>(), ["seed_field"]);
+    }
+
+    #[test]
+    fn a_routing_field_of_the_wrong_type_is_rejected() {
+        let mut extra: Extra = serde_json::from_value(serde_json::json!({"provider": 7})).unwrap();
+        let err = RoutingFields::take_from(&mut extra).unwrap_err();
+        assert_eq!(err.param.as_deref(), Some("provider"));
+        assert_eq!(err.message, "`provider` must be a string, got a number");
+    }
+
+    #[test]
+    fn google_ai_and_google_both_route_to_portkeys_google_slug() {
+        for name in ["google-ai", "google"] {
+            let route = Route::from_fields(fields(Some("portkey"), Some(name))).unwrap();
+            assert_eq!(
+                route.portkey_provider().map(PortkeyProvider::slug),
+                Some("google")
+            );
+        }
+    }
+
+    #[test]
+    fn every_supported_portkey_provider_parses_by_its_name() {
+        for provider in PortkeyProvider::ALL {
+            assert_eq!(PortkeyProvider::parse(provider.name()), Some(provider));
+        }
+    }
+
+    #[test]
+    fn routing_errors_name_the_field_and_the_supported_values() {
+        let cases = [
+            (fields(None, None), "provider", "required"),
+            (fields(Some("acme"), None), "provider", "demo, portkey"),
+            (fields(Some("portkey"), None), "portkey_provider", "required"),
+            (
+                fields(Some("portkey"), Some("acme")),
+                "portkey_provider",
+                "openai, anthropic",
+            ),
+        ];
+        for (input, param, needle) in cases {
+            let err = Route::from_fields(input).unwrap_err();
+            assert_eq!(err.param.as_deref(), Some(param));
+            assert!(err.message.contains(needle), "{}", err.message);
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! The chat use case: validate, route, authenticate, call.
+
+use std::sync::Arc;
+
+use crate::error::ChatError;
+use crate::model::{ChatRequest, ChatResponse};
+use crate::ports::{ChatProvider, ChatStream, KeyResolver, ProviderCall, RequestContext};
+use crate::route::{ProviderKind, Route, RoutingFields};
+
+/// One chat-completion request as the API received it.
+#[derive(Debug)]
+pub struct ChatCommand {
+    pub request: ChatRequest,
+    pub routing: RoutingFields,
+    pub context: RequestContext,
+}
+
+/// The answer to a [`ChatCommand`]: whole, or streamed when the request
+/// asked for `"stream": true`.
+pub enum ChatOutcome {
+    Complete(ChatResponse),
+    Stream(ChatStream),
+}
+
+impl std::fmt::Debug for ChatOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Complete(response) => f.debug_tuple("Complete").field(response).finish(),
+            Self::Stream(_) => f.write_str("Stream(..)"),
+        }
+    }
+}
+
+/// The provider adapters a gateway was started with, one per [`ProviderKind`].
+#[derive(Clone, Default)]
+pub struct Providers {
+    demo: Option<Arc<dyn ChatProvider>>,
+    portkey: Option<Arc<dyn ChatProvider>>,
+}
+
+impl Providers {
+    #[must_use]
+    pub fn with(mut self, kind: ProviderKind, provider: Arc<dyn ChatProvider>) -> Self {
+        *self.slot(kind) = Some(provider);
+        self
+    }
+
+    fn slot(&mut self, kind: ProviderKind) -> &mut Option<Arc<dyn ChatProvider>> {
+        match kind {
+            ProviderKind::Demo => &mut self.demo,
+            ProviderKind::Portkey => &mut self.portkey,
+        }
+    }
+
+    fn get(&self, kind: ProviderKind) -> Option<&Arc<dyn ChatProvider>> {
+        match kind {
+            ProviderKind::Demo => self.demo.as_ref(),
+            ProviderKind::Portkey => self.portkey.as_ref(),
+        }
+    }
+
+    /// The kinds this gateway can serve.
+    pub fn enabled(&self) -> impl Iterator<Item = ProviderKind> + '_ {
+        ProviderKind::ALL
+            .into_iter()
+            .filter(|kind| self.get(*kind).is_some())
+    }
+}
+
+impl std::fmt::Debug for Providers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.enabled()).finish()
+    }
+}
+
+/// The chat-completion use case.
+#[derive(Clone)]
+pub struct ChatService {
+    providers: Providers,
+    keys: Arc<dyn KeyResolver>,
+}
+
+impl std::fmt::Debug for ChatService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatService")
+            .field("providers", &self.providers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChatService {
+    pub fn new(providers: Providers, keys: Arc<dyn KeyResolver>) -> Self {
+        Self { providers, keys }
+    }
+
+    /// Validates the command, resolves its route and credentials, and calls
+    /// the provider, streaming when the request asked to.
+    ///
+    /// # Errors
+    /// - [`ChatError::Invalid`] for a request that breaks the contract or names
+    ///   an unknown provider;
+    /// - [`ChatError::ProviderDisabled`] when the route's adapter is not
+    ///   enabled on this gateway;
+    /// - [`ChatError::Keys`] when credentials are missing;
+    /// - whatever the provider returns.
+    pub async fn execute(&self, command: ChatCommand) -> Result<ChatOutcome, ChatError> {
+        let (provider, call) = self.prepare(command)?;
+        if call.request.is_stream() {
+            provider.stream(call).await.map(ChatOutcome::Stream)
+        } else {
+            provider.complete(call).await.map(ChatOutcome::Complete)
+        }
+    }
+
+    fn prepare(&self, command: ChatCommand) -> Result<(Arc<dyn ChatProvider>, ProviderCall), ChatError> {
+        let ChatCommand {
+            request,
+            routing,
+            context,
+        } = command;
+        request.validate()?;
+        let route = Route::from_fields(routing)?;
+        let provider = self
+            .providers
+            .get(route.kind())
+            .ok_or(ChatError::ProviderDisabled(route.kind()))?
+            .clone();
+        let credentials = self.keys.resolve(&route)?;
+        Ok((
+            provider,
+            ProviderCall {
+                request,
+                route,
+                credentials,
+                context,
+            },
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+    use serde_json::json;
+
+    use super::*;
+    use crate::error::KeyError;
+    use crate::model::{Message, Role};
+    use crate::ports::{Credentials, MockChatProvider, MockKeyResolver};
+    use crate::route::PortkeyProvider;
+
+    fn command(body: serde_json::Value, provider: Option<&str>) -> ChatCommand {
+        ChatCommand {
+            request: serde_json::from_value(body).unwrap(),
+            routing: RoutingFields {
+                provider: provider.map(str::to_owned),
+                ..RoutingFields::default()
+            },
+            context: RequestContext::default(),
+        }
+    }
+
+    fn valid(stream: bool) -> serde_json::Value {
+        json!({"model": "m", "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
+    }
+
+    fn keys_never_called() -> Arc<MockKeyResolver> {
+        let mut keys = MockKeyResolver::new();
+        keys.expect_resolve().never();
+        Arc::new(keys)
+    }
+
+    fn response() -> ChatResponse {
+        ChatResponse {
+            id: "x".into(),
+            object: "chat.completion".into(),
+            created: 0,
+            model: "m".into(),
+            choices: vec![crate::model::Choice {
+                index: 0,
+                message: Message::text(Role::Assistant, "ok"),
+                finish_reason: Some("stop".into()),
+                extra: Default::default(),
+            }],
+            usage: None,
+            extra: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_invalid_request_never_reaches_keys_or_provider() {
+        let mut provider = MockChatProvider::new();
+        provider.expect_complete().never();
+        let service = ChatService::new(
+            Providers::default().with(ProviderKind::Demo, Arc::new(provider)),
+            keys_never_called(),
+        );
+
+        let result = service
+            .execute(command(json!({"model": "m", "messages": []}), Some("demo")))
+            .await;
+
+        assert!(
+            matches!(result, Err(ChatError::Invalid(error)) if error.param.as_deref() == Some("messages"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_route_whose_adapter_is_not_enabled_is_refused() {
+        let service = ChatService::new(Providers::default(), keys_never_called());
+
+        let result = service.execute(command(valid(false), Some("demo"))).await;
+
+        assert!(matches!(
+            result,
+            Err(ChatError::ProviderDisabled(ProviderKind::Demo))
+        ));
+    }
+
+    #[tokio::test]
+    async fn missing_credentials_stop_the_call() {
+        let mut provider = MockChatProvider::new();
+        provider.expect_complete().never();
+        let mut keys = MockKeyResolver::new();
+        keys.expect_resolve()
+            .times(1)
+            .returning(|_| Err(KeyError::PortkeyKeyMissing));
+        let service = ChatService::new(
+            Providers::default().with(ProviderKind::Portkey, Arc::new(provider)),
+            Arc::new(keys),
+        );
+        let mut command = command(valid(false), Some("portkey"));
+        command.routing.portkey_provider = Some("openai".into());
+
+        let result = service.execute(command).await;
+
+        assert!(matches!(
+            result,
+            Err(ChatError::Keys(KeyError::PortkeyKeyMissing))
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_provider_gets_the_route_and_credentials_and_stream_decides_the_call() {
+        let mut provider = MockChatProvider::new();
+        provider
+            .expect_complete()
+            .withf(|call| {
+                call.route.portkey_provider() == Some(PortkeyProvider::Anthropic)
+                    && matches!(call.credentials, Credentials::None)
+            })
+            .times(1)
+            .returning(|_| Ok(response()));
+        provider
+            .expect_stream()
+            .times(1)
+            .returning(|_| Ok(futures::stream::empty().boxed()));
+        let mut keys = MockKeyResolver::new();
+        keys.expect_resolve()
+            .times(2)
+            .returning(|_| Ok(Credentials::None));
+        let service = ChatService::new(
+            Providers::default().with(ProviderKind::Portkey, Arc::new(provider)),
+            Arc::new(keys),
+        );
+
+        for stream in [false, true] {
+            let mut command = command(valid(stream), Some("portkey"));
+            command.routing.portkey_provider = Some("anthropic".into());
+            let outcome = service.execute(command).await.unwrap();
+            assert_eq!(matches!(outcome, ChatOutcome::Stream(_)), stream);
+        }
+    }
+}
