@@ -1,0 +1,17 @@
+//! Gatewayz adapters: implementations of the domain ports.
+//!
+//! - [`demo::DemoProvider`]: a deterministic in-process provider for demos and tests.
+//! - [`env_keys::EnvKeyResolver`]: Portkey and provider keys read once from the environment.
+//! - [`mock`] (feature `mocks`): mockall mocks of the ports.
+
+pub mod demo;
+pub mod env_keys;
+
+#[cfg(feature = "mocks")]
+pub mod mock {
+    //! mockall mocks of the domain ports, for tests of the layers above.
+    pub use gatewayz_domain::{MockChatProvider, MockKeyResolver};
+}
+
+pub use demo::DemoProvider;
+pub use env_keys::EnvKeyResolver;
