@@ -1,0 +1,159 @@
+//! The gateway's configuration, read once at start from `GATEWAYZ_*`
+//! environment variables.
+
+use std::fmt::Display;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde::de::{Deserializer, Error as _};
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object a line, for log collectors.
+    Json,
+    /// Human-readable lines, for a terminal.
+    #[default]
+    Pretty,
+}
+
+impl FromStr for LogFormat {
+    type Err = &'static str;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value.to_ascii_lowercase().as_str() {
+            "json" => Ok(Self::Json),
+            "pretty" => Ok(Self::Pretty),
+            _ => Err("expected `json` or `pretty`"),
+        }
+    }
+}
+
+/// Settings of the HTTP service (the `GATEWAYZ_` prefix is left off).
+#[derive(Debug, Deserialize)]
+pub struct Config {
+    /// `GATEWAYZ_BIND`: the public listener's address.
+    #[serde(default = "default_bind", deserialize_with = "bind")]
+    pub bind: SocketAddr,
+    /// `GATEWAYZ_API_KEYS`: comma-separated gateway keys clients must send as
+    /// `Authorization: Bearer <key>`.
+    #[serde(default)]
+    pub api_keys: Option<SecretString>,
+    /// `GATEWAYZ_MAX_BODY_BYTES`: the largest request body accepted.
+    #[serde(default = "default_max_body_bytes", deserialize_with = "max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// `GATEWAYZ_LOG_FORMAT`: `json` or `pretty`.
+    #[serde(default, deserialize_with = "log_format")]
+    pub log_format: LogFormat,
+}
+
+fn default_bind() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+const fn default_max_body_bytes() -> usize {
+    4 * 1024 * 1024
+}
+
+/// Parses a variable's text, naming the variable when it is malformed (envy's
+/// own messages do not).
+fn parse_var<'de, D, T>(deserializer: D, name: &str) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: Display,
+{
+    let raw = String::deserialize(deserializer)?;
+    raw.trim()
+        .parse()
+        .map_err(|error| D::Error::custom(format!("{name}={raw:?} is invalid: {error}")))
+}
+
+fn bind<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+    parse_var(deserializer, "GATEWAYZ_BIND")
+}
+
+fn max_body_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
+    parse_var(deserializer, "GATEWAYZ_MAX_BODY_BYTES")
+}
+
+fn log_format<'de, D: Deserializer<'de>>(deserializer: D) -> Result<LogFormat, D::Error> {
+    parse_var(deserializer, "GATEWAYZ_LOG_FORMAT")
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    ///
+    /// # Errors
+    /// When a variable is present but malformed (`GATEWAYZ_BIND=nonsense`).
+    pub fn from_env() -> Result<Self, envy::Error> {
+        envy::prefixed("GATEWAYZ_").from_env()
+    }
+
+    /// Reads the configuration from `(name, value)` pairs, as tests do.
+    ///
+    /// # Errors
+    /// As [`Self::from_env`].
+    pub fn from_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Result<Self, envy::Error> {
+        envy::prefixed("GATEWAYZ_").from_iter(vars)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_serve_on_loopback_with_a_4_mib_body_limit() {
+        let config = Config::from_vars(vars(&[("UNRELATED", "x")])).unwrap();
+        assert_eq!(config.bind, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.max_body_bytes, 4 * 1024 * 1024);
+        assert_eq!(config.log_format, LogFormat::Pretty);
+        assert!(config.api_keys.is_none());
+    }
+
+    #[test]
+    fn variables_override_the_defaults() {
+        let config = Config::from_vars(vars(&[
+            ("GATEWAYZ_BIND", "0.0.0.0:9000"),
+            ("GATEWAYZ_API_KEYS", "a,b"),
+            ("GATEWAYZ_MAX_BODY_BYTES", "1024"),
+            ("GATEWAYZ_LOG_FORMAT", "JSON"),
+        ]))
+        .unwrap();
+        assert_eq!(config.bind, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(config.api_keys.unwrap().expose_secret(), "a,b");
+        assert_eq!(config.max_body_bytes, 1024);
+        assert_eq!(config.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn a_malformed_variable_is_an_error_naming_it() {
+        let cases = [
+            ("GATEWAYZ_BIND", "nowhere"),
+            ("GATEWAYZ_MAX_BODY_BYTES", "lots"),
+            ("GATEWAYZ_LOG_FORMAT", "xml"),
+        ];
+        for (name, value) in cases {
+            let err = Config::from_vars(vars(&[(name, value)])).unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn debug_output_redacts_the_gateway_keys() {
+        let config = Config::from_vars(vars(&[("GATEWAYZ_API_KEYS", "super-secret-key")])).unwrap();
+        assert!(!format!("{config:?}").contains("super-secret-key"));
+    }
+}

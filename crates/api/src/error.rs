@@ -1,0 +1,236 @@
+//! The one error type of the HTTP layer: every failure a client sees, in
+//! OpenAI's error shape `{"error": {"message", "type", "param", "code"}}`,
+//! plus `source` saying who refused (`gateway`, `portkey` or `provider`).
+
+use std::borrow::Cow;
+use std::fmt;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use gatewayz_domain::{ChatError, KeyError, ValidationError};
+use serde::Serialize;
+
+/// Who refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorSource {
+    Gateway,
+}
+
+/// An error answered to the client. Its message is safe to show: it never
+/// holds a secret or an internal detail.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    kind: &'static str,
+    message: String,
+    param: Option<String>,
+    code: Option<Cow<'static, str>>,
+    source: ErrorSource,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    error: Body<'a>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    param: Option<&'a str>,
+    code: Option<&'a str>,
+    source: ErrorSource,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind,
+            message: message.into(),
+            param: None,
+            code: None,
+            source: ErrorSource::Gateway,
+        }
+    }
+
+    #[must_use]
+    pub fn with_param(mut self, param: impl Into<String>) -> Self {
+        self.param = Some(param.into());
+        self
+    }
+
+    #[must_use]
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = Some(Cow::Borrowed(code));
+        self
+    }
+
+    /// 400: a request the gateway cannot accept.
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+    }
+
+    /// 401: no gateway key, or one the gateway does not know.
+    pub fn unauthorized(message: impl Into<String>, code: &'static str) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_request_error", message).with_code(code)
+    }
+
+    /// 404: no such route.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "invalid_request_error", message).with_code("not_found")
+    }
+
+    /// 405: the route exists, the method does not.
+    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", message)
+            .with_code("method_not_allowed")
+    }
+
+    /// 413: the body is larger than the configured limit.
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            format!("Request body is larger than the limit of {limit} bytes"),
+        )
+        .with_code("payload_too_large")
+    }
+
+    /// 415: a body that is declared as something other than JSON.
+    pub fn unsupported_media_type(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request_error",
+            message,
+        )
+        .with_code("unsupported_media_type")
+    }
+
+    /// 500: the gateway itself is misconfigured or broken.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The JSON body, also used for SSE error events.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self.envelope()).unwrap_or_default()
+    }
+
+    fn envelope(&self) -> Envelope<'_> {
+        Envelope {
+            error: Body {
+                message: &self.message,
+                kind: self.kind,
+                param: self.param.as_deref(),
+                code: self.code.as_deref(),
+                source: self.source,
+            },
+        }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.status.as_u16(), self.kind, self.message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status);
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+        }
+        response.json(self.envelope())
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(error: ValidationError) -> Self {
+        let ValidationError { param, message, code } = error;
+        Self {
+            param,
+            code,
+            ..Self::invalid_request(message)
+        }
+    }
+}
+
+impl From<ChatError> for ApiError {
+    fn from(error: ChatError) -> Self {
+        match error {
+            ChatError::Invalid(error) => error.into(),
+            ChatError::Keys(error @ KeyError::PortkeyKeyMissing) => {
+                Self::internal(error.to_string()).with_code("portkey_key_not_configured")
+            }
+            ChatError::Keys(error @ KeyError::ProviderKeyMissing { .. }) => {
+                Self::invalid_request(error.to_string()).with_code("provider_key_not_configured")
+            }
+            ChatError::ProviderDisabled(_) => Self::invalid_request(error.to_string())
+                .with_param("provider")
+                .with_code("unsupported_provider"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::body::to_bytes;
+    use gatewayz_domain::PortkeyProvider;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    async fn rendered(error: ApiError) -> (u16, Value) {
+        let response = error.error_response();
+        let status = response.status().as_u16();
+        let body = to_bytes(response.into_body()).await.unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[actix_web::test]
+    async fn a_validation_error_is_a_400_in_openai_shape_naming_its_param() {
+        let (status, body) =
+            rendered(ValidationError::new("top_p", "`top_p` must be between 0 and 1").into()).await;
+        assert_eq!(status, 400);
+        assert_eq!(
+            body,
+            json!({"error": {"message": "`top_p` must be between 0 and 1", "type": "invalid_request_error",
+                "param": "top_p", "code": null, "source": "gateway"}})
+        );
+    }
+
+    #[actix_web::test]
+    async fn a_missing_portkey_key_is_the_gateways_fault_and_a_missing_provider_key_the_clients() {
+        let (status, body) = rendered(ChatError::Keys(KeyError::PortkeyKeyMissing).into()).await;
+        assert_eq!(
+            (status, body["error"]["message"].as_str()),
+            (500, Some("Portkey API key not configured"))
+        );
+
+        let missing = KeyError::ProviderKeyMissing {
+            provider: PortkeyProvider::OpenAi,
+            env_var: "PROVIDER_OPENAI_API_KEY",
+        };
+        let (status, body) = rendered(ChatError::Keys(missing).into()).await;
+        assert_eq!(status, 400);
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("Provider API key not configured for openai")
+        );
+    }
+}

@@ -1,0 +1,14 @@
+//! The Gatewayz HTTP service: actix-web routes over the domain's chat use
+//! case, with the adapters wired in [`startup`].
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod middleware;
+pub mod routes;
+pub mod sse;
+pub mod startup;
+pub mod telemetry;
+
+pub use config::Config;
+pub use startup::Application;

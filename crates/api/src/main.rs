@@ -1,0 +1,41 @@
+//! The `gatewayz` binary: read the configuration, wire the adapters, serve.
+
+use std::process::ExitCode;
+
+use gatewayz_adapters::EnvKeyResolver;
+use gatewayz_api::{Application, Config, startup, telemetry};
+
+#[actix_web::main]
+async fn main() -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("gatewayz: invalid configuration: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    telemetry::init(config.log_format);
+
+    let keys = match EnvKeyResolver::from_env() {
+        Ok(keys) => keys,
+        Err(error) => {
+            tracing::error!(%error, "invalid provider key configuration");
+            return ExitCode::FAILURE;
+        }
+    };
+    let application = match Application::build(&config, startup::chat_service(keys)) {
+        Ok(application) => application,
+        Err(error) => {
+            tracing::error!(%error, "gatewayz cannot start");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(address = %application.address(), "gatewayz listening");
+    match application.run_until_stopped().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "gatewayz stopped on an error");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! `POST /v1/chat/completions`.
+
+use actix_web::http::header::{self, ContentType};
+use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::Bytes;
+use gatewayz_domain::{ChatCommand, ChatOutcome, ChatRequest, ChatService, RequestContext, RoutingFields};
+use serde_json::error::Category;
+
+use crate::auth::Authenticated;
+use crate::error::ApiError;
+use crate::middleware::RequestId;
+use crate::sse::event_stream;
+
+/// What the chat route needs, shared by every worker.
+#[derive(Debug, Clone)]
+pub struct ChatState {
+    pub service: ChatService,
+    pub max_body_bytes: usize,
+}
+
+#[tracing::instrument(name = "chat_completions", skip_all)]
+pub async fn chat_completions(
+    _: Authenticated,
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ChatState>,
+) -> Result<HttpResponse, ApiError> {
+    require_json(&request)?;
+    let body = read_body(&request, payload, state.max_body_bytes).await?;
+    let mut chat_request = parse_request(&body)?;
+    let routing = RoutingFields::take_from(&mut chat_request.extra)?;
+    let context = RequestContext {
+        request_id: RequestId::of(&request),
+        traceparent: request
+            .headers()
+            .get("traceparent")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned),
+    };
+    let command = ChatCommand {
+        request: chat_request,
+        routing,
+        context,
+    };
+    match state.service.execute(command).await? {
+        ChatOutcome::Complete(response) => Ok(HttpResponse::Ok().json(response)),
+        ChatOutcome::Stream(chunks) => Ok(HttpResponse::Ok()
+            .insert_header(header::ContentType(actix_web::mime::TEXT_EVENT_STREAM))
+            .insert_header(header::CacheControl(vec![header::CacheDirective::NoCache]))
+            .insert_header(("x-accel-buffering", "no"))
+            .streaming(event_stream(chunks))),
+    }
+}
+
+/// A body declared as anything but JSON is refused; an undeclared one is
+/// read as JSON, as OpenAI does.
+fn require_json(request: &HttpRequest) -> Result<(), ApiError> {
+    let Some(value) = request.headers().get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let declared = value.to_str().unwrap_or_default();
+    let essence = declared.split(';').next().unwrap_or_default().trim();
+    if essence.eq_ignore_ascii_case(ContentType::json().0.essence_str()) {
+        return Ok(());
+    }
+    let shown: String = declared.chars().take(100).collect();
+    Err(ApiError::unsupported_media_type(format!(
+        "Content-Type must be application/json, got `{shown}`"
+    )))
+}
+
+async fn read_body(request: &HttpRequest, payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
+    let declared_length = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<usize>().ok());
+    if declared_length.is_some_and(|length| length > limit) {
+        return Err(ApiError::payload_too_large(limit));
+    }
+    payload
+        .to_bytes_limited(limit)
+        .await
+        .map_err(|_| ApiError::payload_too_large(limit))?
+        .map_err(|error| ApiError::invalid_request(format!("Could not read the request body: {error}")))
+}
+
+fn parse_request(body: &[u8]) -> Result<ChatRequest, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(
+            ApiError::invalid_request("Request body is empty: expected a JSON object")
+                .with_code("invalid_json"),
+        );
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let request = serde_path_to_error::deserialize(&mut deserializer).map_err(json_error)?;
+    deserializer.end().map_err(|error| {
+        ApiError::invalid_request(format!("Malformed JSON body: {error}")).with_code("invalid_json")
+    })?;
+    Ok(request)
+}
+
+fn json_error(error: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let inner = error.inner();
+    if inner.classify() != Category::Data {
+        return ApiError::invalid_request(format!("Malformed JSON body: {inner}")).with_code("invalid_json");
+    }
+    let message = inner.to_string();
+    let path = error.path().to_string();
+    let parent = (path != ".").then_some(path);
+    if let Some(field) = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+    {
+        let param = parent.map_or_else(|| field.to_owned(), |parent| format!("{parent}.{field}"));
+        return ApiError::invalid_request(format!("Missing required parameter: `{param}`"))
+            .with_param(param)
+            .with_code("missing_required_parameter");
+    }
+    match parent {
+        Some(param) => {
+            ApiError::invalid_request(format!("Invalid value for `{param}`: {message}")).with_param(param)
+        }
+        None => ApiError::invalid_request("Request body must be a JSON object").with_code("invalid_json"),
+    }
+}

@@ -1,0 +1,37 @@
+//! The HTTP routes.
+
+pub mod chat;
+pub mod health;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use crate::error::ApiError;
+
+/// Registers every route, with OpenAI-shaped answers for unknown paths and
+/// wrong methods instead of actix's empty defaults.
+pub fn configure(config: &mut web::ServiceConfig) {
+    config
+        .service(
+            web::resource("/v1/chat/completions")
+                .route(web::post().to(chat::chat_completions))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/healthz")
+                .route(web::get().to(health::healthz))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .default_service(web::to(not_found));
+}
+
+async fn not_found(request: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::not_found(format!("Unknown path `{}`", request.path())))
+}
+
+async fn method_not_allowed(request: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::method_not_allowed(format!(
+        "Method {} is not allowed on `{}`",
+        request.method(),
+        request.path()
+    )))
+}

@@ -1,0 +1,108 @@
+//! Building and running the service: wiring ports to adapters, binding the
+//! listener, starting the server.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use gatewayz_adapters::{DemoProvider, EnvKeyResolver};
+use gatewayz_domain::{ChatService, KeyResolver, ProviderKind, Providers};
+
+use crate::auth::{GatewayKeys, KeySetupError, LOCAL_DEV_KEY};
+use crate::config::Config;
+use crate::middleware::request_context;
+use crate::routes::{self, chat::ChatState};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Keys(#[from] KeySetupError),
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// The chat use case wired to the production adapters.
+pub fn chat_service(keys: EnvKeyResolver) -> ChatService {
+    let providers = Providers::default().with(ProviderKind::Demo, Arc::new(DemoProvider));
+    ChatService::new(providers, Arc::new(keys) as Arc<dyn KeyResolver>)
+}
+
+/// A bound, ready-to-run gateway.
+pub struct Application {
+    address: SocketAddr,
+    server: Server,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Binds the listener and builds the server around `service`.
+    ///
+    /// # Errors
+    /// When the listener cannot be bound, or the gateway keys are unusable for
+    /// the bind address.
+    pub fn build(config: &Config, service: ChatService) -> Result<Self, StartupError> {
+        let keys = GatewayKeys::from_config(config.api_keys.as_ref(), config.bind)?;
+        let listener = TcpListener::bind(config.bind).map_err(|source| StartupError::Bind {
+            address: config.bind,
+            source,
+        })?;
+        let address = listener.local_addr()?;
+        if keys.is_local_dev() {
+            tracing::warn!(
+                %address,
+                "GATEWAYZ_API_KEYS is unset: accepting only the public local development key \
+                 `{LOCAL_DEV_KEY}`, on this loopback address only. Set GATEWAYZ_API_KEYS before \
+                 exposing the gateway."
+            );
+        }
+
+        let keys = web::Data::new(keys);
+        let chat = web::Data::new(ChatState {
+            service,
+            max_body_bytes: config.max_body_bytes,
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(from_fn(request_context))
+                .app_data(keys.clone())
+                .app_data(chat.clone())
+                .configure(routes::configure)
+        })
+        .listen(listener)?
+        .run();
+        Ok(Self { address, server })
+    }
+
+    /// The address the listener is bound to (with the real port when the
+    /// configuration asked for port 0).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    /// Serves until the server is stopped (SIGINT, SIGTERM).
+    ///
+    /// # Errors
+    /// When the server fails while running.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}

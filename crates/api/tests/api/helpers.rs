@@ -1,0 +1,185 @@
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use futures::StreamExt;
+use gatewayz_adapters::DemoProvider;
+use gatewayz_adapters::mock::{MockChatProvider, MockKeyResolver};
+use gatewayz_api::{Application, Config, telemetry};
+use gatewayz_domain::{ChatService, Credentials, ProviderKind, Providers};
+use serde_json::{Value, json};
+
+pub const KEY: &str = "test-gateway-key";
+
+/// Logs stay silent unless `TEST_LOG` is set.
+fn init_test_log() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            telemetry::init(gatewayz_api::config::LogFormat::Pretty);
+        }
+    });
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+}
+
+impl TestApp {
+    /// The gateway on the in-process demo provider.
+    pub async fn demo() -> Self {
+        Self::spawn(demo_service(), &[]).await
+    }
+
+    /// The gateway with `provider` serving `"provider": "demo"`.
+    pub async fn with_provider(provider: MockChatProvider) -> Self {
+        Self::spawn(mock_service(provider), &[]).await
+    }
+
+    pub async fn spawn(service: ChatService, vars: &[(&str, &str)]) -> Self {
+        init_test_log();
+        let defaults = [("GATEWAYZ_BIND", "127.0.0.1:0"), ("GATEWAYZ_API_KEYS", KEY)];
+        // Later entries override the defaults.
+        let vars: std::collections::BTreeMap<String, String> = defaults
+            .iter()
+            .chain(vars)
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+        let config = Config::from_vars(vars).expect("test configuration is valid");
+        let application = Application::build(&config, service).expect("the gateway starts");
+        let address = format!("http://{}", application.address());
+        tokio::spawn(application.run_until_stopped());
+        Self {
+            address,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("client builds"),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// A chat request with the test key, to add a body to.
+    pub fn chat(&self) -> reqwest::RequestBuilder {
+        self.client
+            .post(self.url("/v1/chat/completions"))
+            .bearer_auth(KEY)
+    }
+
+    pub async fn post_chat(&self, body: &Value) -> reqwest::Response {
+        self.chat().json(body).send().await.expect("request is sent")
+    }
+}
+
+pub fn demo_service() -> ChatService {
+    let providers = Providers::default().with(ProviderKind::Demo, Arc::new(DemoProvider));
+    ChatService::new(providers, Arc::new(no_keys()))
+}
+
+pub fn mock_service(provider: MockChatProvider) -> ChatService {
+    let providers = Providers::default().with(ProviderKind::Demo, Arc::new(provider));
+    ChatService::new(providers, Arc::new(no_keys()))
+}
+
+fn no_keys() -> MockKeyResolver {
+    let mut keys = MockKeyResolver::new();
+    keys.expect_resolve().returning(|_| Ok(Credentials::None));
+    keys
+}
+
+/// A minimal valid demo request.
+pub fn chat_body() -> Value {
+    json!({"provider": "demo", "model": "demo-model", "messages": [{"role": "user", "content": "Hello there"}]})
+}
+
+/// `chat_body()` with `patch`'s fields set (a `null` removes the field).
+pub fn chat_body_with(patch: Value) -> Value {
+    let mut body = chat_body();
+    let object = body.as_object_mut().expect("the base body is an object");
+    for (key, value) in patch.as_object().expect("patch is an object") {
+        if value.is_null() {
+            object.remove(key);
+        } else {
+            object.insert(key.clone(), value.clone());
+        }
+    }
+    body
+}
+
+/// Reads an SSE body to the end and returns each event's `data` payload.
+pub async fn sse_data(response: reqwest::Response) -> Vec<String> {
+    let body = response.text().await.expect("body is read");
+    assert!(
+        body.ends_with("\n\n"),
+        "an SSE body ends with a blank line: {body:?}"
+    );
+    body.split("\n\n")
+        .filter(|event| !event.is_empty())
+        .map(|event| {
+            event
+                .strip_prefix("data: ")
+                .unwrap_or_else(|| panic!("every event is a data event: {event:?}"))
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Reads from an SSE body until one whole event has arrived, within a
+/// deadline, and returns its `data` payload.
+pub async fn next_event(
+    body: &mut (impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+    buffer: &mut String,
+) -> String {
+    let deadline = Duration::from_secs(5);
+    loop {
+        if let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            return event
+                .trim_end()
+                .strip_prefix("data: ")
+                .expect("a data event")
+                .to_owned();
+        }
+        let bytes = tokio::time::timeout(deadline, body.next())
+            .await
+            .expect("an event arrives before the deadline")
+            .expect("the body has not ended")
+            .expect("the body reads");
+        buffer.push_str(std::str::from_utf8(&bytes).expect("events are UTF-8"));
+    }
+}
+
+/// Asserts `body` is OpenAI's error shape and returns its `error` object.
+pub fn assert_openai_error(body: &Value) -> &Value {
+    let error = body
+        .get("error")
+        .unwrap_or_else(|| panic!("no `error` in {body}"));
+    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(error["type"].is_string(), "{body}");
+    assert!(
+        error.get("param").is_some() && error.get("code").is_some(),
+        "{body}"
+    );
+    error
+}
+
+/// A plain one-choice `chat.completion` for mocks to return.
+pub fn completion(model: &str, text: &str) -> gatewayz_domain::ChatResponse {
+    gatewayz_domain::ChatResponse {
+        id: "chatcmpl-test".into(),
+        object: "chat.completion".into(),
+        created: 1_700_000_000,
+        model: model.into(),
+        choices: vec![gatewayz_domain::Choice {
+            index: 0,
+            message: gatewayz_domain::Message::text(gatewayz_domain::Role::Assistant, text),
+            finish_reason: Some("stop".into()),
+            extra: Default::default(),
+        }],
+        usage: Some(gatewayz_domain::Usage::new(3, 1)),
+        extra: Default::default(),
+    }
+}

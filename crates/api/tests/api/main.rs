@@ -1,0 +1,11 @@
+//! API integration tests: the real service on 127.0.0.1, port 0, with the
+//! ports wired to the demo provider or to mocks.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test.
+
+mod auth;
+mod binary;
+mod chat;
+mod errors;
+mod helpers;
+mod streaming;
