@@ -51,6 +51,20 @@ pub const fn provider_key_var(provider: PortkeyProvider) -> &'static str {
     }
 }
 
+/// Why the keys in the environment cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyConfigError {
+    #[error("cannot read the key variables: {0}")]
+    Env(#[from] envy::Error),
+    #[error("{0} contains characters that cannot be sent in an HTTP header (visible ASCII only)")]
+    Unsendable(&'static str),
+}
+
+/// Whether a key can be sent as a header value: visible ASCII, no spaces.
+pub fn is_header_safe(key: &str) -> bool {
+    key.bytes().all(|byte| byte.is_ascii_graphic())
+}
+
 /// A [`KeyResolver`] over keys read once from the environment.
 #[derive(Debug, Default)]
 pub struct EnvKeyResolver {
@@ -61,21 +75,34 @@ impl EnvKeyResolver {
     /// Reads the keys from the process environment.
     ///
     /// # Errors
-    /// When a key variable is not valid Unicode.
-    pub fn from_env() -> Result<Self, envy::Error> {
-        Ok(Self {
-            vars: envy::from_env()?,
-        })
+    /// When a key variable is not valid Unicode, or holds characters that
+    /// cannot be sent in an HTTP header.
+    pub fn from_env() -> Result<Self, KeyConfigError> {
+        Self::checked(envy::from_env()?)
     }
 
     /// Reads the keys from `(name, value)` pairs, as tests and embedders do.
     ///
     /// # Errors
-    /// Never for string values; kept fallible to match [`Self::from_env`].
-    pub fn from_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Result<Self, envy::Error> {
-        Ok(Self {
-            vars: envy::from_iter(vars)?,
-        })
+    /// As [`Self::from_env`].
+    pub fn from_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Result<Self, KeyConfigError> {
+        Self::checked(envy::from_iter(vars)?)
+    }
+
+    /// Refuses keys that could never be sent: every key ends up in an HTTP
+    /// header, so it must be visible ASCII.
+    fn checked(vars: KeyVars) -> Result<Self, KeyConfigError> {
+        let portkey = std::iter::once(("PORTKEY_API_KEY", vars.portkey_api_key.as_ref()));
+        let providers = PortkeyProvider::ALL
+            .into_iter()
+            .map(|provider| (provider_key_var(provider), vars.provider_key(provider)));
+        if let Some((name, _)) = portkey
+            .chain(providers)
+            .find(|(_, key)| key.is_some_and(|key| !is_header_safe(key.expose_secret())))
+        {
+            return Err(KeyConfigError::Unsendable(name));
+        }
+        Ok(Self { vars })
     }
 
     /// Whether a Portkey key is configured.
@@ -148,6 +175,16 @@ mod tests {
             },
             Credentials::None => panic!("expected Portkey credentials"),
         }
+    }
+
+    #[test]
+    fn a_key_that_cannot_be_a_header_stops_start_up_naming_its_variable() {
+        let err =
+            EnvKeyResolver::from_vars([("DEEPINFRA_API_KEY".to_owned(), "abc\ndef".to_owned())]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "DEEPINFRA_API_KEY contains characters that cannot be sent in an HTTP header (visible ASCII only)"
+        );
     }
 
     #[test]

@@ -1,11 +1,14 @@
 //! Gatewayz adapters: implementations of the domain ports.
 //!
 //! - [`demo::DemoProvider`]: a deterministic in-process provider for demos and tests.
+//! - [`portkey::PortkeyProvider`]: chat completions through Portkey over HTTP.
 //! - [`env_keys::EnvKeyResolver`]: Portkey and provider keys read once from the environment.
 //! - [`mock`] (feature `mocks`): mockall mocks of the ports.
 
 pub mod demo;
+pub mod env;
 pub mod env_keys;
+pub mod portkey;
 
 #[cfg(feature = "mocks")]
 pub mod mock {
@@ -14,4 +17,5 @@ pub mod mock {
 }
 
 pub use demo::DemoProvider;
-pub use env_keys::EnvKeyResolver;
+pub use env_keys::{EnvKeyResolver, KeyConfigError};
+pub use portkey::{PortkeyConfig, PortkeyProvider};

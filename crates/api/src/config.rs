@@ -1,13 +1,11 @@
 //! The gateway's configuration, read once at start from `GATEWAYZ_*`
 //! environment variables.
 
-use std::fmt::Display;
 use std::net::SocketAddr;
 use std::str::FromStr;
 
 use secrecy::SecretString;
 use serde::Deserialize;
-use serde::de::{Deserializer, Error as _};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -44,6 +42,10 @@ pub struct Config {
     /// `GATEWAYZ_MAX_BODY_BYTES`: the largest request body accepted.
     #[serde(default = "default_max_body_bytes", deserialize_with = "max_body_bytes")]
     pub max_body_bytes: usize,
+    /// `GATEWAYZ_DEFAULT_MAX_TOKENS`: the output token limit sent to
+    /// providers that require one (Anthropic) when the client set none.
+    #[serde(default = "default_max_tokens", deserialize_with = "max_tokens")]
+    pub default_max_tokens: u32,
     /// `GATEWAYZ_LOG_FORMAT`: `json` or `pretty`.
     #[serde(default, deserialize_with = "log_format")]
     pub log_format: LogFormat,
@@ -57,37 +59,23 @@ const fn default_max_body_bytes() -> usize {
     4 * 1024 * 1024
 }
 
-/// Parses a variable's text, naming the variable when it is malformed (envy's
-/// own messages do not).
-fn parse_var<'de, D, T>(deserializer: D, name: &str) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: FromStr,
-    T::Err: Display,
-{
-    let raw = String::deserialize(deserializer)?;
-    raw.trim()
-        .parse()
-        .map_err(|error| D::Error::custom(format!("{name}={raw:?} is invalid: {error}")))
+const fn default_max_tokens() -> u32 {
+    gatewayz_domain::service::DEFAULT_MAX_TOKENS
 }
 
-fn bind<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
-    parse_var(deserializer, "GATEWAYZ_BIND")
-}
-
-fn max_body_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
-    parse_var(deserializer, "GATEWAYZ_MAX_BODY_BYTES")
-}
-
-fn log_format<'de, D: Deserializer<'de>>(deserializer: D) -> Result<LogFormat, D::Error> {
-    parse_var(deserializer, "GATEWAYZ_LOG_FORMAT")
+gatewayz_adapters::var_parsers! {
+    max_tokens: u32 = "GATEWAYZ_DEFAULT_MAX_TOKENS";
+    bind: SocketAddr = "GATEWAYZ_BIND";
+    max_body_bytes: usize = "GATEWAYZ_MAX_BODY_BYTES";
+    log_format: LogFormat = "GATEWAYZ_LOG_FORMAT";
 }
 
 impl Config {
     /// Reads the configuration from the process environment.
     ///
     /// # Errors
-    /// When a variable is present but malformed (`GATEWAYZ_BIND=nonsense`).
+    /// When a variable is present but malformed (`GATEWAYZ_BIND=nonsense`);
+    /// the message names it.
     pub fn from_env() -> Result<Self, envy::Error> {
         envy::prefixed("GATEWAYZ_").from_env()
     }
@@ -120,6 +108,7 @@ mod tests {
         assert_eq!(config.bind, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(config.max_body_bytes, 4 * 1024 * 1024);
         assert_eq!(config.log_format, LogFormat::Pretty);
+        assert_eq!(config.default_max_tokens, 4096);
         assert!(config.api_keys.is_none());
     }
 
@@ -130,12 +119,14 @@ mod tests {
             ("GATEWAYZ_API_KEYS", "a,b"),
             ("GATEWAYZ_MAX_BODY_BYTES", "1024"),
             ("GATEWAYZ_LOG_FORMAT", "JSON"),
+            ("GATEWAYZ_DEFAULT_MAX_TOKENS", "512"),
         ]))
         .unwrap();
         assert_eq!(config.bind, "0.0.0.0:9000".parse().unwrap());
         assert_eq!(config.api_keys.unwrap().expose_secret(), "a,b");
         assert_eq!(config.max_body_bytes, 1024);
         assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.default_max_tokens, 512);
     }
 
     #[test]
@@ -144,6 +135,7 @@ mod tests {
             ("GATEWAYZ_BIND", "nowhere"),
             ("GATEWAYZ_MAX_BODY_BYTES", "lots"),
             ("GATEWAYZ_LOG_FORMAT", "xml"),
+            ("GATEWAYZ_DEFAULT_MAX_TOKENS", "-1"),
         ];
         for (name, value) in cases {
             let err = Config::from_vars(vars(&[(name, value)])).unwrap_err();

@@ -5,18 +5,13 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use std::time::Duration;
+
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
-use gatewayz_domain::{ChatError, KeyError, ValidationError};
+use gatewayz_domain::{ChatError, ErrorSource, KeyError, UpstreamError, ValidationError};
 use serde::Serialize;
-
-/// Who refused a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ErrorSource {
-    Gateway,
-}
 
 /// An error answered to the client. Its message is safe to show: it never
 /// holds a secret or an internal detail.
@@ -28,6 +23,8 @@ pub struct ApiError {
     param: Option<String>,
     code: Option<Cow<'static, str>>,
     source: ErrorSource,
+    /// Whole seconds for a `Retry-After` header.
+    retry_after: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -42,7 +39,7 @@ struct Body<'a> {
     kind: &'static str,
     param: Option<&'a str>,
     code: Option<&'a str>,
-    source: ErrorSource,
+    source: &'static str,
 }
 
 impl ApiError {
@@ -54,6 +51,24 @@ impl ApiError {
             param: None,
             code: None,
             source: ErrorSource::Gateway,
+            retry_after: None,
+        }
+    }
+
+    /// An upstream's failure: its `source`, and its `param` and `code` when
+    /// it gave them, else `code`.
+    fn upstream(
+        status: StatusCode,
+        kind: &'static str,
+        message: String,
+        error: UpstreamError,
+        code: &'static str,
+    ) -> Self {
+        Self {
+            param: error.param,
+            code: Some(error.code.map_or(Cow::Borrowed(code), Cow::Owned)),
+            source: error.source,
+            ..Self::new(status, kind, message)
         }
     }
 
@@ -131,7 +146,7 @@ impl ApiError {
                 kind: self.kind,
                 param: self.param.as_deref(),
                 code: self.code.as_deref(),
-                source: self.source,
+                source: self.source.as_str(),
             },
         }
     }
@@ -153,6 +168,9 @@ impl ResponseError for ApiError {
         if self.status == StatusCode::UNAUTHORIZED {
             response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
         }
+        if let Some(seconds) = self.retry_after {
+            response.insert_header((header::RETRY_AFTER, seconds));
+        }
         response.json(self.envelope())
     }
 }
@@ -170,18 +188,88 @@ impl From<ValidationError> for ApiError {
 
 impl From<ChatError> for ApiError {
     fn from(error: ChatError) -> Self {
+        let message = error.to_string();
         match error {
             ChatError::Invalid(error) => error.into(),
-            ChatError::Keys(error @ KeyError::PortkeyKeyMissing) => {
-                Self::internal(error.to_string()).with_code("portkey_key_not_configured")
+            ChatError::Keys(KeyError::PortkeyKeyMissing) => {
+                Self::internal(message).with_code("portkey_key_not_configured")
             }
-            ChatError::Keys(error @ KeyError::ProviderKeyMissing { .. }) => {
-                Self::invalid_request(error.to_string()).with_code("provider_key_not_configured")
+            ChatError::Keys(KeyError::ProviderKeyMissing { .. }) => {
+                Self::invalid_request(message).with_code("provider_key_not_configured")
             }
-            ChatError::ProviderDisabled(_) => Self::invalid_request(error.to_string())
+            ChatError::ProviderDisabled(_) => Self::invalid_request(message)
                 .with_param("provider")
                 .with_code("unsupported_provider"),
+            ChatError::UpstreamAuth(upstream) => Self::upstream(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                message,
+                upstream,
+                "upstream_auth_error",
+            ),
+            ChatError::RateLimited { error, retry_after } => Self {
+                retry_after: retry_after.map(whole_seconds),
+                ..Self::upstream(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    message,
+                    error,
+                    "rate_limit_exceeded",
+                )
+            },
+            ChatError::Timeout(upstream) => Self::upstream(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout_error",
+                message,
+                upstream,
+                "upstream_timeout",
+            ),
+            ChatError::UpstreamRejected(upstream) => {
+                let status = upstream
+                    .status
+                    .and_then(|status| StatusCode::from_u16(status).ok())
+                    .filter(StatusCode::is_client_error)
+                    .unwrap_or(StatusCode::BAD_REQUEST);
+                Self::upstream(
+                    status,
+                    "invalid_request_error",
+                    message,
+                    upstream,
+                    "upstream_rejected",
+                )
+            }
+            ChatError::UpstreamFailed(upstream) => Self::upstream(
+                StatusCode::BAD_GATEWAY,
+                "server_error",
+                message,
+                upstream,
+                "upstream_error",
+            ),
+            ChatError::Unavailable(upstream) => Self::upstream(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                message,
+                upstream,
+                "upstream_unavailable",
+            ),
+            ChatError::InvalidUpstreamResponse(upstream) => Self::upstream(
+                StatusCode::BAD_GATEWAY,
+                "server_error",
+                message,
+                upstream,
+                "invalid_upstream_response",
+            ),
         }
+    }
+}
+
+/// `Retry-After` takes whole seconds; round up so a client never retries early.
+fn whole_seconds(duration: Duration) -> u64 {
+    let seconds = duration.as_secs();
+    if duration.subsec_nanos() > 0 {
+        seconds + 1
+    } else {
+        seconds
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use gatewayz_adapters::EnvKeyResolver;
+use gatewayz_adapters::{EnvKeyResolver, PortkeyConfig};
 use gatewayz_api::{Application, Config, startup, telemetry};
 
 #[actix_web::main]
@@ -16,14 +16,22 @@ async fn main() -> ExitCode {
     };
     telemetry::init(config.log_format);
 
-    let keys = match EnvKeyResolver::from_env() {
-        Ok(keys) => keys,
+    let portkey = match PortkeyConfig::from_env() {
+        Ok(portkey) => portkey,
         Err(error) => {
-            tracing::error!(%error, "invalid provider key configuration");
+            tracing::error!(%error, "invalid Portkey configuration");
             return ExitCode::FAILURE;
         }
     };
-    let application = match Application::build(&config, startup::chat_service(keys)) {
+    let keys = match EnvKeyResolver::from_env() {
+        Ok(keys) => keys,
+        Err(error) => {
+            tracing::error!(%error, "invalid key configuration");
+            return ExitCode::FAILURE;
+        }
+    };
+    let service = startup::chat_service(&config, &portkey, keys);
+    let application = match service.and_then(|service| Application::build(&config, service)) {
         Ok(application) => application,
         Err(error) => {
             tracing::error!(%error, "gatewayz cannot start");

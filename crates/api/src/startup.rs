@@ -7,7 +7,8 @@ use std::sync::Arc;
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
-use gatewayz_adapters::{DemoProvider, EnvKeyResolver};
+use gatewayz_adapters::portkey::PortkeySetupError;
+use gatewayz_adapters::{DemoProvider, EnvKeyResolver, PortkeyConfig, PortkeyProvider};
 use gatewayz_domain::{ChatService, KeyResolver, ProviderKind, Providers};
 
 use crate::auth::{GatewayKeys, KeySetupError, LOCAL_DEV_KEY};
@@ -20,6 +21,8 @@ use crate::routes::{self, chat::ChatState};
 pub enum StartupError {
     #[error(transparent)]
     Keys(#[from] KeySetupError),
+    #[error(transparent)]
+    Portkey(#[from] PortkeySetupError),
     #[error("cannot listen on {address}: {source}")]
     Bind {
         address: SocketAddr,
@@ -29,10 +32,26 @@ pub enum StartupError {
     Io(#[from] std::io::Error),
 }
 
-/// The chat use case wired to the production adapters.
-pub fn chat_service(keys: EnvKeyResolver) -> ChatService {
-    let providers = Providers::default().with(ProviderKind::Demo, Arc::new(DemoProvider));
-    ChatService::new(providers, Arc::new(keys) as Arc<dyn KeyResolver>)
+/// The chat use case wired to the production adapters: the demo provider,
+/// Portkey, and keys from the environment.
+///
+/// # Errors
+/// When the Portkey adapter cannot be built from its settings.
+pub fn chat_service(
+    config: &Config,
+    portkey: &PortkeyConfig,
+    keys: EnvKeyResolver,
+) -> Result<ChatService, StartupError> {
+    if !keys.has_portkey_key() {
+        tracing::warn!("PORTKEY_API_KEY is unset: requests routed to Portkey will fail until it is set");
+    }
+    let providers = Providers::default()
+        .with(ProviderKind::Demo, Arc::new(DemoProvider))
+        .with(ProviderKind::Portkey, Arc::new(PortkeyProvider::new(portkey)?));
+    Ok(
+        ChatService::new(providers, Arc::new(keys) as Arc<dyn KeyResolver>)
+            .with_default_max_tokens(config.default_max_tokens),
+    )
 }
 
 /// A bound, ready-to-run gateway.

@@ -2,6 +2,8 @@
 //! give each failure its exact status and the client a precise message.
 
 use std::borrow::Cow;
+use std::fmt;
+use std::time::Duration;
 
 use crate::route::{PortkeyProvider, ProviderKind};
 
@@ -59,14 +61,93 @@ pub enum KeyError {
     },
 }
 
-/// Why a chat completion failed.
+/// Who refused or failed a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSource {
+    /// Gatewayz itself.
+    Gateway,
+    /// Portkey's own gateway (its `{"status": "failure"}` answers, its timeouts).
+    Portkey,
+    /// The upstream provider behind Portkey.
+    Provider,
+}
+
+impl ErrorSource {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Gateway => "gateway",
+            Self::Portkey => "portkey",
+            Self::Provider => "provider",
+        }
+    }
+}
+
+impl fmt::Display for ErrorSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an upstream said when it refused or failed a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamError {
+    pub source: ErrorSource,
+    /// The upstream HTTP status, when there was one.
+    pub status: Option<u16>,
+    /// The upstream's own message, safe to show to the client.
+    pub message: String,
+    /// The upstream's `param` and `code`, when it gave them.
+    pub param: Option<String>,
+    pub code: Option<String>,
+}
+
+impl UpstreamError {
+    pub fn new(source: ErrorSource, status: Option<u16>, message: impl Into<String>) -> Self {
+        Self {
+            source,
+            status,
+            message: message.into(),
+            param: None,
+            code: None,
+        }
+    }
+}
+
+/// Why a chat completion failed. Each variant has one HTTP status, given in
+/// its doc.
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {
+    /// 400: the request breaks the contract.
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+    /// 500 for a missing Portkey key, 400 for a missing provider key.
     #[error(transparent)]
     Keys(#[from] KeyError),
-    /// The route names an adapter this gateway was started without.
+    /// 400: the route names an adapter this gateway was started without.
     #[error("Provider `{0}` is not enabled on this gateway")]
     ProviderDisabled(ProviderKind),
+    /// 500: the upstream refused the gateway's credentials (401, 403).
+    #[error("Upstream authentication error: {}", .0.message)]
+    UpstreamAuth(UpstreamError),
+    /// 429: the upstream is rate limiting; `retry_after` is passed on.
+    #[error("Upstream rate limit exceeded: {}", .error.message)]
+    RateLimited {
+        error: UpstreamError,
+        retry_after: Option<Duration>,
+    },
+    /// 504: the upstream did not answer in time (its 408, or our deadline).
+    #[error("Upstream timeout: {}", .0.message)]
+    Timeout(UpstreamError),
+    /// The upstream's own 4xx status: the upstream refused the request itself.
+    #[error("{}", .0.message)]
+    UpstreamRejected(UpstreamError),
+    /// 502: the upstream failed (5xx).
+    #[error("Upstream service error: {}", .0.message)]
+    UpstreamFailed(UpstreamError),
+    /// 503: the upstream could not be reached (refused, reset, DNS).
+    #[error("Upstream service unavailable: {}", .0.message)]
+    Unavailable(UpstreamError),
+    /// 502: the upstream answered, but not with what the protocol promises.
+    #[error("Invalid upstream response: {}", .0.message)]
+    InvalidUpstreamResponse(UpstreamError),
 }

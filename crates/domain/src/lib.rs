@@ -12,7 +12,7 @@ pub mod route;
 pub mod service;
 pub mod validation;
 
-pub use error::{ChatError, KeyError, ValidationError};
+pub use error::{ChatError, ErrorSource, KeyError, UpstreamError, ValidationError};
 pub use model::{
     ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Delta, Message, MessageContent, Role,
     StreamOptions, Usage,

@@ -34,10 +34,23 @@ impl RoutingFields {
                 format!("`{name}` must be a string, got {}", json_type(&other)),
             )),
         };
+        let provider = take("provider")?;
+        let portkey_provider = take("portkey_provider")?;
+        let portkey_virtual_key = take("portkey_virtual_key")?;
+        // The virtual key is sent as a header value; its text is never echoed.
+        if portkey_virtual_key
+            .as_deref()
+            .is_some_and(|key| !key.bytes().all(|byte| byte.is_ascii_graphic()))
+        {
+            return Err(ValidationError::new(
+                "portkey_virtual_key",
+                "`portkey_virtual_key` must be visible ASCII characters only",
+            ));
+        }
         Ok(Self {
-            provider: take("provider")?,
-            portkey_provider: take("portkey_provider")?,
-            portkey_virtual_key: take("portkey_virtual_key")?.map(SecretString::from),
+            provider,
+            portkey_provider,
+            portkey_virtual_key: portkey_virtual_key.map(SecretString::from),
         })
     }
 }

@@ -73,11 +73,16 @@ impl std::fmt::Debug for Providers {
     }
 }
 
+/// The output token limit sent to providers that require one when the client
+/// gave none.
+pub const DEFAULT_MAX_TOKENS: u32 = 4096;
+
 /// The chat-completion use case.
 #[derive(Clone)]
 pub struct ChatService {
     providers: Providers,
     keys: Arc<dyn KeyResolver>,
+    default_max_tokens: u32,
 }
 
 impl std::fmt::Debug for ChatService {
@@ -90,7 +95,20 @@ impl std::fmt::Debug for ChatService {
 
 impl ChatService {
     pub fn new(providers: Providers, keys: Arc<dyn KeyResolver>) -> Self {
-        Self { providers, keys }
+        Self {
+            providers,
+            keys,
+            default_max_tokens: DEFAULT_MAX_TOKENS,
+        }
+    }
+
+    /// Sets the output token limit sent to providers that require one (see
+    /// [`crate::PortkeyProvider::requires_max_tokens`]) when the client set
+    /// neither `max_tokens` nor `max_completion_tokens`.
+    #[must_use]
+    pub fn with_default_max_tokens(mut self, max_tokens: u32) -> Self {
+        self.default_max_tokens = max_tokens;
+        self
     }
 
     /// Validates the command, resolves its route and credentials, and calls
@@ -114,12 +132,18 @@ impl ChatService {
 
     fn prepare(&self, command: ChatCommand) -> Result<(Arc<dyn ChatProvider>, ProviderCall), ChatError> {
         let ChatCommand {
-            request,
+            mut request,
             routing,
             context,
         } = command;
         request.validate()?;
         let route = Route::from_fields(routing)?;
+        let needs_limit = route
+            .portkey_provider()
+            .is_some_and(|provider| provider.requires_max_tokens());
+        if needs_limit && request.output_token_limit().is_none() {
+            request.max_tokens = Some(i64::from(self.default_max_tokens));
+        }
         let provider = self
             .providers
             .get(route.kind())
@@ -270,5 +294,45 @@ mod tests {
             let outcome = service.execute(command).await.unwrap();
             assert_eq!(matches!(outcome, ChatOutcome::Stream(_)), stream);
         }
+    }
+
+    fn recording_provider(seen: Arc<std::sync::Mutex<Vec<Option<i64>>>>) -> MockChatProvider {
+        let mut provider = MockChatProvider::new();
+        provider.expect_complete().returning(move |call| {
+            seen.lock().unwrap().push(call.request.max_tokens);
+            Ok(response())
+        });
+        provider
+    }
+
+    #[tokio::test]
+    async fn anthropic_gets_the_default_max_tokens_only_when_the_client_set_no_limit() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut keys = MockKeyResolver::new();
+        keys.expect_resolve().returning(|_| Ok(Credentials::None));
+        let service = ChatService::new(
+            Providers::default().with(ProviderKind::Portkey, Arc::new(recording_provider(seen.clone()))),
+            Arc::new(keys),
+        )
+        .with_default_max_tokens(1234);
+        let cases = [
+            ("anthropic", json!({}), Some(1234)),
+            ("anthropic", json!({"max_tokens": 10}), Some(10)),
+            ("anthropic", json!({"max_completion_tokens": 20}), None),
+            ("openai", json!({}), None),
+        ];
+
+        for (provider, patch, _) in &cases {
+            let mut body = valid(false);
+            for (key, value) in patch.as_object().unwrap() {
+                body[key] = value.clone();
+            }
+            let mut command = command(body, Some("portkey"));
+            command.routing.portkey_provider = Some((*provider).to_owned());
+            service.execute(command).await.unwrap();
+        }
+
+        let expected: Vec<_> = cases.iter().map(|(_, _, max_tokens)| *max_tokens).collect();
+        assert_eq!(*seen.lock().unwrap(), expected);
     }
 }

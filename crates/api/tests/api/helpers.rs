@@ -2,9 +2,9 @@ use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use futures::StreamExt;
-use gatewayz_adapters::DemoProvider;
 use gatewayz_adapters::mock::{MockChatProvider, MockKeyResolver};
-use gatewayz_api::{Application, Config, telemetry};
+use gatewayz_adapters::{DemoProvider, EnvKeyResolver, PortkeyConfig};
+use gatewayz_api::{Application, Config, startup, telemetry};
 use gatewayz_domain::{ChatService, Credentials, ProviderKind, Providers};
 use serde_json::{Value, json};
 
@@ -36,16 +36,20 @@ impl TestApp {
         Self::spawn(mock_service(provider), &[]).await
     }
 
+    /// The gateway wired as `main` wires it (demo, Portkey, keys from the
+    /// variables), configured only by `vars`.
+    pub async fn production(vars: &[(&str, &str)]) -> Self {
+        let vars = with_defaults(vars);
+        let config = Config::from_vars(vars.clone()).expect("test configuration is valid");
+        let portkey = PortkeyConfig::from_vars(vars.clone()).expect("Portkey configuration is valid");
+        let keys = EnvKeyResolver::from_vars(vars.clone()).expect("keys are valid");
+        let service = startup::chat_service(&config, &portkey, keys).expect("the service wires");
+        Self::spawn(service, &[]).await
+    }
+
     pub async fn spawn(service: ChatService, vars: &[(&str, &str)]) -> Self {
         init_test_log();
-        let defaults = [("GATEWAYZ_BIND", "127.0.0.1:0"), ("GATEWAYZ_API_KEYS", KEY)];
-        // Later entries override the defaults.
-        let vars: std::collections::BTreeMap<String, String> = defaults
-            .iter()
-            .chain(vars)
-            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
-            .collect();
-        let config = Config::from_vars(vars).expect("test configuration is valid");
+        let config = Config::from_vars(with_defaults(vars)).expect("test configuration is valid");
         let application = Application::build(&config, service).expect("the gateway starts");
         let address = format!("http://{}", application.address());
         tokio::spawn(application.run_until_stopped());
@@ -72,6 +76,16 @@ impl TestApp {
     pub async fn post_chat(&self, body: &Value) -> reqwest::Response {
         self.chat().json(body).send().await.expect("request is sent")
     }
+}
+
+/// `vars` over the test defaults (loopback, port 0, the test key).
+fn with_defaults(vars: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+    let defaults = [("GATEWAYZ_BIND", "127.0.0.1:0"), ("GATEWAYZ_API_KEYS", KEY)];
+    defaults
+        .iter()
+        .chain(vars)
+        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+        .collect()
 }
 
 pub fn demo_service() -> ChatService {

@@ -8,4 +8,5 @@ mod binary;
 mod chat;
 mod errors;
 mod helpers;
+mod portkey;
 mod streaming;

@@ -1,0 +1,210 @@
+//! [`PortkeyProvider`]: one pooled HTTP client, the Portkey headers of each
+//! mode, and the calls.
+
+use std::future::ready;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use gatewayz_domain::{
+    ChatError, ChatProvider, ChatResponse, ChatStream, Credentials, KeyError, ProviderCall, Route,
+    UpstreamAuth, ValidationError,
+};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::{Client, Url};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::time::{Instant, timeout_at};
+
+use super::config::{PortkeyConfig, Timeouts};
+use super::{errors, stream};
+
+const API_KEY: HeaderName = HeaderName::from_static("x-portkey-api-key");
+const PROVIDER: HeaderName = HeaderName::from_static("x-portkey-provider");
+const VIRTUAL_KEY: HeaderName = HeaderName::from_static("x-portkey-virtual-key");
+const TRACE_ID: HeaderName = HeaderName::from_static("x-portkey-trace-id");
+const CUSTOM_HOST: HeaderName = HeaderName::from_static("x-portkey-custom-host");
+const REQUEST_TIMEOUT: HeaderName = HeaderName::from_static("x-portkey-request-timeout");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// Why the adapter cannot be built from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum PortkeySetupError {
+    #[error("PORTKEY_BASE_URL `{0}` cannot be a base for /chat/completions")]
+    BaseUrl(String),
+    #[error("PORTKEY_CUSTOM_HOST contains characters not allowed in an HTTP header")]
+    CustomHost,
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
+/// A [`ChatProvider`] that calls Portkey's `/chat/completions`.
+#[derive(Debug, Clone)]
+pub struct PortkeyProvider {
+    client: Client,
+    endpoint: Url,
+    custom_host: Option<HeaderValue>,
+    timeouts: Timeouts,
+}
+
+impl PortkeyProvider {
+    /// Builds the adapter and its connection pool.
+    ///
+    /// # Errors
+    /// A [`PortkeySetupError`] naming the setting that is unusable.
+    pub fn new(config: &PortkeyConfig) -> Result<Self, PortkeySetupError> {
+        let base = config.portkey_base_url.as_str().trim_end_matches('/');
+        let endpoint = Url::parse(&format!("{base}/chat/completions"))
+            .map_err(|_| PortkeySetupError::BaseUrl(config.portkey_base_url.to_string()))?;
+        let custom_host = config
+            .portkey_custom_host
+            .as_deref()
+            .map(str::trim)
+            .filter(|host| !host.is_empty())
+            .map(HeaderValue::from_str)
+            .transpose()
+            .map_err(|_| PortkeySetupError::CustomHost)?;
+        let timeouts = config.timeouts();
+        let client = Client::builder()
+            .user_agent(concat!("gatewayz/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(timeouts.connect)
+            .tcp_nodelay(true)
+            .pool_idle_timeout(std::time::Duration::from_secs(90))
+            .build()
+            .map_err(|error| PortkeySetupError::Client(error.to_string()))?;
+        Ok(Self {
+            client,
+            endpoint,
+            custom_host,
+            timeouts,
+        })
+    }
+
+    /// The headers of one call: Portkey's key always; the provider slug and
+    /// the provider key, or the virtual key alone; trace and timeout hints.
+    /// Nothing else of the client's request is passed on.
+    fn headers(&self, call: &ProviderCall, timeout_ms: u128) -> Result<HeaderMap, ChatError> {
+        let (Credentials::Portkey { api_key, upstream }, Route::Portkey { provider, .. }) =
+            (&call.credentials, &call.route)
+        else {
+            return Err(ChatError::Keys(KeyError::PortkeyKeyMissing));
+        };
+        let mut headers = HeaderMap::with_capacity(8);
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(API_KEY, sensitive(api_key.expose_secret())?);
+        match upstream {
+            UpstreamAuth::ProviderKey(key) => {
+                headers.insert(PROVIDER, HeaderValue::from_static(provider.slug()));
+                headers.insert(AUTHORIZATION, bearer(key)?);
+            }
+            UpstreamAuth::VirtualKey(key) => {
+                headers.insert(VIRTUAL_KEY, sensitive(key.expose_secret())?);
+            }
+        }
+        if let Ok(trace_id) = HeaderValue::from_str(&call.context.request_id) {
+            headers.insert(TRACE_ID, trace_id);
+        }
+        if let Some(traceparent) = call
+            .context
+            .traceparent
+            .as_deref()
+            .and_then(|value| HeaderValue::from_str(value).ok())
+        {
+            headers.insert(TRACEPARENT, traceparent);
+        }
+        if let Some(custom_host) = &self.custom_host {
+            headers.insert(CUSTOM_HOST, custom_host.clone());
+        }
+        headers.insert(
+            REQUEST_TIMEOUT,
+            HeaderValue::from(u64::try_from(timeout_ms).unwrap_or(u64::MAX)),
+        );
+        Ok(headers)
+    }
+
+    fn body(call: &ProviderCall) -> Result<Vec<u8>, ChatError> {
+        serde_json::to_vec(&call.request)
+            .map_err(|error| ValidationError::body(format!("the request cannot be encoded: {error}")).into())
+    }
+}
+
+/// A header value marked sensitive, so that no HTTP library prints it.
+fn sensitive(value: &str) -> Result<HeaderValue, ChatError> {
+    let mut value = HeaderValue::from_str(value).map_err(|_| {
+        ValidationError::body("a credential contains characters that are not allowed in an HTTP header")
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+fn bearer(key: &SecretString) -> Result<HeaderValue, ChatError> {
+    sensitive(&format!("Bearer {}", key.expose_secret()))
+}
+
+#[async_trait]
+impl ChatProvider for PortkeyProvider {
+    #[tracing::instrument(name = "portkey.complete", skip_all)]
+    async fn complete(&self, call: ProviderCall) -> Result<ChatResponse, ChatError> {
+        let timeout = self.timeouts.request;
+        let headers = self.headers(&call, timeout.as_millis())?;
+        let response = self
+            .client
+            .post(self.endpoint.clone())
+            .headers(headers)
+            .body(Self::body(&call)?)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|error| errors::from_transport(&error, timeout))?;
+        if !response.status().is_success() {
+            return Err(errors::from_status(response).await);
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|error| errors::from_transport(&error, timeout))?;
+        serde_json::from_slice(&body).map_err(|error| {
+            errors::invalid_response(format!("the answer is not a chat.completion: {error}"))
+        })
+    }
+
+    #[tracing::instrument(name = "portkey.stream", skip_all)]
+    async fn stream(&self, call: ProviderCall) -> Result<ChatStream, ChatError> {
+        let Timeouts { first_byte, idle, .. } = self.timeouts;
+        let deadline = Instant::now() + first_byte;
+        let mut headers = self.headers(&call, first_byte.as_millis())?;
+        headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
+        let send = self
+            .client
+            .post(self.endpoint.clone())
+            .headers(headers)
+            .body(Self::body(&call)?)
+            .send();
+        let response = match timeout_at(deadline, send).await {
+            Err(_) => return Err(errors::timeout(first_byte)),
+            Ok(Err(error)) => return Err(errors::from_transport(&error, first_byte)),
+            Ok(Ok(response)) => response,
+        };
+        if !response.status().is_success() {
+            return Err(timeout_at(deadline, errors::from_status(response))
+                .await
+                .unwrap_or_else(|_| errors::timeout(first_byte)));
+        }
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default();
+        if !content_type.starts_with("text/event-stream") {
+            return Err(errors::invalid_response(format!(
+                "a streaming request was answered with `{content_type}`, not an event stream"
+            )));
+        }
+        let mut chunks = stream::chunks(response.bytes_stream(), deadline, idle);
+        // Wait for the first chunk so that a failure before it is a plain
+        // error with a real HTTP status, not an event in a 200 stream.
+        match chunks.next().await {
+            None => Ok(futures::stream::empty().boxed()),
+            Some(Err(error)) => Err(error),
+            Some(Ok(first)) => Ok(futures::stream::once(ready(Ok(first))).chain(chunks).boxed()),
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! Settings of the Portkey adapter, read once at start.
+
+use std::time::Duration;
+
+use reqwest::Url;
+use serde::Deserialize;
+
+pub const DEFAULT_BASE_URL: &str = "https://api.portkey.ai/v1";
+
+/// `PORTKEY_*` and `GATEWAYZ_UPSTREAM_*` variables.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PortkeyConfig {
+    /// `PORTKEY_BASE_URL`: where Portkey's API lives.
+    #[serde(default = "default_base_url", deserialize_with = "base_url")]
+    pub portkey_base_url: Url,
+    /// `PORTKEY_CUSTOM_HOST`: an OpenAI-compatible base URL Portkey should
+    /// call instead of the provider's own (sent as `x-portkey-custom-host`).
+    #[serde(default)]
+    pub portkey_custom_host: Option<String>,
+    /// `GATEWAYZ_UPSTREAM_CONNECT_TIMEOUT_MS`: to open a connection to Portkey.
+    #[serde(default = "connect_ms", deserialize_with = "connect_timeout")]
+    pub gatewayz_upstream_connect_timeout_ms: u64,
+    /// `GATEWAYZ_UPSTREAM_REQUEST_TIMEOUT_MS`: for a whole non-streaming call.
+    #[serde(default = "request_ms", deserialize_with = "request_timeout")]
+    pub gatewayz_upstream_request_timeout_ms: u64,
+    /// `GATEWAYZ_UPSTREAM_FIRST_BYTE_TIMEOUT_MS`: until a stream's first chunk.
+    #[serde(default = "first_byte_ms", deserialize_with = "first_byte_timeout")]
+    pub gatewayz_upstream_first_byte_timeout_ms: u64,
+    /// `GATEWAYZ_UPSTREAM_IDLE_TIMEOUT_MS`: the longest gap between two chunks.
+    #[serde(default = "idle_ms", deserialize_with = "idle_timeout")]
+    pub gatewayz_upstream_idle_timeout_ms: u64,
+}
+
+impl PortkeyConfig {
+    /// Reads the settings from the process environment.
+    ///
+    /// # Errors
+    /// When a variable is malformed; the message names it.
+    pub fn from_env() -> Result<Self, envy::Error> {
+        envy::from_env()
+    }
+
+    /// Reads the settings from `(name, value)` pairs.
+    ///
+    /// # Errors
+    /// As [`Self::from_env`].
+    pub fn from_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Result<Self, envy::Error> {
+        envy::from_iter(vars)
+    }
+
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            connect: Duration::from_millis(self.gatewayz_upstream_connect_timeout_ms),
+            request: Duration::from_millis(self.gatewayz_upstream_request_timeout_ms),
+            first_byte: Duration::from_millis(self.gatewayz_upstream_first_byte_timeout_ms),
+            idle: Duration::from_millis(self.gatewayz_upstream_idle_timeout_ms),
+        }
+    }
+}
+
+impl Default for PortkeyConfig {
+    fn default() -> Self {
+        Self {
+            portkey_base_url: default_base_url(),
+            portkey_custom_host: None,
+            gatewayz_upstream_connect_timeout_ms: connect_ms(),
+            gatewayz_upstream_request_timeout_ms: request_ms(),
+            gatewayz_upstream_first_byte_timeout_ms: first_byte_ms(),
+            gatewayz_upstream_idle_timeout_ms: idle_ms(),
+        }
+    }
+}
+
+/// How long the adapter waits for Portkey.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub request: Duration,
+    pub first_byte: Duration,
+    pub idle: Duration,
+}
+
+#[allow(clippy::expect_used)] // A constant that parses; covered by a test.
+fn default_base_url() -> Url {
+    Url::parse(DEFAULT_BASE_URL).expect("the default base URL parses")
+}
+
+const fn connect_ms() -> u64 {
+    5_000
+}
+
+const fn request_ms() -> u64 {
+    300_000
+}
+
+const fn first_byte_ms() -> u64 {
+    60_000
+}
+
+const fn idle_ms() -> u64 {
+    60_000
+}
+
+crate::var_parsers! {
+    base_url: Url = "PORTKEY_BASE_URL";
+    connect_timeout: u64 = "GATEWAYZ_UPSTREAM_CONNECT_TIMEOUT_MS";
+    request_timeout: u64 = "GATEWAYZ_UPSTREAM_REQUEST_TIMEOUT_MS";
+    first_byte_timeout: u64 = "GATEWAYZ_UPSTREAM_FIRST_BYTE_TIMEOUT_MS";
+    idle_timeout: u64 = "GATEWAYZ_UPSTREAM_IDLE_TIMEOUT_MS";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_point_at_hosted_portkey_with_the_documented_timeouts() {
+        let config = PortkeyConfig::from_vars(vars(&[])).unwrap();
+        assert_eq!(config.portkey_base_url.as_str(), DEFAULT_BASE_URL);
+        assert_eq!(config.portkey_custom_host, None);
+        assert_eq!(
+            config.timeouts(),
+            Timeouts {
+                connect: Duration::from_secs(5),
+                request: Duration::from_secs(300),
+                first_byte: Duration::from_secs(60),
+                idle: Duration::from_secs(60),
+            }
+        );
+    }
+
+    #[test]
+    fn malformed_values_name_their_variable() {
+        for (name, value) in [
+            ("PORTKEY_BASE_URL", "not a url"),
+            ("GATEWAYZ_UPSTREAM_IDLE_TIMEOUT_MS", "soon"),
+        ] {
+            let err = PortkeyConfig::from_vars(vars(&[(name, value)])).unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
+    }
+}

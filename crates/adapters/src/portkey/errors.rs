@@ -1,0 +1,244 @@
+//! Turning Portkey's failures into typed [`ChatError`]s: HTTP statuses and
+//! error bodies, transport errors, malformed answers. No reqwest error leaves
+//! this module.
+
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt;
+use gatewayz_domain::{ChatError, ErrorSource, UpstreamError};
+use reqwest::header::HeaderMap;
+use reqwest::{Response, StatusCode};
+use serde::Deserialize;
+
+/// The most of an error body that is read; the rest is dropped.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+/// The most of an unparsed error body that is shown to the client.
+const RAW_MESSAGE_LIMIT: usize = 512;
+
+/// `{"error": {...}, "provider": "..."}`: a provider's error, forwarded by Portkey.
+#[derive(Deserialize)]
+struct ProviderErrorBody {
+    error: ProviderErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct ProviderErrorDetail {
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    param: Option<String>,
+    #[serde(default, deserialize_with = "code")]
+    code: Option<String>,
+}
+
+/// `{"status": "failure", "message": "..."}`: Portkey's own refusal.
+#[derive(Deserialize)]
+struct PortkeyFailureBody {
+    status: String,
+    message: String,
+}
+
+/// OpenAI sends `code` as a string or a number, or null.
+fn code<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    let value = Option::<serde_json::Value>::deserialize(deserializer)?;
+    Ok(match value {
+        Some(serde_json::Value::String(code)) => Some(code),
+        Some(serde_json::Value::Number(code)) => Some(code.to_string()),
+        _ => None,
+    })
+}
+
+/// What a non-success body says, and who said it.
+pub(crate) fn describe_error_body(status: u16, body: &[u8]) -> UpstreamError {
+    if let Ok(body) = serde_json::from_slice::<ProviderErrorBody>(body) {
+        let detail = body.error;
+        // Portkey answers its own request timeout (408) in the provider shape.
+        let source = if status == 408 {
+            ErrorSource::Portkey
+        } else {
+            ErrorSource::Provider
+        };
+        return UpstreamError {
+            source,
+            status: Some(status),
+            message: detail.message.unwrap_or_else(|| format!("HTTP {status}")),
+            param: detail.param,
+            code: detail.code,
+        };
+    }
+    if let Ok(body) = serde_json::from_slice::<PortkeyFailureBody>(body)
+        && body.status == "failure"
+    {
+        return UpstreamError::new(ErrorSource::Portkey, Some(status), body.message);
+    }
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    let message = if text.is_empty() {
+        format!("HTTP {status} with an empty body")
+    } else {
+        text.chars().take(RAW_MESSAGE_LIMIT).collect()
+    };
+    UpstreamError::new(ErrorSource::Portkey, Some(status), message)
+}
+
+/// The error for a non-success response, reading at most
+/// [`ERROR_BODY_LIMIT`] bytes of its body.
+pub(crate) async fn from_status(response: Response) -> ChatError {
+    let status = response.status();
+    let retry_after = retry_after(response.headers(), SystemTime::now());
+    let mut body = Vec::new();
+    let mut chunks = response.bytes_stream();
+    while let Some(Ok(chunk)) = chunks.next().await {
+        let room = ERROR_BODY_LIMIT - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= ERROR_BODY_LIMIT {
+            break;
+        }
+    }
+    classify(status, describe_error_body(status.as_u16(), &body), retry_after)
+}
+
+/// The error table: which upstream status becomes which failure.
+pub(crate) fn classify(status: StatusCode, error: UpstreamError, retry_after: Option<Duration>) -> ChatError {
+    match status.as_u16() {
+        401 | 403 => ChatError::UpstreamAuth(error),
+        429 => ChatError::RateLimited { error, retry_after },
+        408 => ChatError::Timeout(error),
+        400..=499 => ChatError::UpstreamRejected(error),
+        _ => ChatError::UpstreamFailed(error),
+    }
+}
+
+/// `retry-after-ms` (as OpenAI and Azure send), else `retry-after` in
+/// seconds or as an HTTP date.
+pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::trim)
+    };
+    if let Some(millis) = header("retry-after-ms").and_then(|value| value.parse::<f64>().ok())
+        && millis.is_finite()
+        && millis >= 0.0
+    {
+        return Some(Duration::from_secs_f64(millis / 1000.0));
+    }
+    let value = header("retry-after")?;
+    if let Ok(seconds) = value.parse::<f64>() {
+        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// The error for a request that got no HTTP answer.
+pub(crate) fn from_transport(error: &reqwest::Error, waited: Duration) -> ChatError {
+    if error.is_timeout() {
+        return timeout(waited);
+    }
+    let cause = root_cause(error);
+    let message = if error.is_connect() {
+        format!("cannot connect to Portkey: {cause}")
+    } else {
+        format!("the connection to Portkey failed: {cause}")
+    };
+    ChatError::Unavailable(UpstreamError::new(ErrorSource::Portkey, None, message))
+}
+
+/// Our own deadline passed.
+pub(crate) fn timeout(waited: Duration) -> ChatError {
+    ChatError::Timeout(UpstreamError::new(
+        ErrorSource::Portkey,
+        None,
+        format!("no answer from Portkey within {} ms", waited.as_millis()),
+    ))
+}
+
+/// The innermost cause, which names what went wrong (`Connection refused`)
+/// without the URL or any header.
+fn root_cause(error: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
+/// A 2xx whose body breaks the protocol.
+pub(crate) fn invalid_response(message: impl Into<String>) -> ChatError {
+    ChatError::InvalidUpstreamResponse(UpstreamError::new(ErrorSource::Portkey, Some(200), message))
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::header::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn a_provider_error_keeps_its_message_param_and_code() {
+        let body = br#"{"error": {"message": "openai error: bad model", "type": "invalid_request_error",
+            "param": "model", "code": "model_not_found"}, "provider": "openai"}"#;
+        let error = describe_error_body(404, body);
+        assert_eq!(error.source, ErrorSource::Provider);
+        assert_eq!(error.message, "openai error: bad model");
+        assert_eq!(error.param.as_deref(), Some("model"));
+        assert_eq!(error.code.as_deref(), Some("model_not_found"));
+    }
+
+    #[test]
+    fn portkeys_own_failures_are_told_apart_from_provider_errors() {
+        let error = describe_error_body(
+            400,
+            br#"{"status": "failure", "message": "Invalid provider passed"}"#,
+        );
+        assert_eq!(
+            (error.source, error.message.as_str()),
+            (ErrorSource::Portkey, "Invalid provider passed")
+        );
+    }
+
+    #[test]
+    fn an_unparseable_body_is_shown_trimmed_and_bounded() {
+        let error = describe_error_body(502, format!("  <html>{}</html> ", "x".repeat(2000)).as_bytes());
+        assert_eq!(error.source, ErrorSource::Portkey);
+        assert!(error.message.starts_with("<html>"));
+        assert_eq!(error.message.chars().count(), RAW_MESSAGE_LIMIT);
+        assert_eq!(
+            describe_error_body(503, b"").message,
+            "HTTP 503 with an empty body"
+        );
+    }
+
+    #[test]
+    fn retry_after_reads_milliseconds_seconds_and_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let headers = |pairs: &[(&'static str, &str)]| {
+            let mut map = HeaderMap::new();
+            for (name, value) in pairs {
+                map.insert(*name, HeaderValue::from_str(value).unwrap());
+            }
+            map
+        };
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        let cases = [
+            (headers(&[("retry-after", "7")]), Some(Duration::from_secs(7))),
+            (
+                headers(&[("retry-after", "1.5")]),
+                Some(Duration::from_millis(1500)),
+            ),
+            (
+                headers(&[("retry-after-ms", "250"), ("retry-after", "9")]),
+                Some(Duration::from_millis(250)),
+            ),
+            (headers(&[("retry-after", &date)]), Some(Duration::from_secs(30))),
+            (headers(&[("retry-after", "soon")]), None),
+            (headers(&[("retry-after", "-3")]), None),
+            (headers(&[]), None),
+        ];
+        for (map, expected) in cases {
+            assert_eq!(retry_after(&map, now), expected, "{map:?}");
+        }
+    }
+}

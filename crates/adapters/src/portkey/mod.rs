@@ -1,0 +1,9 @@
+//! The Portkey adapter: chat completions through Portkey's gateway over HTTP.
+
+mod client;
+mod config;
+mod errors;
+mod stream;
+
+pub use client::{PortkeyProvider, PortkeySetupError};
+pub use config::{DEFAULT_BASE_URL, PortkeyConfig, Timeouts};

@@ -1,0 +1,240 @@
+//! Portkey's SSE answer as a [`ChatStream`]: each `data:` event parsed into a
+//! chunk the moment it arrives, `[DONE]` ending the stream, and deadlines for
+//! the first chunk and for every gap after it.
+//!
+//! SSE framing (events split across reads, several in one read, `\r\n`,
+//! comments, multi-line `data:`) is eventsource-stream's job.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use eventsource_stream::{Event, Eventsource};
+use futures::{Stream, StreamExt};
+use gatewayz_domain::{ChatChunk, ChatError, ChatStream, ErrorSource, UpstreamError};
+use tokio::time::{Instant, timeout_at};
+
+use super::errors::{self, describe_error_body};
+
+type Events = Pin<Box<dyn Stream<Item = Result<Event, String>> + Send>>;
+
+struct State {
+    events: Events,
+    /// When the next event must have arrived.
+    deadline: Instant,
+    idle: Duration,
+    /// Whether a chunk carried a `finish_reason`: a stream that then closes
+    /// without `[DONE]` is complete, one that closes before is cut off.
+    finished: bool,
+    done: bool,
+}
+
+/// Reads a byte stream as chat chunks. The first event must arrive before
+/// `first_deadline`, each later one within `idle` of the previous.
+pub(crate) fn chunks<S, B, E>(bytes: S, first_deadline: Instant, idle: Duration) -> ChatStream
+where
+    S: Stream<Item = Result<B, E>> + Send + 'static,
+    B: AsRef<[u8]>,
+    E: std::fmt::Display + Send + 'static,
+{
+    let events = bytes
+        .eventsource()
+        .map(|event| event.map_err(|error| error.to_string()))
+        .boxed();
+    let state = State {
+        events,
+        deadline: first_deadline,
+        idle,
+        finished: false,
+        done: false,
+    };
+    futures::stream::unfold(state, |mut state| async move {
+        if state.done {
+            return None;
+        }
+        let item = state.next_chunk().await?;
+        state.done = item.is_err();
+        Some((item, state))
+    })
+    .boxed()
+}
+
+impl State {
+    async fn next_chunk(&mut self) -> Option<Result<ChatChunk, ChatError>> {
+        loop {
+            let waited_from = Instant::now();
+            let event = match timeout_at(self.deadline, self.events.next()).await {
+                Err(_) => return Some(Err(stalled(self.deadline.saturating_duration_since(waited_from)))),
+                Ok(None) if self.finished => return None,
+                Ok(None) => return Some(Err(cut_off("the upstream closed the stream before [DONE]"))),
+                Ok(Some(Err(error))) => {
+                    return Some(Err(cut_off(&format!("the upstream stream broke: {error}"))));
+                }
+                Ok(Some(Ok(event))) => event,
+            };
+            self.deadline = Instant::now() + self.idle;
+            // Keep-alives (Portkey's `heartbeat`) and empty events carry nothing.
+            let data = event.data.trim();
+            if data.is_empty() || !matches!(event.event.as_str(), "" | "message" | "error") {
+                continue;
+            }
+            if data == "[DONE]" {
+                self.done = true;
+                return None;
+            }
+            return Some(self.parse(data));
+        }
+    }
+
+    fn parse(&mut self, data: &str) -> Result<ChatChunk, ChatError> {
+        match serde_json::from_str::<ChatChunk>(data) {
+            Ok(chunk) => {
+                self.finished |= chunk.choices.iter().any(|choice| choice.finish_reason.is_some());
+                Ok(chunk)
+            }
+            // A provider that fails mid-stream sends `data: {"error": {...}}`.
+            Err(_) if data.contains("\"error\"") => {
+                let error = describe_error_body(200, data.as_bytes());
+                Err(ChatError::UpstreamFailed(UpstreamError {
+                    status: None,
+                    ..error
+                }))
+            }
+            Err(error) => Err(errors::invalid_response(format!(
+                "a stream event is not a chat.completion.chunk: {error}"
+            ))),
+        }
+    }
+}
+
+fn stalled(waited: Duration) -> ChatError {
+    ChatError::Timeout(UpstreamError::new(
+        ErrorSource::Portkey,
+        None,
+        format!("no stream event from Portkey within {} ms", waited.as_millis()),
+    ))
+}
+
+fn cut_off(message: &str) -> ChatError {
+    ChatError::Unavailable(UpstreamError::new(ErrorSource::Portkey, None, message))
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::stream;
+    use serde_json::json;
+
+    use super::*;
+
+    fn chunk_json(content: &str, finish: Option<&str>) -> String {
+        json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": finish}]})
+        .to_string()
+    }
+
+    async fn collect(parts: Vec<String>) -> Vec<Result<ChatChunk, ChatError>> {
+        let bytes = stream::iter(
+            parts
+                .into_iter()
+                .map(|part| Ok::<_, std::io::Error>(part.into_bytes())),
+        );
+        chunks(
+            bytes,
+            Instant::now() + Duration::from_secs(5),
+            Duration::from_secs(5),
+        )
+        .collect()
+        .await
+    }
+
+    fn contents(items: &[Result<ChatChunk, ChatError>]) -> Vec<String> {
+        items
+            .iter()
+            .map(|item| match item {
+                Ok(chunk) => chunk.choices[0].delta.content.clone().unwrap_or_default(),
+                Err(error) => format!("error: {error}"),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn events_split_across_reads_and_packed_into_one_are_all_parsed() {
+        let a = format!("data: {}\n\n", chunk_json("a", None));
+        let b = format!("data: {}\r\n\r\n", chunk_json("b", None));
+        let c = format!(
+            ": keep-alive comment\n\nevent: heartbeat\ndata: pulse\n\ndata: {}\n\n",
+            chunk_json("c", Some("stop"))
+        );
+        let (a1, a2) = a.split_at(17);
+        let items = collect(vec![a1.into(), a2.to_owned() + &b + &c + "data: [DONE]\n\n"]).await;
+        assert_eq!(contents(&items), ["a", "b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn a_multi_line_data_field_is_joined() {
+        let body = chunk_json("x", Some("stop"));
+        let (left, right) = body.split_at(body.len() / 2);
+        let items = collect(vec![format!("data: {left}\ndata: {right}\n\ndata: [DONE]\n\n")]).await;
+        assert_eq!(contents(&items), ["x"]);
+    }
+
+    #[tokio::test]
+    async fn nothing_after_done_is_read() {
+        let items = collect(vec![format!(
+            "data: {}\n\ndata: [DONE]\n\ndata: {}\n\n",
+            chunk_json("a", Some("stop")),
+            chunk_json("late", None)
+        )])
+        .await;
+        assert_eq!(contents(&items), ["a"]);
+    }
+
+    #[tokio::test]
+    async fn a_stream_cut_off_before_it_finished_ends_with_an_error() {
+        let items = collect(vec![format!("data: {}\n\n", chunk_json("a", None))]).await;
+        assert_eq!(items.len(), 2);
+        assert!(matches!(items[1], Err(ChatError::Unavailable(_))));
+    }
+
+    #[tokio::test]
+    async fn a_finished_stream_without_done_ends_cleanly() {
+        let items = collect(vec![format!("data: {}\n\n", chunk_json("a", Some("stop")))]).await;
+        assert_eq!(contents(&items), ["a"]);
+    }
+
+    #[tokio::test]
+    async fn an_error_event_ends_the_stream_with_the_providers_message() {
+        let items = collect(vec![format!(
+            "data: {}\n\ndata: {{\"error\": {{\"message\": \"overloaded\"}}}}\n\ndata: {}\n\n",
+            chunk_json("a", None),
+            chunk_json("b", None)
+        )])
+        .await;
+        assert_eq!(
+            contents(&items),
+            ["a", "error: Upstream service error: overloaded"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_malformed_event_is_an_invalid_response() {
+        let items = collect(vec!["data: {not json\n\n".into()]).await;
+        assert!(matches!(items[..], [Err(ChatError::InvalidUpstreamResponse(_))]));
+    }
+
+    #[tokio::test]
+    async fn a_stalled_stream_times_out() {
+        let bytes = stream::iter([Ok::<_, std::io::Error>(
+            format!("data: {}\n\n", chunk_json("a", None)).into_bytes(),
+        )])
+        .chain(stream::pending());
+        let items: Vec<_> = chunks(
+            bytes,
+            Instant::now() + Duration::from_secs(5),
+            Duration::from_millis(50),
+        )
+        .collect()
+        .await;
+        assert_eq!(items.len(), 2);
+        assert!(matches!(items[1], Err(ChatError::Timeout(_))));
+    }
+}
