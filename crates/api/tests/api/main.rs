@@ -5,6 +5,7 @@
 
 mod auth;
 mod binary;
+mod chain;
 mod chat;
 mod errors;
 mod helpers;
