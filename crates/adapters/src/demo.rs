@@ -19,6 +19,10 @@ pub struct DemoProvider;
 
 const FINGERPRINT: &str = "fp_gatewayz_demo";
 
+/// The longest answer, in words: like a real model's output limit, it bounds
+/// what one request can make the demo produce.
+pub const MAX_ANSWER_WORDS: usize = 4096;
+
 /// What the demo answers to one request, computed once.
 struct Answer {
     id: String,
@@ -34,11 +38,17 @@ impl Answer {
     fn for_call(call: &ProviderCall) -> Self {
         let request = &call.request;
         let text = reply_text(request);
-        let mut words: Vec<String> = text.split_whitespace().map(str::to_owned).collect();
         let limit = request
             .output_token_limit()
             .and_then(|limit| usize::try_from(limit).ok())
-            .unwrap_or(usize::MAX);
+            .unwrap_or(usize::MAX)
+            .min(MAX_ANSWER_WORDS);
+        // One word past the limit is enough to know the answer was cut.
+        let mut words: Vec<String> = text
+            .split_whitespace()
+            .take(limit + 1)
+            .map(str::to_owned)
+            .collect();
         let finish_reason = if words.len() > limit {
             words.truncate(limit);
             "length"
@@ -98,39 +108,75 @@ impl Answer {
         }
     }
 
-    fn into_chunks(self, include_usage: bool) -> Vec<ChatChunk> {
-        let mut chunks = Vec::with_capacity((self.words.len() + 2) * self.choices as usize + 1);
-        for index in 0..self.choices {
-            let choice = |delta: Delta, finish_reason: Option<&str>| ChunkChoice {
+    fn into_chunks(self, include_usage: bool) -> Chunks {
+        Chunks {
+            answer: self,
+            include_usage,
+            choice: 0,
+            step: 0,
+        }
+    }
+}
+
+/// The chunks of a streamed answer, made one at a time as the client reads
+/// them: for each choice a role chunk, one chunk a word, a finish chunk; then
+/// the usage chunk when asked for.
+struct Chunks {
+    answer: Answer,
+    include_usage: bool,
+    choice: u32,
+    /// 0: the role chunk; 1..=words: a word; words + 1: the finish chunk.
+    step: usize,
+}
+
+impl Iterator for Chunks {
+    type Item = ChatChunk;
+
+    fn next(&mut self) -> Option<ChatChunk> {
+        let answer = &self.answer;
+        if self.choice < answer.choices {
+            let (index, step) = (self.choice, self.step);
+            self.step += 1;
+            if self.step == answer.words.len() + 2 {
+                self.step = 0;
+                self.choice += 1;
+            }
+            let (delta, finish_reason) = match step {
+                0 => (
+                    Delta {
+                        role: Some(Role::Assistant),
+                        content: Some(String::new()),
+                        ..Delta::default()
+                    },
+                    None,
+                ),
+                word if word <= answer.words.len() => {
+                    let text = &answer.words[word - 1];
+                    let content = if word == 1 {
+                        text.clone()
+                    } else {
+                        format!(" {text}")
+                    };
+                    let delta = Delta {
+                        content: Some(content),
+                        ..Delta::default()
+                    };
+                    (delta, None)
+                }
+                _ => (Delta::default(), Some(answer.finish_reason.to_owned())),
+            };
+            let choice = ChunkChoice {
                 index,
                 delta,
-                finish_reason: finish_reason.map(str::to_owned),
+                finish_reason,
                 extra: Extra::new(),
             };
-            let role = Delta {
-                role: Some(Role::Assistant),
-                content: Some(String::new()),
-                ..Delta::default()
-            };
-            chunks.push(self.chunk(vec![choice(role, None)], None));
-            for (position, word) in self.words.iter().enumerate() {
-                let content = if position == 0 {
-                    word.clone()
-                } else {
-                    format!(" {word}")
-                };
-                let delta = Delta {
-                    content: Some(content),
-                    ..Delta::default()
-                };
-                chunks.push(self.chunk(vec![choice(delta, None)], None));
-            }
-            chunks.push(self.chunk(vec![choice(Delta::default(), Some(self.finish_reason))], None));
+            return Some(answer.chunk(vec![choice], None));
         }
-        if include_usage {
-            chunks.push(self.chunk(Vec::new(), Some(self.usage.clone())));
+        if std::mem::take(&mut self.include_usage) {
+            return Some(answer.chunk(Vec::new(), Some(answer.usage.clone())));
         }
-        chunks
+        None
     }
 }
 
@@ -174,7 +220,7 @@ impl ChatProvider for DemoProvider {
     async fn stream(&self, call: ProviderCall) -> Result<ChatStream, ChatError> {
         let include_usage = call.request.wants_stream_usage();
         let chunks = Answer::for_call(&call).into_chunks(include_usage);
-        Ok(futures::stream::iter(chunks.into_iter().map(Ok)).boxed())
+        Ok(futures::stream::iter(chunks.map(Ok)).boxed())
     }
 }
 
@@ -236,6 +282,33 @@ mod tests {
             "You said:"
         );
         assert_eq!(response.choices[0].finish_reason.as_deref(), Some("length"));
+    }
+
+    #[tokio::test]
+    async fn a_huge_message_gets_a_bounded_answer() {
+        let huge = "word ".repeat(MAX_ANSWER_WORDS * 3);
+        let response = DemoProvider
+            .complete(call(
+                json!({"model": "m", "messages": [{"role": "user", "content": huge}]}),
+            ))
+            .await
+            .unwrap();
+        let text = response.choices[0].message.content.as_ref().unwrap().text();
+        assert_eq!(text.split_whitespace().count(), MAX_ANSWER_WORDS);
+        assert_eq!(response.choices[0].finish_reason.as_deref(), Some("length"));
+    }
+
+    #[tokio::test]
+    async fn every_choice_streams_its_own_sequence() {
+        let chunks: Vec<ChatChunk> = DemoProvider
+            .stream(call(json!({"model": "m", "stream": true, "n": 2, "messages": [{"role": "user", "content": "hi"}]})))
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        let indexes: Vec<u32> = chunks.iter().map(|chunk| chunk.choices[0].index).collect();
+        assert_eq!(indexes, [0, 0, 0, 0, 0, 1, 1, 1, 1, 1]);
     }
 
     #[tokio::test]

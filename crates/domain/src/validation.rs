@@ -8,6 +8,9 @@ use serde_json::Value;
 use crate::error::ValidationError;
 use crate::model::{ChatRequest, Message, MessageContent, Role};
 
+/// The most choices one request may ask for, as OpenAI allows.
+pub const MAX_CHOICES: i64 = 128;
+
 impl ChatRequest {
     /// Checks the request against the OpenAI contract.
     ///
@@ -36,6 +39,12 @@ impl ChatRequest {
         at_least_one("max_tokens", self.max_tokens)?;
         at_least_one("max_completion_tokens", self.max_completion_tokens)?;
         at_least_one("n", self.n)?;
+        if let Some(n) = self.n.filter(|n| *n > MAX_CHOICES) {
+            return Err(ValidationError::new(
+                "n",
+                format!("`n` must be at most {MAX_CHOICES}, got {n}"),
+            ));
+        }
         Ok(())
     }
 }
@@ -128,7 +137,7 @@ mod tests {
         let cases = [
             json!({}),
             json!({"temperature": 0, "top_p": 1, "frequency_penalty": -2, "presence_penalty": 2}),
-            json!({"temperature": 2.0, "max_tokens": 1, "max_completion_tokens": 4096, "n": 3}),
+            json!({"temperature": 2.0, "max_tokens": 1, "max_completion_tokens": 4096, "n": 128}),
             json!({"messages": [
                 {"role": "system", "content": "be brief"},
                 {"role": "developer", "content": "really"},
@@ -171,6 +180,7 @@ mod tests {
             (json!({"max_tokens": 0}), "max_tokens"),
             (json!({"max_completion_tokens": -1}), "max_completion_tokens"),
             (json!({"n": 0}), "n"),
+            (json!({"n": 129}), "n"),
         ];
         for (case, param) in cases {
             let err = with(case.clone()).validate().unwrap_err();
