@@ -237,10 +237,7 @@ mod tests {
             request: serde_json::from_value(body).unwrap(),
             route: Route::Demo,
             credentials: Credentials::None,
-            context: RequestContext {
-                request_id: "req-1".into(),
-                traceparent: None,
-            },
+            context: RequestContext::new("req-1"),
         }
     }
 

@@ -1,10 +1,12 @@
 //! Gatewayz adapters: implementations of the domain ports.
 //!
+//! - [`catalog`]: the model catalog, read from TOML at start.
 //! - [`demo::DemoProvider`]: a deterministic in-process provider for demos and tests.
 //! - [`portkey::PortkeyProvider`]: chat completions through Portkey over HTTP.
 //! - [`env_keys::EnvKeyResolver`]: Portkey and provider keys read once from the environment.
 //! - [`mock`] (feature `mocks`): mockall mocks of the ports.
 
+pub mod catalog;
 pub mod demo;
 pub mod env;
 pub mod env_keys;

@@ -2,8 +2,10 @@
 //! environment variables.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 
+use gatewayz_domain::{Route, RoutingFields, ValidationError};
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -46,6 +48,17 @@ pub struct Config {
     /// providers that require one (Anthropic) when the client set none.
     #[serde(default = "default_max_tokens", deserialize_with = "max_tokens")]
     pub default_max_tokens: u32,
+    /// `GATEWAYZ_CATALOG`: the model catalog file; the built-in one without it.
+    #[serde(default)]
+    pub catalog: Option<PathBuf>,
+    /// `GATEWAYZ_DEFAULT_PROVIDER`: where a model that nothing else routes
+    /// goes (`portkey` or `demo`); unset, such a model is a 404.
+    #[serde(default)]
+    pub default_provider: Option<String>,
+    /// `GATEWAYZ_DEFAULT_PORTKEY_PROVIDER`: the upstream of that default,
+    /// when it is `portkey`.
+    #[serde(default)]
+    pub default_portkey_provider: Option<String>,
     /// `GATEWAYZ_LOG_FORMAT`: `json` or `pretty`.
     #[serde(default, deserialize_with = "log_format")]
     pub log_format: LogFormat,
@@ -71,6 +84,35 @@ gatewayz_adapters::var_parsers! {
 }
 
 impl Config {
+    /// The route of models nothing else routes, from
+    /// `GATEWAYZ_DEFAULT_PROVIDER` and `GATEWAYZ_DEFAULT_PORTKEY_PROVIDER`.
+    ///
+    /// # Errors
+    /// When they name an unknown provider, or `portkey` without its upstream.
+    pub fn default_route(&self) -> Result<Option<Route>, ValidationError> {
+        let Some(provider) = self
+            .default_provider
+            .clone()
+            .filter(|name| !name.trim().is_empty())
+        else {
+            return Ok(None);
+        };
+        let fields = RoutingFields {
+            provider: Some(provider),
+            portkey_provider: self.default_portkey_provider.clone(),
+            portkey_virtual_key: None,
+        };
+        Route::from_fields(fields)
+            .map(Some)
+            .map_err(|error| ValidationError {
+                message: format!(
+                    "GATEWAYZ_DEFAULT_PROVIDER / GATEWAYZ_DEFAULT_PORTKEY_PROVIDER: {}",
+                    error.message
+                ),
+                ..error
+            })
+    }
+
     /// Reads the configuration from the process environment.
     ///
     /// # Errors
@@ -141,6 +183,32 @@ mod tests {
             let err = Config::from_vars(vars(&[(name, value)])).unwrap_err();
             assert!(err.to_string().contains(name), "{err}");
         }
+    }
+
+    #[test]
+    fn the_default_route_comes_from_two_variables() {
+        let none = Config::from_vars(vars(&[])).unwrap().default_route().unwrap();
+        assert!(none.is_none());
+        let groq = Config::from_vars(vars(&[
+            ("GATEWAYZ_DEFAULT_PROVIDER", "portkey"),
+            ("GATEWAYZ_DEFAULT_PORTKEY_PROVIDER", "groq"),
+        ]))
+        .unwrap()
+        .default_route()
+        .unwrap();
+        assert_eq!(
+            groq.and_then(|route| route.portkey_provider()).map(|p| p.name()),
+            Some("groq")
+        );
+        let err = Config::from_vars(vars(&[("GATEWAYZ_DEFAULT_PROVIDER", "portkey")]))
+            .unwrap()
+            .default_route()
+            .unwrap_err();
+        assert!(
+            err.message.starts_with("GATEWAYZ_DEFAULT_PROVIDER"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

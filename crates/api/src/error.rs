@@ -99,6 +99,13 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "invalid_request_error", message).with_code("not_found")
     }
 
+    /// 404: a model nothing routes.
+    pub fn model_not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "invalid_request_error", message)
+            .with_param("model")
+            .with_code("model_not_found")
+    }
+
     /// 405: the route exists, the method does not.
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
         Self::new(StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", message)
@@ -197,6 +204,7 @@ impl From<ChatError> for ApiError {
             ChatError::Keys(KeyError::ProviderKeyMissing { .. }) => {
                 Self::invalid_request(message).with_code("provider_key_not_configured")
             }
+            ChatError::ModelNotFound(_) => Self::model_not_found(message),
             ChatError::ProviderDisabled(_) => Self::invalid_request(message)
                 .with_param("provider")
                 .with_code("unsupported_provider"),

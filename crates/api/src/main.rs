@@ -30,7 +30,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let service = startup::chat_service(&config, &portkey, keys);
+    let service = startup::chat_service(&config, &portkey, keys, |name| std::env::var(name).ok());
     let application = match service.and_then(|service| Application::build(&config, service)) {
         Ok(application) => application,
         Err(error) => {

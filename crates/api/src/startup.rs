@@ -3,13 +3,15 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
+use gatewayz_adapters::catalog::{self, CatalogError};
 use gatewayz_adapters::portkey::PortkeySetupError;
 use gatewayz_adapters::{DemoProvider, EnvKeyResolver, PortkeyConfig, PortkeyProvider};
-use gatewayz_domain::{ChatService, KeyResolver, ProviderKind, Providers};
+use gatewayz_domain::{ChatService, KeyResolver, ProviderKind, Providers, ValidationError};
 
 use crate::auth::{GatewayKeys, KeySetupError, LOCAL_DEV_KEY};
 use crate::config::Config;
@@ -23,6 +25,10 @@ pub enum StartupError {
     Keys(#[from] KeySetupError),
     #[error(transparent)]
     Portkey(#[from] PortkeySetupError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("{0}")]
+    DefaultRoute(ValidationError),
     #[error("cannot listen on {address}: {source}")]
     Bind {
         address: SocketAddr,
@@ -33,15 +39,25 @@ pub enum StartupError {
 }
 
 /// The chat use case wired to the production adapters: the demo provider,
-/// Portkey, and keys from the environment.
+/// Portkey, keys from the environment, and the model catalog (whose virtual
+/// keys `env` looks up).
 ///
 /// # Errors
-/// When the Portkey adapter cannot be built from its settings.
+/// When the Portkey adapter, the catalog or the default route cannot be
+/// built from their settings.
 pub fn chat_service(
     config: &Config,
     portkey: &PortkeyConfig,
     keys: EnvKeyResolver,
+    env: impl Fn(&str) -> Option<String>,
 ) -> Result<ChatService, StartupError> {
+    let catalog = catalog::load(config.catalog.as_deref(), env)?;
+    tracing::info!(
+        models = catalog.models().len(),
+        file = %config.catalog.as_ref().map_or(catalog::DEFAULT_CATALOG_NAME.into(), |path| path.display().to_string()),
+        "model catalog loaded"
+    );
+    let default_route = config.default_route().map_err(StartupError::DefaultRoute)?;
     if !keys.has_portkey_key() {
         tracing::warn!("PORTKEY_API_KEY is unset: requests routed to Portkey will fail until it is set");
     }
@@ -50,6 +66,8 @@ pub fn chat_service(
         .with(ProviderKind::Portkey, Arc::new(PortkeyProvider::new(portkey)?));
     Ok(
         ChatService::new(providers, Arc::new(keys) as Arc<dyn KeyResolver>)
+            .with_catalog(Arc::new(catalog))
+            .with_default_route(default_route)
             .with_default_max_tokens(config.default_max_tokens),
     )
 }
@@ -94,6 +112,9 @@ impl Application {
         let chat = web::Data::new(ChatState {
             service,
             max_body_bytes: config.max_body_bytes,
+            started_at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_secs()),
         });
         let server = HttpServer::new(move || {
             App::new()

@@ -123,6 +123,13 @@ pub enum ChatError {
     /// 500 for a missing Portkey key, 400 for a missing provider key.
     #[error(transparent)]
     Keys(#[from] KeyError),
+    /// 404: no route for this model: not `@provider/model`, not in the
+    /// catalog, and no default route.
+    #[error(
+        "The model `{0}` does not exist on this gateway. Use a model id from GET /v1/models, \
+         `@<portkey_provider>/<model>` (e.g. `@openai/gpt-4o-mini`), or the fields `provider` and `portkey_provider`"
+    )]
+    ModelNotFound(String),
     /// 400: the route names an adapter this gateway was started without.
     #[error("Provider `{0}` is not enabled on this gateway")]
     ProviderDisabled(ProviderKind),

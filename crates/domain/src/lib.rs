@@ -5,13 +5,17 @@
 //! This crate is pure: no HTTP framework, no HTTP client, no environment
 //! reading. Adapters implement the ports; the API crate wires them.
 
+pub mod catalog;
 pub mod error;
 pub mod model;
 pub mod ports;
+mod resolve;
 pub mod route;
 pub mod service;
+pub mod usage;
 pub mod validation;
 
+pub use catalog::{Catalog, ModelEntry, Pricing, Target};
 pub use error::{ChatError, ErrorSource, KeyError, UpstreamError, ValidationError};
 pub use model::{
     ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Delta, Message, MessageContent, Role,

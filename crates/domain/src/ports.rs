@@ -1,5 +1,7 @@
 //! The ports: what the chat use case needs from the outside world.
 
+use std::time::Instant;
+
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use secrecy::SecretString;
@@ -14,12 +16,31 @@ use crate::route::Route;
 pub type ChatStream = BoxStream<'static, Result<ChatChunk, ChatError>>;
 
 /// Facts about the incoming request that a provider may pass on.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RequestContext {
     /// The gateway's request id (taken from `x-request-id` or generated).
     pub request_id: String,
     /// The client's W3C `traceparent`, forwarded so traces join up.
     pub traceparent: Option<String>,
+    /// When the gateway received the request: `gateway_usage.request_ms`
+    /// counts from here.
+    pub received: Instant,
+}
+
+impl RequestContext {
+    pub fn new(request_id: impl Into<String>) -> Self {
+        Self {
+            request_id: request_id.into(),
+            traceparent: None,
+            received: Instant::now(),
+        }
+    }
+}
+
+impl Default for RequestContext {
+    fn default() -> Self {
+        Self::new(String::new())
+    }
 }
 
 /// What a provider needs to authenticate upstream.

@@ -1,11 +1,15 @@
 //! The chat use case: validate, route, authenticate, call.
 
 use std::sync::Arc;
+use std::time::Instant;
 
+use crate::catalog::{Catalog, Pricing};
 use crate::error::ChatError;
-use crate::model::{ChatRequest, ChatResponse};
+use crate::model::{ChatRequest, ChatResponse, StreamOptions};
 use crate::ports::{ChatProvider, ChatStream, KeyResolver, ProviderCall, RequestContext};
+use crate::resolve::resolve;
 use crate::route::{ProviderKind, Route, RoutingFields};
+use crate::usage;
 
 /// One chat-completion request as the API received it.
 #[derive(Debug)]
@@ -82,7 +86,17 @@ pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 pub struct ChatService {
     providers: Providers,
     keys: Arc<dyn KeyResolver>,
+    catalog: Arc<Catalog>,
+    default_route: Option<Route>,
     default_max_tokens: u32,
+}
+
+/// A call ready to be made, with what is needed to report on it.
+struct Prepared {
+    provider: Arc<dyn ChatProvider>,
+    call: ProviderCall,
+    pricing: Option<Pricing>,
+    client_wants_usage: bool,
 }
 
 impl std::fmt::Debug for ChatService {
@@ -98,8 +112,28 @@ impl ChatService {
         Self {
             providers,
             keys,
+            catalog: Arc::new(Catalog::default()),
+            default_route: None,
             default_max_tokens: DEFAULT_MAX_TOKENS,
         }
+    }
+
+    /// Routes model ids through `catalog` and prices what it prices.
+    #[must_use]
+    pub fn with_catalog(mut self, catalog: Arc<Catalog>) -> Self {
+        self.catalog = catalog;
+        self
+    }
+
+    /// The route of a model that nothing else routes.
+    #[must_use]
+    pub fn with_default_route(mut self, route: Option<Route>) -> Self {
+        self.default_route = route;
+        self
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
     }
 
     /// Sets the output token limit sent to providers that require one (see
@@ -112,37 +146,68 @@ impl ChatService {
     }
 
     /// Validates the command, resolves its route and credentials, and calls
-    /// the provider, streaming when the request asked to.
+    /// the provider, streaming when the request asked to. Every successful
+    /// answer carries `gateway_usage` (timings, and cost when the catalog
+    /// prices the model and the upstream reported usage).
     ///
     /// # Errors
     /// - [`ChatError::Invalid`] for a request that breaks the contract or names
     ///   an unknown provider;
+    /// - [`ChatError::ModelNotFound`] when nothing routes the model;
     /// - [`ChatError::ProviderDisabled`] when the route's adapter is not
     ///   enabled on this gateway;
     /// - [`ChatError::Keys`] when credentials are missing;
     /// - whatever the provider returns.
     pub async fn execute(&self, command: ChatCommand) -> Result<ChatOutcome, ChatError> {
-        let (provider, call) = self.prepare(command)?;
+        let Prepared {
+            provider,
+            call,
+            pricing,
+            client_wants_usage,
+        } = self.prepare(command)?;
+        let received = call.context.received;
+        let started = Instant::now();
         if call.request.is_stream() {
-            provider.stream(call).await.map(ChatOutcome::Stream)
+            let chunks = provider.stream(call).await?;
+            Ok(ChatOutcome::Stream(usage::meter(
+                chunks,
+                received,
+                started,
+                pricing,
+                client_wants_usage,
+            )))
         } else {
-            provider.complete(call).await.map(ChatOutcome::Complete)
+            let mut response = provider.complete(call).await?;
+            usage::annotate(&mut response, received, started.elapsed(), pricing);
+            Ok(ChatOutcome::Complete(response))
         }
     }
 
-    fn prepare(&self, command: ChatCommand) -> Result<(Arc<dyn ChatProvider>, ProviderCall), ChatError> {
+    fn prepare(&self, command: ChatCommand) -> Result<Prepared, ChatError> {
         let ChatCommand {
             mut request,
             routing,
             context,
         } = command;
         request.validate()?;
-        let route = Route::from_fields(routing)?;
-        let needs_limit = route
-            .portkey_provider()
-            .is_some_and(|provider| provider.requires_max_tokens());
-        if needs_limit && request.output_token_limit().is_none() {
-            request.max_tokens = Some(i64::from(self.default_max_tokens));
+        let resolved = resolve(&mut request, routing, &self.catalog, self.default_route.as_ref())?;
+        let route = resolved.route;
+        if request.output_token_limit().is_none() {
+            let required = route
+                .portkey_provider()
+                .is_some_and(|provider| provider.requires_max_tokens());
+            let limit = resolved
+                .max_tokens
+                .or(required.then_some(self.default_max_tokens));
+            request.max_tokens = limit.map(i64::from);
+        }
+        let client_wants_usage = request.wants_stream_usage();
+        if request.is_stream() {
+            // Always ask for usage, so that a stream's cost can be known.
+            request
+                .stream_options
+                .get_or_insert_with(StreamOptions::default)
+                .include_usage = Some(true);
         }
         let provider = self
             .providers
@@ -150,15 +215,18 @@ impl ChatService {
             .ok_or(ChatError::ProviderDisabled(route.kind()))?
             .clone();
         let credentials = self.keys.resolve(&route)?;
-        Ok((
+        let pricing = self.catalog.pricing(&route, &request.model);
+        Ok(Prepared {
             provider,
-            ProviderCall {
+            call: ProviderCall {
                 request,
                 route,
                 credentials,
                 context,
             },
-        ))
+            pricing,
+            client_wants_usage,
+        })
     }
 }
 

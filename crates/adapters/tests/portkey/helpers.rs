@@ -46,8 +46,8 @@ pub fn call(route: Route, body: Value) -> ProviderCall {
         credentials: keys().resolve(&route).unwrap(),
         route,
         context: RequestContext {
-            request_id: "req-123".into(),
             traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+            ..RequestContext::new("req-123")
         },
     }
 }

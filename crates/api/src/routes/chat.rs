@@ -1,5 +1,7 @@
 //! `POST /v1/chat/completions`.
 
+use std::time::Instant;
+
 use actix_web::http::header::{self, ContentType};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
@@ -11,11 +13,13 @@ use crate::error::ApiError;
 use crate::middleware::RequestId;
 use crate::sse::event_stream;
 
-/// What the chat route needs, shared by every worker.
+/// What the chat and model routes need, shared by every worker.
 #[derive(Debug, Clone)]
 pub struct ChatState {
     pub service: ChatService,
     pub max_body_bytes: usize,
+    /// Unix time the gateway started: the `created` of its models.
+    pub started_at: u64,
 }
 
 #[tracing::instrument(name = "chat_completions", skip_all)]
@@ -25,11 +29,13 @@ pub async fn chat_completions(
     payload: web::Payload,
     state: web::Data<ChatState>,
 ) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
     require_json(&request)?;
     let body = read_body(&request, payload, state.max_body_bytes).await?;
     let mut chat_request = parse_request(&body)?;
     let routing = RoutingFields::take_from(&mut chat_request.extra)?;
     let context = RequestContext {
+        received: started,
         request_id: RequestId::of(&request),
         traceparent: request
             .headers()

@@ -2,6 +2,7 @@
 
 pub mod chat;
 pub mod health;
+pub mod models;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
@@ -14,6 +15,17 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(
             web::resource("/v1/chat/completions")
                 .route(web::post().to(chat::chat_completions))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/models")
+                .route(web::get().to(models::list_models))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            // Model ids may contain slashes (`meta-llama/Meta-Llama-3.1-8B-Instruct`).
+            web::resource("/v1/models/{id:.+}")
+                .route(web::get().to(models::get_model))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(

@@ -122,9 +122,9 @@ async fn invalid_bodies_get_400_naming_the_param() {
         ),
         // Routing.
         (
-            chat_body_with(json!({"provider": null})),
-            Some("provider"),
-            "`provider` is required",
+            chat_body_with(json!({"provider": null, "model": "@acme/x"})),
+            Some("model"),
+            "Unsupported provider `acme`",
         ),
         (
             chat_body_with(json!({"provider": "acme"})),
@@ -149,6 +149,28 @@ async fn invalid_bodies_get_400_naming_the_param() {
             "{body}: expected {needle:?} in {message:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_model_nothing_routes_gets_404_model_not_found() {
+    let app = guarded_app(&[]).await;
+
+    let (status, body) = refused(
+        app.post_chat(&chat_body_with(
+            json!({"provider": null, "model": "no-such-model"}),
+        ))
+        .await,
+    )
+    .await;
+
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "model_not_found");
+    assert_eq!(body["error"]["param"], "model");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("`no-such-model`") && message.contains("@<portkey_provider>/<model>"),
+        "{message}"
+    );
 }
 
 #[tokio::test]

@@ -43,7 +43,8 @@ impl TestApp {
         let config = Config::from_vars(vars.clone()).expect("test configuration is valid");
         let portkey = PortkeyConfig::from_vars(vars.clone()).expect("Portkey configuration is valid");
         let keys = EnvKeyResolver::from_vars(vars.clone()).expect("keys are valid");
-        let service = startup::chat_service(&config, &portkey, keys).expect("the service wires");
+        let env = |name: &str| vars.get(name).cloned();
+        let service = startup::chat_service(&config, &portkey, keys, env).expect("the service wires");
         Self::spawn(service, &[]).await
     }
 

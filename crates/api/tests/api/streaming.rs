@@ -68,9 +68,12 @@ async fn a_stream_is_sse_events_in_order_ending_with_done() {
         .filter_map(|chunk| chunk["choices"][0]["delta"]["content"].as_str())
         .collect();
     assert_eq!(text, "You said: Hello there");
+    let finish = &chunks[chunks.len() - 2];
+    assert_eq!(finish["choices"][0]["finish_reason"], "stop");
     let last = chunks.last().unwrap();
-    assert_eq!(last["choices"][0]["finish_reason"], "stop");
-    assert!(last.get("usage").is_none(), "no usage chunk unless asked for");
+    assert_eq!(last["choices"], json!([]));
+    assert!(last.get("usage").is_none(), "no usage unless asked for: {last}");
+    assert!(last["gateway_usage"]["request_ms"].is_number(), "{last}");
 }
 
 #[tokio::test]
@@ -105,6 +108,8 @@ async fn each_chunk_reaches_the_client_before_the_next_is_produced() {
         assert_eq!(event["choices"][0]["delta"]["content"], word);
     }
     drop(sender);
+    let closing: Value = serde_json::from_str(&next_event(&mut body, &mut buffer).await).unwrap();
+    assert!(closing["gateway_usage"]["upstream_ms"].is_number(), "{closing}");
     assert_eq!(next_event(&mut body, &mut buffer).await, "[DONE]");
 }
 

@@ -1,0 +1,278 @@
+//! Which route a request takes, by this precedence:
+//!
+//! 1. explicit body fields (`provider`, `portkey_provider`; a
+//!    `portkey_provider` alone means `provider: portkey`);
+//! 2. the `@<portkey_provider>/<model>` model syntax;
+//! 3. the catalog entry for `model`;
+//! 4. the gateway's default route (`GATEWAYZ_DEFAULT_PROVIDER`).
+//!
+//! A `portkey_virtual_key` in the body applies to whichever Portkey route
+//! wins. A model that matches nothing is [`ChatError::ModelNotFound`].
+
+use crate::catalog::Catalog;
+use crate::error::{ChatError, ValidationError};
+use crate::model::ChatRequest;
+use crate::route::{PortkeyProvider, Route, RoutingFields};
+
+/// The route a request takes, and the catalog's output limit for it.
+#[derive(Debug)]
+pub(crate) struct Resolved {
+    pub route: Route,
+    pub max_tokens: Option<u32>,
+}
+
+/// Resolves the route and rewrites `request.model` to the upstream model.
+pub(crate) fn resolve(
+    request: &mut ChatRequest,
+    routing: RoutingFields,
+    catalog: &Catalog,
+    default: Option<&Route>,
+) -> Result<Resolved, ChatError> {
+    let RoutingFields {
+        provider,
+        portkey_provider,
+        portkey_virtual_key: virtual_key,
+    } = routing;
+    if provider.is_some() || portkey_provider.is_some() {
+        let fields = RoutingFields {
+            provider: provider.or_else(|| Some("portkey".to_owned())),
+            portkey_provider,
+            portkey_virtual_key: virtual_key,
+        };
+        return Ok(Resolved {
+            route: Route::from_fields(fields)?,
+            max_tokens: None,
+        });
+    }
+    if let Some(spec) = request.model.strip_prefix('@') {
+        let (provider, model) = split_provider_model(spec)?;
+        request.model = model;
+        return Ok(Resolved {
+            route: Route::Portkey {
+                provider,
+                virtual_key,
+            },
+            max_tokens: None,
+        });
+    }
+    if let Some(entry) = catalog.get(&request.model) {
+        request.model = entry.target.upstream_model().to_owned();
+        return Ok(Resolved {
+            route: entry.route(virtual_key),
+            max_tokens: entry.max_tokens,
+        });
+    }
+    match default {
+        Some(route) => Ok(Resolved {
+            route: with_virtual_key(route.clone(), virtual_key),
+            max_tokens: None,
+        }),
+        None => Err(ChatError::ModelNotFound(request.model.clone())),
+    }
+}
+
+fn split_provider_model(spec: &str) -> Result<(PortkeyProvider, String), ValidationError> {
+    let (provider, model) = spec
+        .split_once('/')
+        .filter(|(provider, model)| !provider.is_empty() && !model.is_empty())
+        .ok_or_else(|| {
+            ValidationError::new(
+                "model",
+                format!("`@{spec}` is not `@<portkey_provider>/<model>`, e.g. `@openai/gpt-4o-mini`"),
+            )
+        })?;
+    let provider = PortkeyProvider::parse(provider).ok_or_else(|| {
+        ValidationError::new(
+            "model",
+            format!(
+                "Unsupported provider `{provider}` in `@{spec}`. Supported: {}.",
+                PortkeyProvider::ALL.map(PortkeyProvider::name).join(", ")
+            ),
+        )
+        .with_code("unsupported_provider")
+    })?;
+    Ok((provider, model.to_owned()))
+}
+
+fn with_virtual_key(route: Route, virtual_key: Option<secrecy::SecretString>) -> Route {
+    match (route, virtual_key) {
+        (Route::Portkey { provider, .. }, Some(key)) => Route::Portkey {
+            provider,
+            virtual_key: Some(key),
+        },
+        (route, _) => route,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::{ExposeSecret, SecretString};
+    use serde_json::json;
+
+    use super::*;
+    use crate::catalog::{ModelEntry, Target};
+    use crate::route::ProviderKind;
+
+    fn catalog() -> Catalog {
+        Catalog::new(vec![
+            ModelEntry {
+                id: "claude".into(),
+                target: Target::Portkey {
+                    provider: PortkeyProvider::Anthropic,
+                    model: "claude-3-5-sonnet-latest".into(),
+                    virtual_key: Some(SecretString::from("vk-catalog")),
+                },
+                pricing: None,
+                max_tokens: Some(2048),
+            },
+            ModelEntry {
+                id: "demo-1".into(),
+                target: Target::Demo {
+                    model: "demo-1".into(),
+                },
+                pricing: None,
+                max_tokens: None,
+            },
+        ])
+        .unwrap()
+    }
+
+    fn request(model: &str) -> ChatRequest {
+        serde_json::from_value(json!({"model": model, "messages": [{"role": "user", "content": "x"}]}))
+            .unwrap()
+    }
+
+    fn fields(
+        provider: Option<&str>,
+        portkey_provider: Option<&str>,
+        virtual_key: Option<&str>,
+    ) -> RoutingFields {
+        RoutingFields {
+            provider: provider.map(str::to_owned),
+            portkey_provider: portkey_provider.map(str::to_owned),
+            portkey_virtual_key: virtual_key.map(SecretString::from),
+        }
+    }
+
+    type Summary = (ProviderKind, Option<PortkeyProvider>, Option<String>);
+
+    fn summary(route: &Route) -> Summary {
+        let virtual_key = match route {
+            Route::Portkey { virtual_key, .. } => {
+                virtual_key.as_ref().map(|key| key.expose_secret().to_owned())
+            }
+            Route::Demo => None,
+        };
+        (route.kind(), route.portkey_provider(), virtual_key)
+    }
+
+    #[test]
+    fn the_precedence_is_fields_then_at_syntax_then_catalog_then_default() {
+        let default = Route::Portkey {
+            provider: PortkeyProvider::Groq,
+            virtual_key: None,
+        };
+        use PortkeyProvider::*;
+        use ProviderKind::{Demo, Portkey};
+        let cases: Vec<(&str, RoutingFields, Option<&Route>, Summary, &str)> = vec![
+            // Explicit fields win over everything, and keep the model as sent.
+            (
+                "claude",
+                fields(Some("portkey"), Some("openai"), None),
+                None,
+                (Portkey, Some(OpenAi), None),
+                "claude",
+            ),
+            (
+                "@groq/llama",
+                fields(Some("demo"), None, None),
+                None,
+                (Demo, None, None),
+                "@groq/llama",
+            ),
+            (
+                "claude",
+                fields(None, Some("cohere"), None),
+                None,
+                (Portkey, Some(Cohere), None),
+                "claude",
+            ),
+            // The @ syntax beats the catalog and the default.
+            (
+                "@anthropic/claude-3-haiku",
+                fields(None, None, None),
+                Some(&default),
+                (Portkey, Some(Anthropic), None),
+                "claude-3-haiku",
+            ),
+            (
+                "@google-ai/gemini-1.5-pro",
+                fields(None, None, Some("vk")),
+                None,
+                (Portkey, Some(GoogleAi), Some("vk".into())),
+                "gemini-1.5-pro",
+            ),
+            // The catalog beats the default; its virtual key yields to the request's.
+            (
+                "claude",
+                fields(None, None, None),
+                Some(&default),
+                (Portkey, Some(Anthropic), Some("vk-catalog".into())),
+                "claude-3-5-sonnet-latest",
+            ),
+            (
+                "claude",
+                fields(None, None, Some("vk-request")),
+                None,
+                (Portkey, Some(Anthropic), Some("vk-request".into())),
+                "claude-3-5-sonnet-latest",
+            ),
+            (
+                "demo-1",
+                fields(None, None, None),
+                None,
+                (Demo, None, None),
+                "demo-1",
+            ),
+            // The default takes what nothing else routes.
+            (
+                "anything",
+                fields(None, None, None),
+                Some(&default),
+                (Portkey, Some(Groq), None),
+                "anything",
+            ),
+        ];
+
+        for (model, routing, default, expected, upstream_model) in cases {
+            let mut request = request(model);
+            let resolved = resolve(&mut request, routing, &catalog(), default).unwrap();
+            assert_eq!(summary(&resolved.route), expected, "{model}");
+            assert_eq!(request.model, upstream_model, "{model}");
+        }
+    }
+
+    #[test]
+    fn a_catalog_model_brings_its_max_tokens() {
+        let mut request = request("claude");
+        let resolved = resolve(&mut request, fields(None, None, None), &catalog(), None).unwrap();
+        assert_eq!(resolved.max_tokens, Some(2048));
+    }
+
+    #[test]
+    fn a_model_that_matches_nothing_is_not_found() {
+        let err = resolve(&mut request("gpt-5"), fields(None, None, None), &catalog(), None).unwrap_err();
+        assert!(matches!(err, ChatError::ModelNotFound(model) if model == "gpt-5"));
+    }
+
+    #[test]
+    fn a_malformed_or_unknown_at_model_is_a_400_on_model() {
+        for model in ["@openai", "@/gpt", "@openai/", "@acme/model"] {
+            let err = resolve(&mut request(model), fields(None, None, None), &catalog(), None).unwrap_err();
+            assert!(
+                matches!(&err, ChatError::Invalid(error) if error.param.as_deref() == Some("model")),
+                "{model}: {err:?}"
+            );
+        }
+    }
+}
