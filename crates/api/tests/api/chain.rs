@@ -1,13 +1,11 @@
 //! Gatewayz → the real open-source Portkey gateway (npm `@portkey-ai/gateway`,
 //! on loopback) → a local OpenAI- and Anthropic-compatible upstream.
 //!
-//! Needs node. Where node is absent the tests say so loudly and pass, unless
-//! `GATEWAYZ_REQUIRE_PORTKEY_CHAIN` is set (CI sets it), where they fail.
+//! Needs node (see [`crate::peers`]).
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -15,6 +13,7 @@ use wiremock::matchers::{body_partial_json, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{TestApp, sse_data};
+use crate::peers::{available, install_once, workspace};
 
 const PORTKEY_KEY: &str = "pk-chain-test";
 const OPENAI_KEY: &str = "sk-chain-openai";
@@ -22,35 +21,7 @@ const ANTHROPIC_KEY: &str = "sk-ant-chain";
 const DEEPINFRA_KEY: &str = "di-chain";
 
 fn peer_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ci/portkey")
-}
-
-fn node_available() -> bool {
-    Command::new("node")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success())
-}
-
-/// Installs the pinned gateway from the lock file, once per test run.
-fn ensure_installed() {
-    static INSTALL: Mutex<()> = Mutex::new(());
-    let _guard = INSTALL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let dir = peer_dir();
-    if dir
-        .join("node_modules/@portkey-ai/gateway/build/start-server.js")
-        .exists()
-    {
-        return;
-    }
-    let status = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(&dir)
-        .status()
-        .expect("npm runs");
-    assert!(status.success(), "npm ci in {} failed", dir.display());
+    workspace().join(".ci/portkey")
 }
 
 /// The Portkey gateway on a free loopback port, killed on drop.
@@ -69,15 +40,15 @@ impl Drop for Portkey {
 impl Portkey {
     /// `None` (after saying so) where node is absent and the chain is optional.
     fn start() -> Option<Self> {
-        if !node_available() {
-            assert!(
-                std::env::var_os("GATEWAYZ_REQUIRE_PORTKEY_CHAIN").is_none(),
-                "node is required for the Portkey chain tests"
-            );
-            eprintln!("\n*** SKIPPED: the Portkey chain test needs node, which is not installed ***\n");
+        if !available("node", "the Portkey chain test") {
             return None;
         }
-        ensure_installed();
+        install_once(
+            &peer_dir().join("node_modules/@portkey-ai/gateway/build/start-server.js"),
+            Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(peer_dir()),
+        );
         let address = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let dir = peer_dir();
         let child = Command::new("node")

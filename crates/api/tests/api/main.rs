@@ -5,9 +5,12 @@
 
 mod auth;
 mod binary;
+mod catalog;
 mod chain;
 mod chat;
 mod errors;
 mod helpers;
+mod peers;
 mod portkey;
+mod sdk;
 mod streaming;

@@ -1,0 +1,118 @@
+//! The official OpenAI SDKs (Python `openai`, Node `openai`) drive Gatewayz
+//! with nothing changed but the base URL and the key: model list, completion,
+//! stream, `@provider/model`, extra-body routing, and typed errors.
+
+use std::path::PathBuf;
+
+use serde_json::json;
+use wiremock::matchers::{body_partial_json, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::{KEY, TestApp};
+use crate::peers::{available, install_once, workspace};
+
+fn sdk_dir() -> PathBuf {
+    workspace().join("crates/api/tests/sdk")
+}
+
+/// A stand-in Portkey: a 429 for model `rate-limited`, a completion otherwise.
+async fn portkey() -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .and(body_partial_json(json!({"model": "rate-limited"})))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", "9")
+                .set_body_json(json!({"error": {"message": "Rate limit reached", "type": "requests"}})),
+        )
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "chatcmpl-pk", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from Portkey"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}
+        })))
+        .mount(&server)
+        .await;
+    server
+}
+
+async fn gateway(server: &MockServer) -> TestApp {
+    let base = format!("{}/v1", server.uri());
+    TestApp::production(&[
+        ("PORTKEY_BASE_URL", &base),
+        ("PORTKEY_API_KEY", "pk"),
+        ("PROVIDER_OPENAI_API_KEY", "sk-openai"),
+    ])
+    .await
+}
+
+/// Runs a script against the gateway and fails with its output if it fails.
+async fn run(mut command: tokio::process::Command, app: &TestApp) {
+    let output = command
+        .env("GATEWAYZ_URL", &app.address)
+        .env("GATEWAYZ_KEY", KEY)
+        .current_dir(sdk_dir())
+        .output()
+        .await
+        .expect("the SDK script runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{command:?} failed\n{stdout}\n{stderr}");
+    assert!(stdout.contains("all checks passed"), "{stdout}\n{stderr}");
+}
+
+#[tokio::test]
+async fn the_official_python_sdk_works_unchanged() {
+    if !available("python3", "the Python SDK test") {
+        return;
+    }
+    let venv = sdk_dir().join(".venv");
+    let python = venv.join("bin/python");
+    install_once(
+        &python,
+        std::process::Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv),
+    );
+    install_once(
+        &venv.join("installed"),
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{pip} install -q -r requirements.txt && touch {venv}/installed",
+                pip = venv.join("bin/pip").display(),
+                venv = venv.display()
+            ))
+            .current_dir(sdk_dir()),
+    );
+    let server = portkey().await;
+    let app = gateway(&server).await;
+
+    let mut command = tokio::process::Command::new(python);
+    command.arg("openai_sdk.py");
+    run(command, &app).await;
+}
+
+#[tokio::test]
+async fn the_official_node_sdk_works_unchanged() {
+    if !available("node", "the Node SDK test") {
+        return;
+    }
+    install_once(
+        &sdk_dir().join("node_modules/openai/package.json"),
+        std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(sdk_dir()),
+    );
+    let server = portkey().await;
+    let app = gateway(&server).await;
+
+    let mut command = tokio::process::Command::new("node");
+    command.arg("openai_sdk.mjs");
+    run(command, &app).await;
+}
