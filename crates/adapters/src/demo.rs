@@ -19,9 +19,9 @@ pub struct DemoProvider;
 
 const FINGERPRINT: &str = "fp_gatewayz_demo";
 
-/// The longest answer, in words: like a real model's output limit, it bounds
-/// what one request can make the demo produce.
-pub const MAX_ANSWER_WORDS: usize = 4096;
+/// The longest answer, in bytes: like a real model's output limit, it bounds
+/// what one request can make the demo produce (times `n`, at most 128).
+pub const MAX_ANSWER_BYTES: usize = 4096;
 
 /// What the demo answers to one request, computed once.
 struct Answer {
@@ -38,19 +38,26 @@ impl Answer {
     fn for_call(call: &ProviderCall) -> Self {
         let request = &call.request;
         let text = reply_text(request);
+        let cut = text.len() > MAX_ANSWER_BYTES;
+        let end = (0..=MAX_ANSWER_BYTES.min(text.len()))
+            .rev()
+            .find(|end| text.is_char_boundary(*end))
+            .unwrap_or(0);
+        let text = &text[..end];
         let limit = request
             .output_token_limit()
             .and_then(|limit| usize::try_from(limit).ok())
-            .unwrap_or(usize::MAX)
-            .min(MAX_ANSWER_WORDS);
+            .unwrap_or(usize::MAX);
         // One word past the limit is enough to know the answer was cut.
         let mut words: Vec<String> = text
             .split_whitespace()
-            .take(limit + 1)
+            .take(limit.saturating_add(1))
             .map(str::to_owned)
             .collect();
         let finish_reason = if words.len() > limit {
             words.truncate(limit);
+            "length"
+        } else if cut {
             "length"
         } else {
             "stop"
@@ -261,7 +268,11 @@ mod tests {
         assert_eq!(choice.finish_reason.as_deref(), Some("stop"));
         let usage = response.usage.unwrap();
         assert_eq!(
-            (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens),
+            (
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.total_tokens.unwrap()
+            ),
             (12, 4, 16)
         );
     }
@@ -283,16 +294,18 @@ mod tests {
 
     #[tokio::test]
     async fn a_huge_message_gets_a_bounded_answer() {
-        let huge = "word ".repeat(MAX_ANSWER_WORDS * 3);
-        let response = DemoProvider
-            .complete(call(
-                json!({"model": "m", "messages": [{"role": "user", "content": huge}]}),
-            ))
-            .await
-            .unwrap();
-        let text = response.choices[0].message.content.as_ref().unwrap().text();
-        assert_eq!(text.split_whitespace().count(), MAX_ANSWER_WORDS);
-        assert_eq!(response.choices[0].finish_reason.as_deref(), Some("length"));
+        for huge in ["word ".repeat(MAX_ANSWER_BYTES), "é".repeat(MAX_ANSWER_BYTES * 4)] {
+            let body = json!({"model": "m", "n": 128, "messages": [{"role": "user", "content": huge}]});
+            let response = DemoProvider.complete(call(body)).await.unwrap();
+            assert_eq!(response.choices.len(), 128);
+            let text = response.choices[0].message.content.as_ref().unwrap().text();
+            assert!(
+                text.len() <= MAX_ANSWER_BYTES && text.len() > MAX_ANSWER_BYTES - 8,
+                "{}",
+                text.len()
+            );
+            assert_eq!(response.choices[0].finish_reason.as_deref(), Some("length"));
+        }
     }
 
     #[tokio::test]

@@ -15,8 +15,11 @@ const DONE: &[u8] = b"data: [DONE]\n\n";
 /// The SSE body of a streamed completion. A failure after the stream began
 /// becomes one `data: {"error": ...}` event, then `[DONE]`.
 pub fn event_stream(chunks: ChatStream) -> impl Stream<Item = Result<Bytes, Infallible>> {
+    // The body is written after the handler returned, outside the request's
+    // span: keep it, so a late failure is logged with the request id.
+    let span = tracing::Span::current();
     chunks
-        .scan(false, |failed, item| {
+        .scan(false, move |failed, item| {
             if *failed {
                 return ready(None);
             }
@@ -25,7 +28,7 @@ pub fn event_stream(chunks: ChatStream) -> impl Stream<Item = Result<Bytes, Infa
                 Err(error) => {
                     *failed = true;
                     let error = ApiError::from(error);
-                    tracing::error!(error = %error, "stream failed after it began");
+                    span.in_scope(|| tracing::error!(error = %error, "stream failed after it began"));
                     data_event(&error.to_json())
                 }
             };

@@ -86,7 +86,7 @@ fn split_provider_model(spec: &str) -> Result<(PortkeyProvider, String), Validat
             "model",
             format!(
                 "Unsupported provider `{provider}` in `@{spec}`. Supported: {}.",
-                PortkeyProvider::ALL.map(PortkeyProvider::name).join(", ")
+                PortkeyProvider::supported()
             ),
         )
         .with_code("unsupported_provider")

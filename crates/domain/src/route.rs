@@ -162,7 +162,8 @@ impl PortkeyProvider {
         Self::ALL.into_iter().find(|provider| provider.name() == name)
     }
 
-    fn supported() -> String {
+    /// The client-facing names, for error messages.
+    pub fn supported() -> String {
         Self::ALL.map(Self::name).join(", ")
     }
 }
@@ -192,11 +193,12 @@ impl Route {
     /// missing or unknown, or when `portkey_provider` is missing or unknown
     /// for the Portkey provider.
     pub fn from_fields(fields: RoutingFields) -> Result<Self, ValidationError> {
-        let supported = ProviderKind::ALL.map(ProviderKind::as_str).join(", ");
+        // Only error messages list the providers: no work on the happy path.
+        let supported = || ProviderKind::ALL.map(ProviderKind::as_str).join(", ");
         let Some(name) = fields.provider.as_deref() else {
             return Err(ValidationError::new(
                 "provider",
-                format!("`provider` is required. Supported providers: {supported}."),
+                format!("`provider` is required. Supported providers: {}.", supported()),
             )
             .with_code("missing_provider"));
         };
@@ -211,19 +213,22 @@ impl Route {
             }
             None => Err(ValidationError::new(
                 "provider",
-                format!("Unsupported provider `{name}`. Supported providers: {supported}."),
+                format!(
+                    "Unsupported provider `{name}`. Supported providers: {}.",
+                    supported()
+                ),
             )
             .with_code("unsupported_provider")),
         }
     }
 
     fn parse_portkey_provider(name: Option<&str>) -> Result<PortkeyProvider, ValidationError> {
-        let supported = PortkeyProvider::supported();
         let Some(name) = name else {
             return Err(ValidationError::new(
                 "portkey_provider",
                 format!(
-                    "`portkey_provider` is required when `provider` is `portkey`. Supported: {supported}."
+                    "`portkey_provider` is required when `provider` is `portkey`. Supported: {}.",
+                    PortkeyProvider::supported()
                 ),
             )
             .with_code("missing_provider"));
@@ -231,7 +236,10 @@ impl Route {
         PortkeyProvider::parse(name).ok_or_else(|| {
             ValidationError::new(
                 "portkey_provider",
-                format!("Unsupported portkey_provider `{name}`. Supported: {supported}."),
+                format!(
+                    "Unsupported portkey_provider `{name}`. Supported: {}.",
+                    PortkeyProvider::supported()
+                ),
             )
             .with_code("unsupported_provider")
         })

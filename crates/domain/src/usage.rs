@@ -209,7 +209,10 @@ mod tests {
         let out = metered(vec![chunk(None), chunk(Some(Usage::new(100, 50)))], true).await;
         assert_eq!(out.len(), 2);
         let last = &out[1];
-        assert_eq!(last.usage.as_ref().map(|usage| usage.total_tokens), Some(150));
+        assert_eq!(
+            last.usage.as_ref().map(|usage| usage.total_tokens),
+            Some(Some(150))
+        );
         assert_eq!(last.extra[FIELD]["cost_usd"], json!(0.0002));
         assert!(last.extra[FIELD]["request_ms"].is_number() && last.extra[FIELD]["upstream_ms"].is_number());
     }

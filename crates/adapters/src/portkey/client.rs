@@ -32,9 +32,16 @@ pub enum PortkeySetupError {
     BaseUrl(String),
     #[error("PORTKEY_CUSTOM_HOST contains characters not allowed in an HTTP header")]
     CustomHost,
+    #[error("{name} must be between 1 and {MAX_TIMEOUT_MS} ms, got {value}")]
+    Timeout { name: &'static str, value: u64 },
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
 }
+
+/// The longest timeout accepted: a day.
+const MAX_TIMEOUT_MS: u64 = 24 * 60 * 60 * 1000;
+/// The largest answer read: a chat completion is far smaller.
+const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 
 /// A [`ChatProvider`] that calls Portkey's `/chat/completions`.
 #[derive(Debug, Clone)]
@@ -62,11 +69,36 @@ impl PortkeyProvider {
             .map(HeaderValue::from_str)
             .transpose()
             .map_err(|_| PortkeySetupError::CustomHost)?;
+        for (name, value) in [
+            (
+                "GATEWAYZ_UPSTREAM_CONNECT_TIMEOUT_MS",
+                config.gatewayz_upstream_connect_timeout_ms,
+            ),
+            (
+                "GATEWAYZ_UPSTREAM_REQUEST_TIMEOUT_MS",
+                config.gatewayz_upstream_request_timeout_ms,
+            ),
+            (
+                "GATEWAYZ_UPSTREAM_FIRST_BYTE_TIMEOUT_MS",
+                config.gatewayz_upstream_first_byte_timeout_ms,
+            ),
+            (
+                "GATEWAYZ_UPSTREAM_IDLE_TIMEOUT_MS",
+                config.gatewayz_upstream_idle_timeout_ms,
+            ),
+        ] {
+            if !(1..=MAX_TIMEOUT_MS).contains(&value) {
+                return Err(PortkeySetupError::Timeout { name, value });
+            }
+        }
         let timeouts = config.timeouts();
         let client = Client::builder()
             .user_agent(concat!("gatewayz/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(timeouts.connect)
             .tcp_nodelay(true)
+            // A redirect would carry the Portkey and virtual keys to another
+            // host: a 3xx is answered as the upstream failure it is.
+            .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(std::time::Duration::from_secs(90))
             .build()
             .map_err(|error| PortkeySetupError::Client(error.to_string()))?;
@@ -157,10 +189,12 @@ impl ChatProvider for PortkeyProvider {
         if !response.status().is_success() {
             return Err(errors::from_status(response).await);
         }
-        let body = response
-            .bytes()
+        let body = errors::read_at_most(response, MAX_RESPONSE_BYTES)
             .await
-            .map_err(|error| errors::from_transport(&error, timeout))?;
+            .map_err(|error| errors::from_transport(&error, timeout))?
+            .ok_or_else(|| {
+                errors::invalid_response(format!("the answer is larger than {MAX_RESPONSE_BYTES} bytes"))
+            })?;
         serde_json::from_slice(&body).map_err(|error| {
             errors::invalid_response(format!("the answer is not a chat.completion: {error}"))
         })

@@ -15,10 +15,14 @@ const ERROR_BODY_LIMIT: usize = 64 * 1024;
 /// The most of an unparsed error body that is shown to the client.
 const RAW_MESSAGE_LIMIT: usize = 512;
 
-/// `{"error": {...}, "provider": "..."}`: a provider's error, forwarded by Portkey.
+/// `{"error": {...}, "provider": "..."}`: a provider's error, forwarded by
+/// Portkey, which names the provider; without that name the error is
+/// Portkey's own.
 #[derive(Deserialize)]
 struct ProviderErrorBody {
     error: ProviderErrorDetail,
+    #[serde(default)]
+    provider: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -53,10 +57,10 @@ pub(crate) fn describe_error_body(status: u16, body: &[u8]) -> UpstreamError {
     if let Ok(body) = serde_json::from_slice::<ProviderErrorBody>(body) {
         let detail = body.error;
         // Portkey answers its own request timeout (408) in the provider shape.
-        let source = if status == 408 {
-            ErrorSource::Portkey
-        } else {
+        let source = if body.provider.is_some() && status != 408 {
             ErrorSource::Provider
+        } else {
+            ErrorSource::Portkey
         };
         return UpstreamError {
             source,
@@ -86,6 +90,7 @@ pub(crate) fn describe_error_body(status: u16, body: &[u8]) -> UpstreamError {
 pub(crate) async fn from_status(response: Response) -> ChatError {
     let status = response.status();
     let retry_after = retry_after(response.headers(), SystemTime::now());
+    // What could be read is still worth showing; the rest is dropped.
     let mut body = Vec::new();
     let mut chunks = response.bytes_stream();
     while let Some(Ok(chunk)) = chunks.next().await {
@@ -96,6 +101,26 @@ pub(crate) async fn from_status(response: Response) -> ChatError {
         }
     }
     classify(status, describe_error_body(status.as_u16(), &body), retry_after)
+}
+
+/// The whole body, or `None` if it is longer than `limit` bytes (read no
+/// further than that).
+pub(crate) async fn read_at_most(
+    response: Response,
+    limit: usize,
+) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    let mut body = Vec::with_capacity(response.content_length().map_or(8 * 1024, |length| {
+        usize::try_from(length).unwrap_or(limit).min(limit)
+    }));
+    let mut chunks = response.bytes_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk?;
+        if body.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
 }
 
 /// The error table: which upstream status becomes which failure.
@@ -109,8 +134,12 @@ pub(crate) fn classify(status: StatusCode, error: UpstreamError, retry_after: Op
     }
 }
 
+/// The longest `Retry-After` passed on: anything longer is an upstream's
+/// mistake, not advice.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// `retry-after-ms` (as OpenAI and Azure send), else `retry-after` in
-/// seconds or as an HTTP date.
+/// seconds or as an HTTP date; at most [`MAX_RETRY_AFTER`].
 pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let header = |name: &str| {
         headers
@@ -118,18 +147,29 @@ pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Durati
             .and_then(|value| value.to_str().ok())
             .map(str::trim)
     };
-    if let Some(millis) = header("retry-after-ms").and_then(|value| value.parse::<f64>().ok())
-        && millis.is_finite()
-        && millis >= 0.0
+    let seconds = |value: f64| {
+        (value.is_finite() && value >= 0.0).then(|| {
+            Duration::try_from_secs_f64(value)
+                .unwrap_or(MAX_RETRY_AFTER)
+                .min(MAX_RETRY_AFTER)
+        })
+    };
+    if let Some(after) = header("retry-after-ms")
+        .and_then(|value| value.parse::<f64>().ok())
+        .and_then(|millis| seconds(millis / 1000.0))
     {
-        return Some(Duration::from_secs_f64(millis / 1000.0));
+        return Some(after);
     }
     let value = header("retry-after")?;
-    if let Ok(seconds) = value.parse::<f64>() {
-        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
+    if let Ok(value) = value.parse::<f64>() {
+        return seconds(value);
     }
     let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    Some(
+        at.duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_RETRY_AFTER),
+    )
 }
 
 /// The error for a request that got no HTTP answer.
@@ -188,6 +228,12 @@ mod tests {
     }
 
     #[test]
+    fn an_error_body_without_a_provider_name_is_portkeys() {
+        let error = describe_error_body(400, br#"{"error": {"message": "bad config"}}"#);
+        assert_eq!(error.source, ErrorSource::Portkey);
+    }
+
+    #[test]
     fn portkeys_own_failures_are_told_apart_from_provider_errors() {
         let error = describe_error_body(
             400,
@@ -235,6 +281,9 @@ mod tests {
             (headers(&[("retry-after", &date)]), Some(Duration::from_secs(30))),
             (headers(&[("retry-after", "soon")]), None),
             (headers(&[("retry-after", "-3")]), None),
+            (headers(&[("retry-after", "1e300")]), Some(MAX_RETRY_AFTER)),
+            (headers(&[("retry-after-ms", "1e300")]), Some(MAX_RETRY_AFTER)),
+            (headers(&[("retry-after", "NaN")]), None),
             (headers(&[]), None),
         ];
         for (map, expected) in cases {

@@ -28,15 +28,34 @@ struct State {
     done: bool,
 }
 
+/// The longest SSE line accepted: the parser buffers a line until it ends,
+/// so an upstream that never ends one must not grow it without bound.
+pub(crate) const MAX_LINE_BYTES: usize = 8 * 1024 * 1024;
+
 /// Reads a byte stream as chat chunks. The first event must arrive before
 /// `first_deadline`, each later one within `idle` of the previous.
 pub(crate) fn chunks<S, B, E>(bytes: S, first_deadline: Instant, idle: Duration) -> ChatStream
 where
     S: Stream<Item = Result<B, E>> + Send + 'static,
-    B: AsRef<[u8]>,
+    B: AsRef<[u8]> + Send + 'static,
     E: std::fmt::Display + Send + 'static,
 {
     let events = bytes
+        .scan(0_usize, |line, item| {
+            let item = item.map_err(|error| error.to_string()).and_then(|bytes| {
+                let data = bytes.as_ref();
+                *line = match data.iter().rposition(|byte| matches!(byte, b'\n' | b'\r')) {
+                    Some(end) => data.len() - end - 1,
+                    None => *line + data.len(),
+                };
+                if *line > MAX_LINE_BYTES {
+                    Err(format!("an event line is longer than {MAX_LINE_BYTES} bytes"))
+                } else {
+                    Ok(bytes)
+                }
+            });
+            std::future::ready(Some(item))
+        })
         .eventsource()
         .map(|event| event.map_err(|error| error.to_string()))
         .boxed();
@@ -91,11 +110,13 @@ impl State {
                 self.finished |= chunk.choices.iter().any(|choice| choice.finish_reason.is_some());
                 Ok(chunk)
             }
-            // A provider that fails mid-stream sends `data: {"error": {...}}`.
+            // A provider that fails mid-stream sends `data: {"error": {...}}`;
+            // Portkey passes it on without naming the provider.
             Err(_) if data.contains("\"error\"") => {
                 let error = describe_error_body(200, data.as_bytes());
                 Err(ChatError::UpstreamFailed(UpstreamError {
                     status: None,
+                    source: ErrorSource::Provider,
                     ..error
                 }))
             }
@@ -219,6 +240,26 @@ mod tests {
     async fn a_malformed_event_is_an_invalid_response() {
         let items = collect(vec!["data: {not json\n\n".into()]).await;
         assert!(matches!(items[..], [Err(ChatError::InvalidUpstreamResponse(_))]));
+    }
+
+    #[tokio::test]
+    async fn a_line_that_never_ends_is_cut_off() {
+        let piece = vec![b'x'; 1024 * 1024];
+        let bytes = stream::iter(
+            std::iter::once(Ok::<_, std::io::Error>(b"data: ".to_vec()))
+                .chain(std::iter::repeat_n(piece, MAX_LINE_BYTES / (1024 * 1024) + 2).map(Ok)),
+        );
+        let items: Vec<_> = chunks(
+            bytes,
+            Instant::now() + Duration::from_secs(5),
+            Duration::from_secs(5),
+        )
+        .collect()
+        .await;
+        assert!(
+            matches!(&items[..], [Err(ChatError::Unavailable(error))] if error.message.contains("longer than")),
+            "{items:?}"
+        );
     }
 
     #[tokio::test]

@@ -200,3 +200,56 @@ async fn a_refused_connection_is_unavailable() {
     );
     assert!(!error.to_string().contains(PORTKEY_KEY));
 }
+
+#[tokio::test]
+async fn a_redirect_is_not_followed_so_keys_never_reach_another_host() {
+    let elsewhere = wiremock::MockServer::start().await;
+    let server = server_answering(
+        ResponseTemplate::new(307)
+            .insert_header("location", format!("{}/v1/chat/completions", elsewhere.uri())),
+    )
+    .await;
+
+    let error = provider(&server, &[])
+        .complete(call(route(Upstream::OpenAi, Some("vk-secret")), chat_body()))
+        .await
+        .unwrap_err();
+
+    assert!(
+        matches!(&error, ChatError::UpstreamFailed(e) if e.status == Some(307)),
+        "{error:?}"
+    );
+    assert!(
+        elsewhere.received_requests().await.unwrap().is_empty(),
+        "the redirect was followed"
+    );
+}
+
+#[tokio::test]
+async fn an_answer_larger_than_the_limit_is_refused() {
+    let huge = format!("{{\"pad\": \"{}\"}}", "x".repeat(33 * 1024 * 1024));
+    let server = server_answering(ResponseTemplate::new(200).set_body_raw(huge, "application/json")).await;
+
+    let error = provider(&server, &[])
+        .complete(openai_call(chat_body()))
+        .await
+        .unwrap_err();
+
+    assert!(
+        matches!(&error, ChatError::InvalidUpstreamResponse(e) if e.message.contains("larger than")),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn timeouts_outside_one_ms_to_a_day_stop_the_start() {
+    for (name, value) in [
+        ("GATEWAYZ_UPSTREAM_CONNECT_TIMEOUT_MS", "0"),
+        ("GATEWAYZ_UPSTREAM_IDLE_TIMEOUT_MS", "18446744073709551615"),
+    ] {
+        let config =
+            gatewayz_adapters::PortkeyConfig::from_vars([(name.to_owned(), value.to_owned())]).unwrap();
+        let error = gatewayz_adapters::PortkeyProvider::new(&config).unwrap_err();
+        assert!(error.to_string().starts_with(name), "{error}");
+    }
+}

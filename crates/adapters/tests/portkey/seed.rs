@@ -101,7 +101,11 @@ async fn process_portkey_response_happy() {
     assert_eq!(response.choices[0].finish_reason.as_deref(), Some("stop"));
     let usage = response.usage.unwrap();
     assert_eq!(
-        (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens),
+        (
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.total_tokens.unwrap()
+        ),
         (9, 2, 11)
     );
 }

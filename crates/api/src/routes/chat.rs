@@ -22,7 +22,6 @@ pub struct ChatState {
     pub started_at: u64,
 }
 
-#[tracing::instrument(name = "chat_completions", skip_all)]
 pub async fn chat_completions(
     _: Authenticated,
     request: HttpRequest,

@@ -38,7 +38,9 @@ pub struct Choice {
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
-    pub total_tokens: u64,
+    /// Some providers leave it out; it is then left out, not invented.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_tokens: Option<u64>,
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -48,8 +50,26 @@ impl Usage {
         Self {
             prompt_tokens,
             completion_tokens,
-            total_tokens: prompt_tokens + completion_tokens,
+            total_tokens: Some(prompt_tokens + completion_tokens),
             extra: Extra::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn usage_without_a_total_stays_without_one() {
+        let usage: Usage =
+            serde_json::from_value(json!({"prompt_tokens": 3, "completion_tokens": 4})).unwrap();
+        assert_eq!(usage.total_tokens, None);
+        assert_eq!(
+            serde_json::to_value(&usage).unwrap(),
+            json!({"prompt_tokens": 3, "completion_tokens": 4})
+        );
     }
 }
