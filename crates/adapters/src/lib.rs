@@ -2,6 +2,7 @@
 //!
 //! - [`catalog`]: the model catalog, read from TOML at start.
 //! - [`demo::DemoProvider`]: a deterministic in-process provider for demos and tests.
+//! - [`metrics::Metrics`]: Prometheus metrics of every request.
 //! - [`portkey::PortkeyProvider`]: chat completions through Portkey over HTTP.
 //! - [`env_keys::EnvKeyResolver`]: Portkey and provider keys read once from the environment.
 //! - [`mock`] (feature `mocks`): mockall mocks of the ports.
@@ -10,6 +11,7 @@ pub mod catalog;
 pub mod demo;
 pub mod env;
 pub mod env_keys;
+pub mod metrics;
 pub mod portkey;
 
 #[cfg(feature = "mocks")]

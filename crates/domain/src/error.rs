@@ -158,3 +158,43 @@ pub enum ChatError {
     #[error("Invalid upstream response: {}", .0.message)]
     InvalidUpstreamResponse(UpstreamError),
 }
+
+impl ChatError {
+    /// A short, stable name of the failure, for logs and metric labels.
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            Self::Invalid(_) => "invalid_request",
+            Self::Keys(_) => "credentials",
+            Self::ModelNotFound(_) => "model_not_found",
+            Self::ProviderDisabled(_) => "provider_disabled",
+            Self::UpstreamAuth(_) => "upstream_auth",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Timeout(_) => "timeout",
+            Self::UpstreamRejected(_) => "upstream_rejected",
+            Self::UpstreamFailed(_) => "upstream_failed",
+            Self::Unavailable(_) => "unavailable",
+            Self::InvalidUpstreamResponse(_) => "invalid_upstream_response",
+        }
+    }
+
+    /// Who failed: the gateway for its own refusals, else the upstream's side.
+    pub const fn source(&self) -> ErrorSource {
+        match self {
+            Self::Invalid(_) | Self::Keys(_) | Self::ModelNotFound(_) | Self::ProviderDisabled(_) => {
+                ErrorSource::Gateway
+            }
+            Self::UpstreamAuth(error)
+            | Self::RateLimited { error, .. }
+            | Self::Timeout(error)
+            | Self::UpstreamRejected(error)
+            | Self::UpstreamFailed(error)
+            | Self::Unavailable(error)
+            | Self::InvalidUpstreamResponse(error) => error.source,
+        }
+    }
+
+    /// Whether the failure is the upstream's (and so an upstream error metric).
+    pub const fn is_upstream(&self) -> bool {
+        !matches!(self.source(), ErrorSource::Gateway)
+    }
+}

@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod error;
 pub mod model;
 pub mod ports;
+pub mod record;
 mod resolve;
 pub mod route;
 pub mod service;
@@ -24,6 +25,7 @@ pub use model::{
 pub use ports::{
     ChatProvider, ChatStream, Credentials, KeyResolver, ProviderCall, RequestContext, UpstreamAuth,
 };
+pub use record::{CallFacts, CallRecord};
 pub use route::{PortkeyProvider, ProviderKind, Route, RoutingFields};
 pub use service::{ChatCommand, ChatOutcome, ChatService, Providers};
 

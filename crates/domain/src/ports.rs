@@ -8,6 +8,7 @@ use secrecy::SecretString;
 
 use crate::error::{ChatError, KeyError};
 use crate::model::{ChatChunk, ChatRequest, ChatResponse};
+use crate::record::CallRecord;
 use crate::route::Route;
 
 /// A streamed completion: chunks in order, owned, ending when the upstream
@@ -25,6 +26,8 @@ pub struct RequestContext {
     /// When the gateway received the request: `gateway_usage.request_ms`
     /// counts from here.
     pub received: Instant,
+    /// Where the use case and the adapters note what happened.
+    pub record: CallRecord,
 }
 
 impl RequestContext {
@@ -33,6 +36,7 @@ impl RequestContext {
             request_id: request_id.into(),
             traceparent: None,
             received: Instant::now(),
+            record: CallRecord::default(),
         }
     }
 }

@@ -19,6 +19,8 @@ use crate::route::{PortkeyProvider, Route, RoutingFields};
 pub(crate) struct Resolved {
     pub route: Route,
     pub max_tokens: Option<u32>,
+    /// Whether the model id is a catalog id.
+    pub from_catalog: bool,
 }
 
 /// Resolves the route and rewrites `request.model` to the upstream model.
@@ -42,6 +44,7 @@ pub(crate) fn resolve(
         return Ok(Resolved {
             route: Route::from_fields(fields)?,
             max_tokens: None,
+            from_catalog: catalog.get(&request.model).is_some(),
         });
     }
     if let Some(spec) = request.model.strip_prefix('@') {
@@ -53,6 +56,7 @@ pub(crate) fn resolve(
                 virtual_key,
             },
             max_tokens: None,
+            from_catalog: false,
         });
     }
     if let Some(entry) = catalog.get(&request.model) {
@@ -60,12 +64,14 @@ pub(crate) fn resolve(
         return Ok(Resolved {
             route: entry.route(virtual_key),
             max_tokens: entry.max_tokens,
+            from_catalog: true,
         });
     }
     match default {
         Some(route) => Ok(Resolved {
             route: with_virtual_key(route.clone(), virtual_key),
             max_tokens: None,
+            from_catalog: false,
         }),
         None => Err(ChatError::ModelNotFound(request.model.clone())),
     }

@@ -159,6 +159,15 @@ impl ChatService {
     /// - [`ChatError::Keys`] when credentials are missing;
     /// - whatever the provider returns.
     pub async fn execute(&self, command: ChatCommand) -> Result<ChatOutcome, ChatError> {
+        let record = command.context.record.clone();
+        let outcome = self.run(command).await;
+        if let Err(error) = &outcome {
+            record.failed(error);
+        }
+        outcome
+    }
+
+    async fn run(&self, command: ChatCommand) -> Result<ChatOutcome, ChatError> {
         let Prepared {
             provider,
             call,
@@ -166,19 +175,26 @@ impl ChatService {
             client_wants_usage,
         } = self.prepare(command)?;
         let received = call.context.received;
+        let record = call.context.record.clone();
         let started = Instant::now();
         if call.request.is_stream() {
-            let chunks = provider.stream(call).await?;
+            let chunks = provider.stream(call).await;
+            record.update(|facts| facts.upstream = Some(started.elapsed()));
             Ok(ChatOutcome::Stream(usage::meter(
-                chunks,
-                received,
-                started,
-                pricing,
-                client_wants_usage,
+                chunks?,
+                usage::Meter::new(received, started, pricing, client_wants_usage, record),
             )))
         } else {
-            let mut response = provider.complete(call).await?;
-            usage::annotate(&mut response, received, started.elapsed(), pricing);
+            let response = provider.complete(call).await;
+            let upstream = started.elapsed();
+            record.update(|facts| facts.upstream = Some(upstream));
+            let mut response = response?;
+            let reported = usage::annotate(&mut response, received, upstream, pricing);
+            record.update(|facts| {
+                facts.prompt_tokens = response.usage.as_ref().map(|usage| usage.prompt_tokens);
+                facts.completion_tokens = response.usage.as_ref().map(|usage| usage.completion_tokens);
+                facts.cost_usd = reported.cost_usd;
+            });
             Ok(ChatOutcome::Complete(response))
         }
     }
@@ -189,9 +205,17 @@ impl ChatService {
             routing,
             context,
         } = command;
+        context.record.update(|facts| facts.stream = request.is_stream());
         request.validate()?;
+        let public_model = request.model.clone();
         let resolved = resolve(&mut request, routing, &self.catalog, self.default_route.as_ref())?;
         let route = resolved.route;
+        context.record.update(|facts| {
+            facts.provider = Some(route.kind());
+            facts.portkey_provider = route.portkey_provider();
+            facts.model = Some(public_model);
+            facts.catalog_model = resolved.from_catalog;
+        });
         if request.output_token_limit().is_none() {
             let required = route
                 .portkey_provider()

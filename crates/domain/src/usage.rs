@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use crate::catalog::Pricing;
 use crate::model::{ChatChunk, ChatResponse, Extra, Usage};
 use crate::ports::ChatStream;
+use crate::record::CallRecord;
 
 const FIELD: &str = "gateway_usage";
 
@@ -63,53 +64,63 @@ pub(crate) fn annotate(
     usage
 }
 
-struct Meter {
-    chunks: ChatStream,
+/// The state of a metered stream.
+pub(crate) struct Meter {
     received: Instant,
     started: Instant,
     pricing: Option<Pricing>,
     client_wants_usage: bool,
-    /// The last chunk's id, creation time and model, for a closing chunk.
-    last: Option<(String, u64, String)>,
+    record: CallRecord,
+    /// The first chunk's id, creation time and model, for a closing chunk.
+    first: Option<(String, u64, String)>,
     reported: bool,
     ended: bool,
+}
+
+impl Meter {
+    pub(crate) fn new(
+        received: Instant,
+        started: Instant,
+        pricing: Option<Pricing>,
+        client_wants_usage: bool,
+        record: CallRecord,
+    ) -> Self {
+        Self {
+            received,
+            started,
+            pricing,
+            client_wants_usage,
+            record,
+            first: None,
+            reported: false,
+            ended: false,
+        }
+    }
 }
 
 /// Adds `gateway_usage` to the chunk that carries the upstream's usage,
 /// removing the usage itself when the client did not ask for it; when no
 /// chunk carries usage, adds a closing chunk (empty `choices`) with timings
-/// only.
-pub(crate) fn meter(
-    chunks: ChatStream,
-    received: Instant,
-    started: Instant,
-    pricing: Option<Pricing>,
-    client_wants_usage: bool,
-) -> ChatStream {
-    let meter = Meter {
-        chunks,
-        received,
-        started,
-        pricing,
-        client_wants_usage,
-        last: None,
-        reported: false,
-        ended: false,
-    };
-    futures::stream::unfold(meter, |mut meter| async move {
+/// only. Notes time to first token, tokens, cost and upstream time in the
+/// call record.
+pub(crate) fn meter(chunks: ChatStream, meter: Meter) -> ChatStream {
+    futures::stream::unfold((chunks, meter), |(mut chunks, mut meter)| async move {
         if meter.ended {
             return None;
         }
-        match meter.chunks.next().await {
-            Some(Ok(chunk)) => Some((Ok(meter.pass(chunk)), meter)),
+        match chunks.next().await {
+            Some(Ok(chunk)) => Some((Ok(meter.pass(chunk)), (chunks, meter))),
             Some(Err(error)) => {
                 meter.ended = true;
-                Some((Err(error), meter))
+                meter.record.failed(&error);
+                meter.note_end();
+                Some((Err(error), (chunks, meter)))
             }
             None => {
                 meter.ended = true;
+                meter.note_end();
                 let closing = meter.closing_chunk()?;
-                Some((Ok(closing), meter))
+                Some((Ok(closing), (chunks, meter)))
             }
         }
     })
@@ -117,22 +128,30 @@ pub(crate) fn meter(
 }
 
 impl Meter {
+    fn note_end(&self) {
+        let upstream = self.started.elapsed();
+        self.record.update(|facts| facts.upstream = Some(upstream));
+    }
+
     fn pass(&mut self, mut chunk: ChatChunk) -> ChatChunk {
-        if chunk.usage.is_some() && !self.reported {
+        if self.first.is_none() {
+            self.first = Some((chunk.id.clone(), chunk.created, chunk.model.clone()));
+            let first_token = self.received.elapsed();
+            self.record.update(|facts| facts.first_token = Some(first_token));
+        }
+        if let Some(tokens) = chunk.usage.as_ref().filter(|_| !self.reported) {
             self.reported = true;
-            let usage = GatewayUsage::measure(
-                self.received,
-                self.started.elapsed(),
-                self.pricing,
-                chunk.usage.as_ref(),
-            );
+            let usage =
+                GatewayUsage::measure(self.received, self.started.elapsed(), self.pricing, Some(tokens));
+            self.record.update(|facts| {
+                facts.prompt_tokens = Some(tokens.prompt_tokens);
+                facts.completion_tokens = Some(tokens.completion_tokens);
+                facts.cost_usd = usage.cost_usd;
+            });
             chunk.extra.insert(FIELD.into(), usage.to_json());
             if !self.client_wants_usage {
                 chunk.usage = None;
             }
-        }
-        if self.last.is_none() {
-            self.last = Some((chunk.id.clone(), chunk.created, chunk.model.clone()));
         }
         chunk
     }
@@ -141,7 +160,7 @@ impl Meter {
         if self.reported {
             return None;
         }
-        let (id, created, model) = self.last.take()?;
+        let (id, created, model) = self.first.take()?;
         let usage = GatewayUsage::measure(self.received, self.started.elapsed(), self.pricing, None);
         let mut extra = Extra::new();
         extra.insert(FIELD.into(), usage.to_json());
@@ -190,18 +209,35 @@ mod tests {
         output_per_million: 2.0,
     };
 
-    async fn metered(chunks: Vec<ChatChunk>, wants_usage: bool) -> Vec<ChatChunk> {
+    async fn metered_with(chunks: Vec<ChatChunk>, wants_usage: bool, record: CallRecord) -> Vec<ChatChunk> {
         let now = Instant::now();
-        meter(
-            stream::iter(chunks.into_iter().map(Ok)).boxed(),
-            now,
-            now,
-            Some(PRICE),
-            wants_usage,
+        let state = Meter::new(now, now, Some(PRICE), wants_usage, record);
+        meter(stream::iter(chunks.into_iter().map(Ok)).boxed(), state)
+            .map(Result::unwrap)
+            .collect()
+            .await
+    }
+
+    async fn metered(chunks: Vec<ChatChunk>, wants_usage: bool) -> Vec<ChatChunk> {
+        metered_with(chunks, wants_usage, CallRecord::default()).await
+    }
+
+    #[tokio::test]
+    async fn the_record_gets_first_token_tokens_cost_and_upstream_time() {
+        let record = CallRecord::default();
+        metered_with(
+            vec![chunk(None), chunk(Some(Usage::new(100, 50)))],
+            false,
+            record.clone(),
         )
-        .map(Result::unwrap)
-        .collect()
-        .await
+        .await;
+        let facts = record.snapshot();
+        assert!(facts.first_token.is_some() && facts.upstream.is_some());
+        assert_eq!(
+            (facts.prompt_tokens, facts.completion_tokens),
+            (Some(100), Some(50))
+        );
+        assert_eq!(facts.cost_usd, Some(0.0002));
     }
 
     #[tokio::test]

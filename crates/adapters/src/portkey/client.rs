@@ -158,6 +158,26 @@ impl PortkeyProvider {
     }
 }
 
+/// Portkey's answer headers that the gateway passes on to its client.
+const PASSED_ON: [&str; 3] = [
+    "x-portkey-trace-id",
+    "x-portkey-cache-status",
+    "x-portkey-retry-attempt-count",
+];
+
+fn note_passed_headers(call: &ProviderCall, headers: &HeaderMap) {
+    let found: Vec<(&'static str, String)> = PASSED_ON
+        .into_iter()
+        .filter_map(|name| {
+            let value = headers.get(name)?.to_str().ok()?;
+            Some((name, value.to_owned()))
+        })
+        .collect();
+    if !found.is_empty() {
+        call.context.record.update(|facts| facts.upstream_headers = found);
+    }
+}
+
 /// A header value marked sensitive, so that no HTTP library prints it.
 fn sensitive(value: &str) -> Result<HeaderValue, ChatError> {
     let mut value = HeaderValue::from_str(value).map_err(|_| {
@@ -186,6 +206,7 @@ impl ChatProvider for PortkeyProvider {
             .send()
             .await
             .map_err(|error| errors::from_transport(&error, timeout))?;
+        note_passed_headers(&call, response.headers());
         if !response.status().is_success() {
             return Err(errors::from_status(response).await);
         }
@@ -217,6 +238,7 @@ impl ChatProvider for PortkeyProvider {
             Ok(Err(error)) => return Err(errors::from_transport(&error, first_byte)),
             Ok(Ok(response)) => response,
         };
+        note_passed_headers(&call, response.headers());
         if !response.status().is_success() {
             return Err(timeout_at(deadline, errors::from_status(response))
                 .await

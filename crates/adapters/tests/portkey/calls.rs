@@ -253,3 +253,29 @@ fn timeouts_outside_one_ms_to_a_day_stop_the_start() {
         assert!(error.to_string().starts_with(name), "{error}");
     }
 }
+
+#[tokio::test]
+async fn portkeys_trace_cache_and_retry_headers_are_noted_for_the_client() {
+    let server = server_answering(
+        ResponseTemplate::new(200)
+            .insert_header("x-portkey-trace-id", "trace-1")
+            .insert_header("x-portkey-cache-status", "MISS")
+            .insert_header("x-portkey-retry-attempt-count", "0")
+            .insert_header("x-portkey-other", "not passed")
+            .set_body_json(completion_json()),
+    )
+    .await;
+    let call = openai_call(chat_body());
+    let record = call.context.record.clone();
+
+    provider(&server, &[]).complete(call).await.unwrap();
+
+    assert_eq!(
+        record.snapshot().upstream_headers,
+        [
+            ("x-portkey-trace-id", "trace-1".to_owned()),
+            ("x-portkey-cache-status", "MISS".to_owned()),
+            ("x-portkey-retry-attempt-count", "0".to_owned()),
+        ]
+    );
+}

@@ -1,0 +1,250 @@
+//! Prometheus metrics, all named `gatewayz_*`, rendered in the Prometheus
+//! text format for the admin listener's `/metrics`.
+//!
+//! Label values are bounded: routes are the gateway's own, models are
+//! catalog ids (anything else is `other`), providers are the known ones.
+
+use std::time::Duration;
+
+use gatewayz_domain::CallFacts;
+use prometheus::{
+    CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+const OVERHEAD_BUCKETS: &[f64] = &[
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+];
+
+/// One finished request, as the metrics see it.
+#[derive(Debug)]
+pub struct RequestOutcome<'a> {
+    /// The route's pattern (`/v1/chat/completions`), never a raw path.
+    pub route: &'static str,
+    pub status: u16,
+    pub duration: Duration,
+    pub facts: &'a CallFacts,
+}
+
+/// The gateway's metrics.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    upstream_duration: HistogramVec,
+    overhead: HistogramVec,
+    time_to_first_token: HistogramVec,
+    tokens: IntCounterVec,
+    cost: CounterVec,
+    in_flight: IntGauge,
+    upstream_errors: IntCounterVec,
+}
+
+const CALL_LABELS: &[&str] = &["provider", "portkey_provider", "model"];
+
+impl Metrics {
+    /// Creates and registers every metric.
+    ///
+    /// # Errors
+    /// Only if two metrics shared a name, which would be a bug.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let histogram = |name: &str, help: &str, buckets: &[f64], labels: &[&str]| {
+            HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels)
+        };
+        let metrics = Self {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "gatewayz_requests_total",
+                    "Requests answered, by route, upstream, model and status class",
+                ),
+                &["route", "provider", "portkey_provider", "model", "status_class"],
+            )?,
+            request_duration: histogram(
+                "gatewayz_request_duration_seconds",
+                "Time from a request's arrival to the end of its answer",
+                LATENCY_BUCKETS,
+                &["route", "provider", "portkey_provider", "model"],
+            )?,
+            upstream_duration: histogram(
+                "gatewayz_upstream_duration_seconds",
+                "Time spent waiting on the upstream (for a stream, until it ended)",
+                LATENCY_BUCKETS,
+                CALL_LABELS,
+            )?,
+            overhead: histogram(
+                "gatewayz_overhead_seconds",
+                "Time the gateway added: request time minus upstream time",
+                OVERHEAD_BUCKETS,
+                &["route"],
+            )?,
+            time_to_first_token: histogram(
+                "gatewayz_time_to_first_token_seconds",
+                "Time from a streamed request's arrival to its first chunk",
+                LATENCY_BUCKETS,
+                CALL_LABELS,
+            )?,
+            tokens: IntCounterVec::new(
+                Opts::new(
+                    "gatewayz_tokens_total",
+                    "Tokens the upstream reported, by kind (prompt, completion)",
+                ),
+                &["kind", "provider", "portkey_provider", "model"],
+            )?,
+            cost: CounterVec::new(
+                Opts::new("gatewayz_cost_usd_total", "Cost in US dollars of priced models"),
+                CALL_LABELS,
+            )?,
+            in_flight: IntGauge::new("gatewayz_in_flight_requests", "Requests being served now")?,
+            upstream_errors: IntCounterVec::new(
+                Opts::new(
+                    "gatewayz_upstream_errors_total",
+                    "Upstream failures, by kind and by who failed",
+                ),
+                &["kind", "source", "provider", "portkey_provider"],
+            )?,
+            registry,
+        };
+        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+            Box::new(metrics.requests.clone()),
+            Box::new(metrics.request_duration.clone()),
+            Box::new(metrics.upstream_duration.clone()),
+            Box::new(metrics.overhead.clone()),
+            Box::new(metrics.time_to_first_token.clone()),
+            Box::new(metrics.tokens.clone()),
+            Box::new(metrics.cost.clone()),
+            Box::new(metrics.in_flight.clone()),
+            Box::new(metrics.upstream_errors.clone()),
+        ];
+        for collector in collectors {
+            metrics.registry.register(collector)?;
+        }
+        Ok(metrics)
+    }
+
+    /// A request started.
+    pub fn request_started(&self) {
+        self.in_flight.inc();
+    }
+
+    /// A request ended (answered, failed, or abandoned by its client).
+    pub fn request_finished(&self, outcome: &RequestOutcome<'_>) {
+        self.in_flight.dec();
+        let facts = outcome.facts;
+        let provider = facts.provider.map_or("none", |provider| provider.as_str());
+        let portkey_provider = facts.portkey_provider.map_or("none", |provider| provider.name());
+        let model = match facts.model.as_deref() {
+            Some(model) if facts.catalog_model => model,
+            Some(_) => "other",
+            None => "none",
+        };
+        let call = [provider, portkey_provider, model];
+        let status_class = match outcome.status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        self.requests
+            .with_label_values(&[outcome.route, provider, portkey_provider, model, status_class])
+            .inc();
+        self.request_duration
+            .with_label_values(&[outcome.route, provider, portkey_provider, model])
+            .observe(outcome.duration.as_secs_f64());
+        if let Some(upstream) = facts.upstream {
+            self.upstream_duration
+                .with_label_values(&call)
+                .observe(upstream.as_secs_f64());
+            let overhead = outcome.duration.saturating_sub(upstream);
+            self.overhead
+                .with_label_values(&[outcome.route])
+                .observe(overhead.as_secs_f64());
+        }
+        if let Some(first_token) = facts.first_token {
+            self.time_to_first_token
+                .with_label_values(&call)
+                .observe(first_token.as_secs_f64());
+        }
+        for (kind, count) in [
+            ("prompt", facts.prompt_tokens),
+            ("completion", facts.completion_tokens),
+        ] {
+            if let Some(count) = count {
+                self.tokens
+                    .with_label_values(&[kind, provider, portkey_provider, model])
+                    .inc_by(count);
+            }
+        }
+        if let Some(cost) = facts.cost_usd {
+            self.cost.with_label_values(&call).inc_by(cost);
+        }
+        if let Some((source, kind)) = facts.error.filter(|(source, _)| source.as_str() != "gateway") {
+            self.upstream_errors
+                .with_label_values(&[kind, source.as_str(), provider, portkey_provider])
+                .inc();
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut text = Vec::with_capacity(16 * 1024);
+        // Encoding into memory fails only on a metric that breaks the
+        // format's rules, which these never do.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut text);
+        String::from_utf8(text).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use gatewayz_domain::{ErrorSource, PortkeyProvider, ProviderKind};
+
+    use super::*;
+
+    #[test]
+    fn a_finished_request_shows_in_every_family_with_bounded_labels() {
+        let metrics = Metrics::new().unwrap();
+        let facts = CallFacts {
+            provider: Some(ProviderKind::Portkey),
+            portkey_provider: Some(PortkeyProvider::OpenAi),
+            model: Some("my-private-model-name".into()),
+            catalog_model: false,
+            stream: true,
+            upstream: Some(Duration::from_millis(40)),
+            first_token: Some(Duration::from_millis(10)),
+            prompt_tokens: Some(12),
+            completion_tokens: Some(3),
+            cost_usd: Some(0.25),
+            error: Some((ErrorSource::Provider, "rate_limited")),
+            ..CallFacts::default()
+        };
+        metrics.request_started();
+        metrics.request_finished(&RequestOutcome {
+            route: "/v1/chat/completions",
+            status: 429,
+            duration: Duration::from_millis(41),
+            facts: &facts,
+        });
+
+        let text = metrics.render();
+        for line in [
+            r#"gatewayz_requests_total{model="other",portkey_provider="openai",provider="portkey",route="/v1/chat/completions",status_class="4xx"} 1"#,
+            r#"gatewayz_tokens_total{kind="prompt",model="other",portkey_provider="openai",provider="portkey"} 12"#,
+            r#"gatewayz_tokens_total{kind="completion",model="other",portkey_provider="openai",provider="portkey"} 3"#,
+            r#"gatewayz_cost_usd_total{model="other",portkey_provider="openai",provider="portkey"} 0.25"#,
+            r#"gatewayz_upstream_errors_total{kind="rate_limited",portkey_provider="openai",provider="portkey",source="provider"} 1"#,
+            "gatewayz_in_flight_requests 0",
+            r#"gatewayz_time_to_first_token_seconds_count{model="other",portkey_provider="openai",provider="portkey"} 1"#,
+            r#"gatewayz_overhead_seconds_count{route="/v1/chat/completions"} 1"#,
+            r#"gatewayz_upstream_duration_seconds_count{model="other",portkey_provider="openai",provider="portkey"} 1"#,
+            r#"gatewayz_request_duration_seconds_count{model="other",portkey_provider="openai",provider="portkey",route="/v1/chat/completions"} 1"#,
+        ] {
+            assert!(text.contains(line), "missing {line}\n{text}");
+        }
+        assert!(!text.contains("my-private-model-name"));
+    }
+}

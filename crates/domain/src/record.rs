@@ -1,0 +1,55 @@
+//! What happened in one request, filled in by the use case and the adapters
+//! as it happens, and read by the API when the request ends (for a stream,
+//! when its body ends): the access log line and the metrics come from it.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use crate::error::{ChatError, ErrorSource};
+use crate::route::{PortkeyProvider, ProviderKind};
+
+/// Facts about one request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallFacts {
+    pub provider: Option<ProviderKind>,
+    pub portkey_provider: Option<PortkeyProvider>,
+    /// The model id the client asked for.
+    pub model: Option<String>,
+    /// Whether that id is in the catalog (only those are metric labels).
+    pub catalog_model: bool,
+    pub stream: bool,
+    /// Time spent waiting on the upstream (for a stream: until it ended).
+    pub upstream: Option<Duration>,
+    /// From the request's arrival to its first streamed chunk.
+    pub first_token: Option<Duration>,
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    pub cost_usd: Option<f64>,
+    /// Who failed and how, when the request failed.
+    pub error: Option<(ErrorSource, &'static str)>,
+    /// Headers of Portkey's answer worth passing on to the client.
+    pub upstream_headers: Vec<(&'static str, String)>,
+    /// The client went away before its answer was complete.
+    pub client_gone: bool,
+}
+
+/// A shared, fill-as-you-go [`CallFacts`].
+#[derive(Debug, Clone, Default)]
+pub struct CallRecord(Arc<Mutex<CallFacts>>);
+
+impl CallRecord {
+    pub fn update(&self, change: impl FnOnce(&mut CallFacts)) {
+        // A panic elsewhere while the lock was held leaves facts that are
+        // still worth reporting.
+        change(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    pub fn snapshot(&self) -> CallFacts {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Notes a failure's source and kind.
+    pub fn failed(&self, error: &ChatError) {
+        self.update(|facts| facts.error = Some((error.source(), error.kind())));
+    }
+}
