@@ -41,6 +41,7 @@ pub struct Metrics {
     cost: CounterVec,
     in_flight: IntGauge,
     upstream_errors: IntCounterVec,
+    key_reloads: IntCounterVec,
 }
 
 const CALL_LABELS: &[&str] = &["provider", "portkey_provider", "model"];
@@ -106,9 +107,17 @@ impl Metrics {
                 ),
                 &["kind", "source", "provider", "portkey_provider"],
             )?,
+            key_reloads: IntCounterVec::new(
+                Opts::new(
+                    "gatewayz_api_key_reloads_total",
+                    "Re-reads of GATEWAYZ_API_KEYS_FILE after it changed, by result (ok, error)",
+                ),
+                &["result"],
+            )?,
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
+            Box::new(metrics.key_reloads.clone()),
             Box::new(metrics.requests.clone()),
             Box::new(metrics.request_duration.clone()),
             Box::new(metrics.upstream_duration.clone()),
@@ -187,6 +196,13 @@ impl Metrics {
                 .with_label_values(&[kind, source.as_str(), provider, portkey_provider])
                 .inc();
         }
+    }
+
+    /// The gateway keys file was re-read: taken (`true`) or rejected.
+    pub fn key_reload(&self, taken: bool) {
+        self.key_reloads
+            .with_label_values(&[if taken { "ok" } else { "error" }])
+            .inc();
     }
 
     /// The Prometheus text exposition of every metric.

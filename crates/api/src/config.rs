@@ -37,10 +37,25 @@ pub struct Config {
     /// `GATEWAYZ_BIND`: the public listener's address.
     #[serde(default = "default_bind", deserialize_with = "bind")]
     pub bind: SocketAddr,
+    /// `GATEWAYZ_ADMIN_BIND`: the admin listener (`/metrics`, `/healthz`,
+    /// `/readyz`).
+    #[serde(default = "default_admin_bind", deserialize_with = "admin_bind")]
+    pub admin_bind: SocketAddr,
     /// `GATEWAYZ_API_KEYS`: comma-separated gateway keys clients must send as
-    /// `Authorization: Bearer <key>`.
+    /// `Authorization: Bearer <key>`; each plain or `sha256:<hex>`.
     #[serde(default)]
     pub api_keys: Option<SecretString>,
+    /// `GATEWAYZ_API_KEYS_FILE`: more keys, one a line (`#` comments), re-read
+    /// when the file changes.
+    #[serde(default)]
+    pub api_keys_file: Option<PathBuf>,
+    /// `GATEWAYZ_API_KEYS_RELOAD_MS`: how often that file is checked.
+    #[serde(default = "default_reload_ms", deserialize_with = "reload_ms")]
+    pub api_keys_reload_ms: u64,
+    /// `GATEWAYZ_SHUTDOWN_TIMEOUT`: seconds in-flight requests and streams
+    /// get to finish after SIGTERM or SIGINT.
+    #[serde(default = "default_shutdown_timeout", deserialize_with = "shutdown_timeout")]
+    pub shutdown_timeout: u64,
     /// `GATEWAYZ_MAX_BODY_BYTES`: the largest request body accepted.
     #[serde(default = "default_max_body_bytes", deserialize_with = "max_body_bytes")]
     pub max_body_bytes: usize,
@@ -68,6 +83,18 @@ fn default_bind() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
 }
 
+fn default_admin_bind() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9090))
+}
+
+const fn default_reload_ms() -> u64 {
+    2_000
+}
+
+const fn default_shutdown_timeout() -> u64 {
+    30
+}
+
 const fn default_max_body_bytes() -> usize {
     4 * 1024 * 1024
 }
@@ -79,6 +106,9 @@ const fn default_max_tokens() -> u32 {
 gatewayz_adapters::var_parsers! {
     max_tokens: u32 = "GATEWAYZ_DEFAULT_MAX_TOKENS";
     bind: SocketAddr = "GATEWAYZ_BIND";
+    admin_bind: SocketAddr = "GATEWAYZ_ADMIN_BIND";
+    reload_ms: u64 = "GATEWAYZ_API_KEYS_RELOAD_MS";
+    shutdown_timeout: u64 = "GATEWAYZ_SHUTDOWN_TIMEOUT";
     max_body_bytes: usize = "GATEWAYZ_MAX_BODY_BYTES";
     log_format: LogFormat = "GATEWAYZ_LOG_FORMAT";
 }
@@ -151,7 +181,10 @@ mod tests {
         assert_eq!(config.max_body_bytes, 4 * 1024 * 1024);
         assert_eq!(config.log_format, LogFormat::Pretty);
         assert_eq!(config.default_max_tokens, 4096);
-        assert!(config.api_keys.is_none());
+        assert_eq!(config.admin_bind, "127.0.0.1:9090".parse().unwrap());
+        assert_eq!(config.shutdown_timeout, 30);
+        assert_eq!(config.api_keys_reload_ms, 2000);
+        assert!(config.api_keys.is_none() && config.api_keys_file.is_none());
     }
 
     #[test]

@@ -132,6 +132,19 @@ impl ApiError {
         .with_code("unsupported_media_type")
     }
 
+    /// 499: the client left before the answer was ready (nobody reads it;
+    /// it is for the logs and metrics).
+    pub fn client_closed() -> Self {
+        let status =
+            StatusCode::from_u16(crate::middleware::CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST);
+        Self::new(
+            status,
+            "invalid_request_error",
+            "The client closed the connection",
+        )
+        .with_code("client_closed")
+    }
+
     /// 500: the gateway itself is misconfigured or broken.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod middleware;
+pub mod probe;
 pub mod routes;
 pub mod sse;
 pub mod startup;

@@ -38,7 +38,11 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(address = %application.address(), "gatewayz listening");
+    tracing::info!(
+        address = %application.address(),
+        admin_address = %application.admin_address(),
+        "gatewayz listening"
+    );
     match application.run_until_stopped().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -1,16 +1,31 @@
-//! Per-request context: the request id, the tracing span, and the line logged
-//! when the response starts.
+//! Per-request bookkeeping: the request id and its span, response headers,
+//! and, when the request ends, one access log line and the request metrics.
+//!
+//! A request ends when its response body has been sent in full, or when it is
+//! dropped early because the client left; the latter is logged as status 499.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use actix_web::body::MessageBody;
+use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{Error, HttpMessage, HttpRequest};
+use actix_web::{Error, HttpMessage, HttpRequest, web};
+use bytes::Bytes;
+use gatewayz_adapters::metrics::{Metrics, RequestOutcome};
+use gatewayz_domain::{CallRecord, ProviderKind};
 use tracing::Instrument;
 
+use crate::auth::KeyId;
+
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+const PROVIDER_HEADER: HeaderName = HeaderName::from_static("x-gatewayz-provider");
+
+/// The status logged for a request whose client left before its answer.
+pub const CLIENT_CLOSED: u16 = 499;
 
 /// The id of the request being served, as stored in the request extensions.
 #[derive(Debug, Clone)]
@@ -35,14 +50,25 @@ fn incoming_request_id(request: &ServiceRequest) -> Option<String> {
     valid.then(|| value.to_owned())
 }
 
+/// The route label of a path: the gateway's own routes, else `other`, so a
+/// client cannot grow the metrics with made-up paths.
+fn route_of(path: &str) -> &'static str {
+    match path {
+        "/v1/chat/completions" => "/v1/chat/completions",
+        "/v1/models" => "/v1/models",
+        "/healthz" => "/healthz",
+        _ if path.starts_with("/v1/models/") => "/v1/models/{id}",
+        _ => "other",
+    }
+}
+
 /// Gives each request an id (the client's `x-request-id` or a new one), runs
-/// it inside a span carrying that id, echoes the id in the response, and logs
-/// the outcome.
-pub async fn request_context(
+/// it inside a span carrying that id, adds the gateway's response headers,
+/// and tracks the request until its body is sent.
+pub async fn track(
     request: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let started = Instant::now();
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<TrackedBody>, Error> {
     let request_id =
         incoming_request_id(&request).unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
     let span = tracing::info_span!(
@@ -51,19 +77,198 @@ pub async fn request_context(
         method = %request.method(),
         path = %request.path(),
     );
+    let record = CallRecord::default();
     request.extensions_mut().insert(RequestId(request_id.clone()));
-
-    let mut response = next.call(request).instrument(span.clone()).await?;
-
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    request.extensions_mut().insert(record.clone());
+    let metrics = request.app_data::<web::Data<Metrics>>().cloned();
+    if let Some(metrics) = &metrics {
+        metrics.request_started();
     }
-    let status = response.status().as_u16();
-    let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    span.in_scope(|| match response.response().error() {
-        Some(error) if status >= 500 => tracing::error!(status, latency_us, error = %error, "request failed"),
-        Some(error) => tracing::info!(status, latency_us, error = %error, "request refused"),
-        None => tracing::info!(status, latency_us, "request served"),
-    });
-    Ok(response)
+    // No clone of the request here: routing needs it unshared.
+    let mut tracker = Tracker {
+        started: Instant::now(),
+        method: request.method().clone(),
+        key_id: None,
+        route: route_of(request.path()),
+        record,
+        metrics,
+        span: span.clone(),
+        request_id,
+        status: CLIENT_CLOSED,
+        error: None,
+        done: false,
+    };
+
+    let mut response = next.call(request).instrument(span).await?;
+
+    tracker.status = response.status().as_u16();
+    tracker.key_id = response
+        .request()
+        .extensions()
+        .get::<KeyId>()
+        .map(|id| id.0.clone());
+    tracker.error = response.response().error().map(ToString::to_string);
+    tracker.add_headers(response.headers_mut());
+    Ok(response.map_body(|_, body| {
+        let mut body = TrackedBody {
+            body: body.boxed(),
+            sent: 0,
+            tracker: Some(tracker),
+        };
+        // An empty body may never be polled: it is complete already.
+        if matches!(body.size(), BodySize::None | BodySize::Sized(0)) {
+            body.complete();
+        }
+        body
+    }))
+}
+
+/// Everything needed to report on a request once it has ended.
+struct Tracker {
+    started: Instant,
+    method: Method,
+    key_id: Option<String>,
+    route: &'static str,
+    record: CallRecord,
+    metrics: Option<web::Data<Metrics>>,
+    span: tracing::Span,
+    request_id: String,
+    status: u16,
+    error: Option<String>,
+    done: bool,
+}
+
+impl Tracker {
+    fn add_headers(&self, headers: &mut actix_web::http::header::HeaderMap) {
+        if let Ok(value) = HeaderValue::from_str(&self.request_id) {
+            headers.insert(REQUEST_ID_HEADER, value);
+        }
+        let facts = self.record.snapshot();
+        let provider = match (facts.provider, facts.portkey_provider) {
+            (Some(ProviderKind::Portkey), Some(upstream)) => Some(format!("portkey/{}", upstream.name())),
+            (Some(kind), _) => Some(kind.as_str().to_owned()),
+            (None, _) => None,
+        };
+        if let Some(value) = provider.and_then(|provider| HeaderValue::from_str(&provider).ok()) {
+            headers.insert(PROVIDER_HEADER, value);
+        }
+        for (name, value) in facts.upstream_headers {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(HeaderName::from_static(name), value);
+            }
+        }
+    }
+
+    /// Logs the access line and records the metrics, once.
+    fn finish(&mut self, completed: bool) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let duration = self.started.elapsed();
+        let facts = self.record.snapshot();
+        let status = if completed && !facts.client_gone {
+            self.status
+        } else {
+            CLIENT_CLOSED
+        };
+        if let Some(metrics) = &self.metrics {
+            metrics.request_finished(&RequestOutcome {
+                route: self.route,
+                status,
+                duration,
+                facts: &facts,
+            });
+        }
+        let millis = |duration: std::time::Duration| duration.as_secs_f64() * 1000.0;
+        let _entered = self.span.enter();
+        macro_rules! access {
+            ($level:expr) => {
+                tracing::event!(
+                    target: "gatewayz::access",
+                    $level,
+                    request_id = %self.request_id,
+                    key_id = self.key_id.as_deref(),
+                    method = %self.method,
+                    route = self.route,
+                    provider = facts.provider.map(ProviderKind::as_str),
+                    portkey_provider = facts.portkey_provider.map(|provider| provider.name()),
+                    model = facts.model.as_deref(),
+                    stream = facts.stream,
+                    status,
+                    duration_ms = millis(duration),
+                    upstream_ms = facts.upstream.map(millis),
+                    ttft_ms = facts.first_token.map(millis),
+                    prompt_tokens = facts.prompt_tokens,
+                    completion_tokens = facts.completion_tokens,
+                    cost_usd = facts.cost_usd,
+                    error_source = facts.error.map(|(source, _)| source.as_str()),
+                    error_kind = facts.error.map(|(_, kind)| kind),
+                    error = self.error.as_deref(),
+                    "access"
+                )
+            };
+        }
+        if status >= 500 {
+            access!(tracing::Level::ERROR);
+        } else {
+            access!(tracing::Level::INFO);
+        }
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        // Dropped without the body sent: the client left.
+        self.finish(false);
+    }
+}
+
+/// A response body that reports on its request when it has been sent, or
+/// dropped unsent.
+pub struct TrackedBody {
+    body: BoxBody,
+    sent: u64,
+    tracker: Option<Tracker>,
+}
+
+impl std::fmt::Debug for TrackedBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrackedBody")
+            .field("sent", &self.sent)
+            .field("tracking", &self.tracker.is_some())
+            .finish()
+    }
+}
+
+impl TrackedBody {
+    fn complete(&mut self) {
+        if let Some(mut tracker) = self.tracker.take() {
+            tracker.finish(true);
+        }
+    }
+}
+
+impl MessageBody for TrackedBody {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.body).poll_next(cx);
+        match &polled {
+            Poll::Ready(None) => this.complete(),
+            Poll::Ready(Some(Ok(bytes))) => {
+                this.sent += bytes.len() as u64;
+                // A sized body may not be polled again once all of it is out.
+                if matches!(this.body.size(), BodySize::Sized(size) if this.sent >= size) {
+                    this.complete();
+                }
+            }
+            Poll::Ready(Some(Err(_))) | Poll::Pending => {}
+        }
+        polled
+    }
 }

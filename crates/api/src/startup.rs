@@ -3,19 +3,23 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use gatewayz_adapters::catalog::{self, CatalogError};
+use gatewayz_adapters::metrics::Metrics;
 use gatewayz_adapters::portkey::PortkeySetupError;
 use gatewayz_adapters::{DemoProvider, EnvKeyResolver, PortkeyConfig, PortkeyProvider};
 use gatewayz_domain::{ChatService, KeyResolver, ProviderKind, Providers, ValidationError};
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::auth::{GatewayKeys, KeySetupError, LOCAL_DEV_KEY};
 use crate::config::Config;
-use crate::middleware::request_context;
+use crate::middleware::track;
+use crate::probe::ClientProbe;
+use crate::routes::admin::Readiness;
 use crate::routes::{self, chat::ChatState};
 
 /// Why the gateway could not start.
@@ -34,6 +38,8 @@ pub enum StartupError {
         address: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot set up the metrics: {0}")]
+    Metrics(String),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -72,33 +78,47 @@ pub fn chat_service(
     )
 }
 
-/// A bound, ready-to-run gateway.
+/// A bound, ready-to-run gateway: the public listener and the admin one.
 pub struct Application {
     address: SocketAddr,
+    admin_address: SocketAddr,
     server: Server,
+    admin: Server,
+    readiness: Readiness,
+    keys: GatewayKeys,
+    metrics: web::Data<Metrics>,
+    reload_interval: Duration,
 }
 
 impl std::fmt::Debug for Application {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Application")
             .field("address", &self.address)
+            .field("admin_address", &self.admin_address)
             .finish_non_exhaustive()
     }
 }
 
+fn bind(address: SocketAddr) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(address).map_err(|source| StartupError::Bind { address, source })
+}
+
 impl Application {
-    /// Binds the listener and builds the server around `service`.
+    /// Binds both listeners and builds the servers around `service`.
     ///
     /// # Errors
-    /// When the listener cannot be bound, or the gateway keys are unusable for
-    /// the bind address.
+    /// When a listener cannot be bound, the metrics cannot be set up, or the
+    /// gateway keys are unusable for the bind address.
     pub fn build(config: &Config, service: ChatService) -> Result<Self, StartupError> {
-        let keys = GatewayKeys::from_config(config.api_keys.as_ref(), config.bind)?;
-        let listener = TcpListener::bind(config.bind).map_err(|source| StartupError::Bind {
-            address: config.bind,
-            source,
-        })?;
+        let keys = GatewayKeys::from_config(
+            config.api_keys.as_ref(),
+            config.api_keys_file.as_deref(),
+            config.bind,
+        )?;
+        let listener = bind(config.bind)?;
+        let admin_listener = bind(config.admin_bind)?;
         let address = listener.local_addr()?;
+        let admin_address = admin_listener.local_addr()?;
         if keys.is_local_dev() {
             tracing::warn!(
                 %address,
@@ -108,7 +128,10 @@ impl Application {
             );
         }
 
-        let keys = web::Data::new(keys);
+        let metrics =
+            web::Data::new(Metrics::new().map_err(|error| StartupError::Metrics(error.to_string()))?);
+        let readiness = Readiness::default();
+        let keys_data = web::Data::new(keys.clone());
         let chat = web::Data::new(ChatState {
             service,
             max_body_bytes: config.max_body_bytes,
@@ -116,19 +139,46 @@ impl Application {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |elapsed| elapsed.as_secs()),
         });
+        let public_metrics = metrics.clone();
+        let admin_metrics = metrics.clone();
         let server = HttpServer::new(move || {
             App::new()
-                .wrap(from_fn(request_context))
-                .app_data(keys.clone())
+                .wrap(from_fn(track))
+                .app_data(public_metrics.clone())
+                .app_data(keys_data.clone())
                 .app_data(chat.clone())
                 .configure(routes::configure)
         })
+        .on_connect(ClientProbe::attach)
+        .shutdown_timeout(config.shutdown_timeout)
+        .disable_signals()
         .listen(listener)?
         .run();
-        Ok(Self { address, server })
+        let admin_readiness = web::Data::new(readiness.clone());
+        let admin = HttpServer::new(move || {
+            App::new()
+                .app_data(admin_metrics.clone())
+                .app_data(admin_readiness.clone())
+                .configure(routes::admin::configure)
+        })
+        .workers(1)
+        .shutdown_timeout(1)
+        .disable_signals()
+        .listen(admin_listener)?
+        .run();
+        Ok(Self {
+            address,
+            admin_address,
+            server,
+            admin,
+            readiness,
+            keys,
+            metrics,
+            reload_interval: Duration::from_millis(config.api_keys_reload_ms.max(10)),
+        })
     }
 
-    /// The address the listener is bound to (with the real port when the
+    /// The public listener's address (with the real port when the
     /// configuration asked for port 0).
     pub fn address(&self) -> SocketAddr {
         self.address
@@ -138,11 +188,54 @@ impl Application {
         self.address.port()
     }
 
-    /// Serves until the server is stopped (SIGINT, SIGTERM).
+    /// The admin listener's address.
+    pub fn admin_address(&self) -> SocketAddr {
+        self.admin_address
+    }
+
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully: `/readyz`
+    /// answers 503 at once, the public listener stops accepting, in-flight
+    /// requests and streams get up to `GATEWAYZ_SHUTDOWN_TIMEOUT` to finish,
+    /// then the admin listener stops too.
     ///
     /// # Errors
-    /// When the server fails while running.
+    /// When a server fails while running, or the signal handlers cannot be
+    /// installed.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let Self {
+            server,
+            admin,
+            readiness,
+            keys,
+            metrics,
+            reload_interval,
+            ..
+        } = self;
+        let public = server.handle();
+        let admin_handle = admin.handle();
+        let servers = futures::future::try_join(server, admin);
+        let watcher = keys
+            .watch(reload_interval, move |taken| metrics.key_reload(taken))
+            .map(tokio::spawn);
+        readiness.set(true);
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let stopped = tokio::select! {
+            result = servers => Some(result.map(|_| ())),
+            _ = terminate.recv() => None,
+            _ = interrupt.recv() => None,
+        };
+        if let Some(watcher) = watcher {
+            watcher.abort();
+        }
+        if let Some(result) = stopped {
+            return result;
+        }
+        readiness.set(false);
+        tracing::info!("shutting down: not ready, finishing in-flight requests");
+        public.stop(true).await;
+        admin_handle.stop(true).await;
+        tracing::info!("stopped");
+        Ok(())
     }
 }

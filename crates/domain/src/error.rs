@@ -193,6 +193,24 @@ impl ChatError {
         }
     }
 
+    /// Applies `change` to the upstream's side of the failure, if it has one.
+    #[must_use]
+    pub fn map_upstream(self, change: impl FnOnce(UpstreamError) -> UpstreamError) -> Self {
+        match self {
+            Self::UpstreamAuth(error) => Self::UpstreamAuth(change(error)),
+            Self::RateLimited { error, retry_after } => Self::RateLimited {
+                error: change(error),
+                retry_after,
+            },
+            Self::Timeout(error) => Self::Timeout(change(error)),
+            Self::UpstreamRejected(error) => Self::UpstreamRejected(change(error)),
+            Self::UpstreamFailed(error) => Self::UpstreamFailed(change(error)),
+            Self::Unavailable(error) => Self::Unavailable(change(error)),
+            Self::InvalidUpstreamResponse(error) => Self::InvalidUpstreamResponse(change(error)),
+            other => other,
+        }
+    }
+
     /// Whether the failure is the upstream's (and so an upstream error metric).
     pub const fn is_upstream(&self) -> bool {
         !matches!(self.source(), ErrorSource::Gateway)

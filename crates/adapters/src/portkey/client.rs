@@ -158,6 +158,34 @@ impl PortkeyProvider {
     }
 }
 
+/// The keys of one call, to scrub from upstream messages: an upstream that
+/// echoes a key in its error must not have it reach the client or the logs.
+struct Secrets(Vec<SecretString>);
+
+impl Secrets {
+    fn of(call: &ProviderCall) -> Self {
+        match &call.credentials {
+            Credentials::Portkey { api_key, upstream } => {
+                let (UpstreamAuth::ProviderKey(key) | UpstreamAuth::VirtualKey(key)) = upstream;
+                Self(vec![api_key.clone(), key.clone()])
+            }
+            Credentials::None => Self(Vec::new()),
+        }
+    }
+
+    fn scrub(&self, error: ChatError) -> ChatError {
+        error.map_upstream(|mut upstream| {
+            for secret in &self.0 {
+                let secret = secret.expose_secret();
+                if !secret.is_empty() && upstream.message.contains(secret) {
+                    upstream.message = upstream.message.replace(secret, "[REDACTED]");
+                }
+            }
+            upstream
+        })
+    }
+}
+
 /// Portkey's answer headers that the gateway passes on to its client.
 const PASSED_ON: [&str; 3] = [
     "x-portkey-trace-id",
@@ -208,7 +236,7 @@ impl ChatProvider for PortkeyProvider {
             .map_err(|error| errors::from_transport(&error, timeout))?;
         note_passed_headers(&call, response.headers());
         if !response.status().is_success() {
-            return Err(errors::from_status(response).await);
+            return Err(Secrets::of(&call).scrub(errors::from_status(response).await));
         }
         let body = errors::read_at_most(response, MAX_RESPONSE_BYTES)
             .await
@@ -239,10 +267,12 @@ impl ChatProvider for PortkeyProvider {
             Ok(Ok(response)) => response,
         };
         note_passed_headers(&call, response.headers());
+        let secrets = Secrets::of(&call);
         if !response.status().is_success() {
-            return Err(timeout_at(deadline, errors::from_status(response))
+            let error = timeout_at(deadline, errors::from_status(response))
                 .await
-                .unwrap_or_else(|_| errors::timeout(first_byte)));
+                .unwrap_or_else(|_| errors::timeout(first_byte));
+            return Err(secrets.scrub(error));
         }
         let content_type = response
             .headers()
@@ -254,7 +284,9 @@ impl ChatProvider for PortkeyProvider {
                 "a streaming request was answered with `{content_type}`, not an event stream"
             )));
         }
-        let mut chunks = stream::chunks(response.bytes_stream(), deadline, idle);
+        let mut chunks = stream::chunks(response.bytes_stream(), deadline, idle)
+            .map(move |item| item.map_err(|error| secrets.scrub(error)))
+            .boxed();
         // Wait for the first chunk so that a failure before it is a plain
         // error with a real HTTP status, not an event in a 200 stream.
         match chunks.next().await {

@@ -128,3 +128,20 @@ async fn a_stream_whose_first_event_is_an_error_is_a_plain_error() {
         "{error:?}"
     );
 }
+
+#[tokio::test]
+async fn an_upstream_that_echoes_a_key_has_it_scrubbed_from_the_message() {
+    let message = format!(
+        "Incorrect API key provided: {} (portkey {})",
+        crate::helpers::OPENAI_KEY,
+        crate::helpers::PORTKEY_KEY
+    );
+    let error = failure(ResponseTemplate::new(401).set_body_json(provider_error(&message))).await;
+
+    let text = error.to_string();
+    assert!(
+        !text.contains(crate::helpers::OPENAI_KEY) && !text.contains(crate::helpers::PORTKEY_KEY),
+        "{text}"
+    );
+    assert!(text.contains("Incorrect API key provided: [REDACTED]"), "{text}");
+}

@@ -3,14 +3,18 @@
 use std::time::Instant;
 
 use actix_web::http::header::{self, ContentType};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use bytes::Bytes;
-use gatewayz_domain::{ChatCommand, ChatOutcome, ChatRequest, ChatService, RequestContext, RoutingFields};
+use futures::StreamExt;
+use gatewayz_domain::{
+    CallRecord, ChatCommand, ChatOutcome, ChatRequest, ChatService, RequestContext, RoutingFields,
+};
 use serde_json::error::Category;
 
 use crate::auth::Authenticated;
 use crate::error::ApiError;
 use crate::middleware::RequestId;
+use crate::probe::ClientProbe;
 use crate::sse::event_stream;
 
 /// What the chat and model routes need, shared by every worker.
@@ -33,8 +37,14 @@ pub async fn chat_completions(
     let body = read_body(&request, payload, state.max_body_bytes).await?;
     let mut chat_request = parse_request(&body)?;
     let routing = RoutingFields::take_from(&mut chat_request.extra)?;
+    let record = request
+        .extensions()
+        .get::<CallRecord>()
+        .cloned()
+        .unwrap_or_default();
     let context = RequestContext {
         received: started,
+        record: record.clone(),
         request_id: RequestId::of(&request),
         traceparent: request
             .headers()
@@ -47,13 +57,41 @@ pub async fn chat_completions(
         routing,
         context,
     };
-    match state.service.execute(command).await? {
+    let probe = request.conn_data::<ClientProbe>().cloned();
+    let execution = state.service.execute(command);
+    // When the client leaves while the upstream works, drop the upstream call.
+    let outcome = match &probe {
+        Some(probe) => tokio::select! {
+            outcome = execution => outcome?,
+            () = probe.gone() => {
+                record.update(|facts| facts.client_gone = true);
+                return Err(ApiError::client_closed());
+            }
+        },
+        None => execution.await?,
+    };
+    match outcome {
         ChatOutcome::Complete(response) => Ok(HttpResponse::Ok().json(response)),
-        ChatOutcome::Stream(chunks) => Ok(HttpResponse::Ok()
-            .insert_header(header::ContentType(actix_web::mime::TEXT_EVENT_STREAM))
-            .insert_header(header::CacheControl(vec![header::CacheDirective::NoCache]))
-            .insert_header(("x-accel-buffering", "no"))
-            .streaming(event_stream(chunks))),
+        ChatOutcome::Stream(chunks) => {
+            let events = event_stream(chunks);
+            let mut response = HttpResponse::Ok();
+            response
+                .insert_header(header::ContentType(actix_web::mime::TEXT_EVENT_STREAM))
+                .insert_header(header::CacheControl(vec![header::CacheDirective::NoCache]))
+                .insert_header(("x-accel-buffering", "no"));
+            Ok(match probe {
+                Some(probe) => {
+                    // actix drops a stream only when it next writes to a gone
+                    // client; the probe ends it (and the upstream) at once.
+                    let gone = async move {
+                        probe.gone().await;
+                        record.update(|facts| facts.client_gone = true);
+                    };
+                    response.streaming(events.take_until(Box::pin(gone)))
+                }
+                None => response.streaming(events),
+            })
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! The HTTP routes.
 
+pub mod admin;
 pub mod chat;
 pub mod health;
 pub mod models;
@@ -36,7 +37,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .default_service(web::to(not_found));
 }
 
-async fn not_found(request: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn not_found(request: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::not_found(format!("Unknown path `{}`", request.path())))
 }
 

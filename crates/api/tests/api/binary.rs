@@ -27,6 +27,7 @@ fn command(vars: &[(&str, &str)]) -> Command {
     command
         .env_clear()
         .env("GATEWAYZ_LOG_FORMAT", "json")
+        .env("GATEWAYZ_ADMIN_BIND", "127.0.0.1:0")
         .envs(vars.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -81,7 +81,11 @@ impl TestApp {
 
 /// `vars` over the test defaults (loopback, port 0, the test key).
 fn with_defaults(vars: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
-    let defaults = [("GATEWAYZ_BIND", "127.0.0.1:0"), ("GATEWAYZ_API_KEYS", KEY)];
+    let defaults = [
+        ("GATEWAYZ_BIND", "127.0.0.1:0"),
+        ("GATEWAYZ_ADMIN_BIND", "127.0.0.1:0"),
+        ("GATEWAYZ_API_KEYS", KEY),
+    ];
     defaults
         .iter()
         .chain(vars)

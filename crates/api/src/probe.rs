@@ -1,0 +1,55 @@
+//! Noticing that a client left while the gateway waits on the upstream.
+//!
+//! actix-web keeps running a handler after its client disconnected (it
+//! only finds out when it next writes). So each connection gets a probe: a
+//! second handle on its socket that a handler can await, which resolves when
+//! the client's side is closed. The gateway then drops the upstream call at
+//! once instead of paying for an answer nobody will read.
+
+use std::any::Any;
+use std::os::fd::AsFd;
+use std::rc::Rc;
+
+use actix_web::dev::Extensions;
+use actix_web::rt::net::TcpStream;
+
+/// A connection's probe, stored in its connection data.
+#[derive(Debug, Clone)]
+pub struct ClientProbe(Rc<tokio::net::TcpStream>);
+
+impl ClientProbe {
+    /// Attaches a probe to a new connection (for `HttpServer::on_connect`).
+    pub fn attach(connection: &dyn Any, data: &mut Extensions) {
+        let Some(stream) = connection.downcast_ref::<TcpStream>() else {
+            return;
+        };
+        match Self::of(stream) {
+            Ok(probe) => {
+                data.insert(probe);
+            }
+            Err(error) => tracing::warn!(%error, "no disconnect probe for this connection"),
+        }
+    }
+
+    fn of(stream: &TcpStream) -> std::io::Result<Self> {
+        let socket = std::net::TcpStream::from(stream.as_fd().try_clone_to_owned()?);
+        socket.set_nonblocking(true)?;
+        Ok(Self(Rc::new(tokio::net::TcpStream::from_std(socket)?)))
+    }
+
+    /// Resolves when the client has closed its side of the connection (or it
+    /// broke). Never resolves while the connection is open, or when the
+    /// client has already sent more bytes (a pipelined request): those are
+    /// left for the server to read.
+    pub async fn gone(&self) {
+        let mut byte = [0_u8; 1];
+        loop {
+            match self.0.peek(&mut byte).await {
+                Ok(0) => return,
+                Ok(_) => std::future::pending::<()>().await,
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    }
+}
