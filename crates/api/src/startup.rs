@@ -213,28 +213,36 @@ impl Application {
         } = self;
         let public = server.handle();
         let admin_handle = admin.handle();
-        let servers = futures::future::try_join(server, admin);
+        // Each server runs as its own task: dropping a server's future would
+        // stop it, and the admin listener must outlive the public one.
+        let mut public_task = tokio::spawn(server);
+        let mut admin_task = tokio::spawn(admin);
         let watcher = keys
             .watch(reload_interval, move |taken| metrics.key_reload(taken))
             .map(tokio::spawn);
         readiness.set(true);
         let mut terminate = signal(SignalKind::terminate())?;
         let mut interrupt = signal(SignalKind::interrupt())?;
-        let stopped = tokio::select! {
-            result = servers => Some(result.map(|_| ())),
+        let ended = tokio::select! {
+            result = &mut public_task => Some(result),
+            result = &mut admin_task => Some(result),
             _ = terminate.recv() => None,
             _ = interrupt.recv() => None,
         };
         if let Some(watcher) = watcher {
             watcher.abort();
         }
-        if let Some(result) = stopped {
-            return result;
-        }
         readiness.set(false);
+        if let Some(result) = ended {
+            public.stop(false).await;
+            admin_handle.stop(false).await;
+            return result.map_err(std::io::Error::other)?;
+        }
         tracing::info!("shutting down: not ready, finishing in-flight requests");
         public.stop(true).await;
+        let _ = public_task.await;
         admin_handle.stop(true).await;
+        let _ = admin_task.await;
         tracing::info!("stopped");
         Ok(())
     }

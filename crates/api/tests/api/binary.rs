@@ -1,18 +1,21 @@
 //! The real `gatewayz` binary, configured only through its environment.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::helpers::chat_body;
 
-/// A running `gatewayz` process, killed on drop.
-struct Gateway {
-    child: Child,
-    address: String,
+/// A running `gatewayz` process, killed on drop, whose output is collected.
+pub struct Gateway {
+    pub child: Child,
+    pub address: String,
+    pub admin: String,
+    /// Every line it wrote, stdout and stderr, as it wrote them.
+    lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl Drop for Gateway {
@@ -22,7 +25,42 @@ impl Drop for Gateway {
     }
 }
 
-fn command(vars: &[(&str, &str)]) -> Command {
+impl Gateway {
+    /// Every line written so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// The JSON log events written so far.
+    pub fn events(&self) -> Vec<Value> {
+        self.lines()
+            .iter()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    /// Waits (polling, with a deadline) for a log event that `matches`.
+    pub fn wait_for_event(&self, seconds: u64, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        loop {
+            if let Some(event) = self.events().into_iter().find(&matches) {
+                return event;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log event {what} within {seconds} s:\n{:#?}",
+                self.lines()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+}
+
+pub fn command(vars: &[(&str, &str)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_gatewayz"));
     command
         .env_clear()
@@ -35,38 +73,40 @@ fn command(vars: &[(&str, &str)]) -> Command {
     command
 }
 
-/// Starts the binary and waits (with a deadline) for its "listening" line.
-fn start(vars: &[(&str, &str)]) -> (Gateway, Vec<Value>) {
-    let mut gateway = Gateway {
-        child: command(vars).spawn().unwrap(),
-        address: String::new(),
-    };
-    let stdout = gateway.child.stdout.take().unwrap();
-    let (lines_tx, lines_rx) = mpsc::channel();
+fn collect(stream: impl Read + Send + 'static, lines: Arc<Mutex<Vec<String>>>) {
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            lines.lock().unwrap().push(line);
         }
     });
-    let mut seen = Vec::new();
-    loop {
-        let line = lines_rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("the gateway logs that it listens within 10 s");
-        let event: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("a JSON log line: {line}"));
-        seen.push(event.clone());
-        if event["fields"]["message"] == "gatewayz listening" {
-            gateway.address = format!("http://{}", event["fields"]["address"].as_str().unwrap());
-            return (gateway, seen);
-        }
-    }
+}
+
+/// Starts the binary and waits (with a deadline) for its "listening" line.
+pub fn start(vars: &[(&str, &str)]) -> Gateway {
+    let mut child = command(vars).spawn().unwrap();
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    collect(child.stdout.take().unwrap(), lines.clone());
+    collect(child.stderr.take().unwrap(), lines.clone());
+    let mut gateway = Gateway {
+        child,
+        address: String::new(),
+        admin: String::new(),
+        lines,
+    };
+    let listening = gateway.wait_for_event(10, "gatewayz listening", |event| {
+        event["fields"]["message"] == "gatewayz listening"
+    });
+    gateway.address = format!("http://{}", listening["fields"]["address"].as_str().unwrap());
+    gateway.admin = format!(
+        "http://{}",
+        listening["fields"]["admin_address"].as_str().unwrap()
+    );
+    gateway
 }
 
 #[tokio::test]
 async fn the_binary_serves_the_demo_provider_with_configured_keys() {
-    let (gateway, _) = start(&[("GATEWAYZ_BIND", "127.0.0.1:0"), ("GATEWAYZ_API_KEYS", "k1,k2")]);
+    let gateway = start(&[("GATEWAYZ_BIND", "127.0.0.1:0"), ("GATEWAYZ_API_KEYS", "k1,k2")]);
 
     let response = reqwest::Client::new()
         .post(format!("{}/v1/chat/completions", gateway.address))
@@ -83,8 +123,9 @@ async fn the_binary_serves_the_demo_provider_with_configured_keys() {
 
 #[tokio::test]
 async fn without_keys_the_binary_accepts_the_local_dev_key_on_loopback_and_warns() {
-    let (gateway, logs) = start(&[("GATEWAYZ_BIND", "127.0.0.1:0")]);
+    let gateway = start(&[("GATEWAYZ_BIND", "127.0.0.1:0")]);
 
+    let logs = gateway.events();
     let warnings: Vec<&str> = logs
         .iter()
         .filter(|event| event["level"] == "WARN")

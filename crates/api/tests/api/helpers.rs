@@ -22,6 +22,7 @@ fn init_test_log() {
 
 pub struct TestApp {
     pub address: String,
+    pub admin: String,
     pub client: reqwest::Client,
 }
 
@@ -39,13 +40,13 @@ impl TestApp {
     /// The gateway wired as `main` wires it (demo, Portkey, keys from the
     /// variables), configured only by `vars`.
     pub async fn production(vars: &[(&str, &str)]) -> Self {
-        let vars = with_defaults(vars);
-        let config = Config::from_vars(vars.clone()).expect("test configuration is valid");
-        let portkey = PortkeyConfig::from_vars(vars.clone()).expect("Portkey configuration is valid");
-        let keys = EnvKeyResolver::from_vars(vars.clone()).expect("keys are valid");
-        let env = |name: &str| vars.get(name).cloned();
+        let all = with_defaults(vars);
+        let config = Config::from_vars(all.clone()).expect("test configuration is valid");
+        let portkey = PortkeyConfig::from_vars(all.clone()).expect("Portkey configuration is valid");
+        let keys = EnvKeyResolver::from_vars(all.clone()).expect("keys are valid");
+        let env = |name: &str| all.get(name).cloned();
         let service = startup::chat_service(&config, &portkey, keys, env).expect("the service wires");
-        Self::spawn(service, &[]).await
+        Self::spawn(service, vars).await
     }
 
     pub async fn spawn(service: ChatService, vars: &[(&str, &str)]) -> Self {
@@ -53,9 +54,11 @@ impl TestApp {
         let config = Config::from_vars(with_defaults(vars)).expect("test configuration is valid");
         let application = Application::build(&config, service).expect("the gateway starts");
         let address = format!("http://{}", application.address());
+        let admin = format!("http://{}", application.admin_address());
         tokio::spawn(application.run_until_stopped());
         Self {
             address,
+            admin,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
@@ -65,6 +68,18 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
+    }
+
+    /// The admin listener's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("metrics read")
     }
 
     /// A chat request with the test key, to add a body to.
@@ -201,4 +216,29 @@ pub fn completion(model: &str, text: &str) -> gatewayz_domain::ChatResponse {
         usage: Some(gatewayz_domain::Usage::new(3, 1)),
         extra: Default::default(),
     }
+}
+
+/// Waits until `check` holds, polling every 20 ms, for at most `seconds`.
+pub async fn eventually<F, Fut>(seconds: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The value of one sample line of a metrics text (`name{labels} value`).
+pub fn sample(metrics: &str, line_start: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|line| line.starts_with(line_start))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
 }
