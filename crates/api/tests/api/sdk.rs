@@ -29,6 +29,30 @@ async fn portkey() -> MockServer {
         .with_priority(1)
         .mount(&server)
         .await;
+    let chunk = |delta: serde_json::Value, finish: serde_json::Value| {
+        json!({"id": "chatcmpl-pk", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    };
+    let usage = json!({"id": "chatcmpl-pk", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini",
+        "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}});
+    let events = [
+        chunk(json!({"role": "assistant", "content": ""}), json!(null)),
+        chunk(json!({"content": "Hello from"}), json!(null)),
+        chunk(json!({"content": " Portkey"}), json!("stop")),
+        usage,
+    ];
+    let sse: String = events
+        .iter()
+        .map(|event| format!("data: {event}\n\n"))
+        .collect::<String>()
+        + "data: [DONE]\n\n";
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .and(body_partial_json(json!({"stream": true})))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(sse, "text/event-stream"))
+        .with_priority(2)
+        .mount(&server)
+        .await;
     Mock::given(method("POST"))
         .and(path("/v1/chat/completions"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({

@@ -35,6 +35,19 @@ assert.ok(last.gateway_usage.cost_usd > 0, JSON.stringify(last));
 completion = await client.chat.completions.create({ model: "@openai/gpt-4o-mini", messages });
 assert.equal(completion.choices[0].message.content, "Hello from Portkey");
 
+// A stream by @provider/model.
+text = "";
+for await (const chunk of await client.chat.completions.create({
+  model: "@openai/gpt-4o-mini",
+  messages,
+  stream: true,
+})) {
+  if (chunk.choices.length) text += chunk.choices[0].delta.content ?? "";
+  last = chunk;
+}
+assert.equal(text, "Hello from Portkey");
+assert.ok(last.gateway_usage.upstream_ms >= 0 && !last.usage, JSON.stringify(last));
+
 // Explicit routing as extra body fields.
 completion = await client.chat.completions.create({
   model: "gpt-4o-mini",

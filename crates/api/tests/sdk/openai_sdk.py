@@ -40,6 +40,17 @@ assert final.model_extra["gateway_usage"]["cost_usd"] > 0, final
 completion = client.chat.completions.create(model="@openai/gpt-4o-mini", messages=MESSAGES)
 assert completion.choices[0].message.content == "Hello from Portkey", completion
 
+# A stream by @provider/model: the client did not ask for usage, so it gets
+# none, but the last chunk still carries the gateway's usage.
+text = ""
+final = None
+for chunk in client.chat.completions.create(model="@openai/gpt-4o-mini", messages=MESSAGES, stream=True):
+    if chunk.choices:
+        text += chunk.choices[0].delta.content or ""
+    final = chunk
+assert text == "Hello from Portkey", text
+assert final.usage is None and "upstream_ms" in final.model_extra["gateway_usage"], final
+
 # Explicit routing through extra_body.
 completion = client.chat.completions.create(
     model="gpt-4o-mini",
