@@ -101,7 +101,17 @@ impl PortkeyProvider {
             .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(std::time::Duration::from_secs(90))
             .build()
-            .map_err(|error| PortkeySetupError::Client(error.to_string()))?;
+            .map_err(|error| {
+                // reqwest says only "builder error"; the cause (no trust
+                // store, say) is in the chain.
+                let mut message = error.to_string();
+                let mut cause = std::error::Error::source(&error);
+                while let Some(inner) = cause {
+                    message = format!("{message}: {inner}");
+                    cause = inner.source();
+                }
+                PortkeySetupError::Client(message)
+            })?;
         Ok(Self {
             client,
             endpoint,

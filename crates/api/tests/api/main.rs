@@ -8,6 +8,7 @@ mod binary;
 mod catalog;
 mod chain;
 mod chat;
+mod deploy;
 mod errors;
 mod helpers;
 mod lifecycle;
