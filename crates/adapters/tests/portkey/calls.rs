@@ -279,3 +279,28 @@ async fn portkeys_trace_cache_and_retry_headers_are_noted_for_the_client() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_connection_reset_before_any_answer_is_unavailable() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        // Take each connection and close it without a byte of answer.
+        while let Ok((connection, _)) = listener.accept().await {
+            drop(connection);
+        }
+    });
+    let config = gatewayz_adapters::PortkeyConfig::from_vars([(
+        "PORTKEY_BASE_URL".to_owned(),
+        format!("http://{address}/v1"),
+    )])
+    .unwrap();
+
+    let error = gatewayz_adapters::PortkeyProvider::new(&config)
+        .unwrap()
+        .complete(openai_call(chat_body()))
+        .await
+        .unwrap_err();
+
+    assert!(matches!(&error, ChatError::Unavailable(_)), "{error:?}");
+}

@@ -145,3 +145,22 @@ async fn an_upstream_that_echoes_a_key_has_it_scrubbed_from_the_message() {
     );
     assert!(text.contains("Incorrect API key provided: [REDACTED]"), "{text}");
 }
+
+#[tokio::test]
+async fn a_stream_refused_with_another_4xx_keeps_its_status() {
+    let server =
+        server_answering(ResponseTemplate::new(404).set_body_json(provider_error("no such model"))).await;
+    let mut body = chat_body();
+    body["stream"] = json!(true);
+
+    let error = provider(&server, &[])
+        .stream(openai_call(body))
+        .await
+        .err()
+        .unwrap();
+
+    assert!(
+        matches!(&error, ChatError::UpstreamRejected(e) if e.status == Some(404) && e.message == "no such model"),
+        "{error:?}"
+    );
+}
