@@ -174,6 +174,15 @@ pub fn parse(file: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Re
                 format!("{}: must not be empty", field("id")),
             ));
         }
+        if id.starts_with('@') {
+            return Err(invalid(
+                raw.id.span().start,
+                format!(
+                    "{}: `{id}` starts with `@`, which always means `@<portkey_provider>/<model>`",
+                    field("id")
+                ),
+            ));
+        }
         if let Some(previous) = entries.iter().position(|entry: &ModelEntry| entry.id == id) {
             return Err(invalid(
                 raw.id.span().start,
@@ -394,6 +403,11 @@ max_tokens = 300
                 "duplicate key",
             ),
             ("[[models]\n".to_owned(), "test.toml:1:", ""),
+            (
+                "\n[[models]]\nid = \"@openai/x\"\nprovider = \"demo\"\n".to_owned(),
+                "test.toml:3:",
+                "starts with `@`",
+            ),
         ];
         for (text, location, needle) in cases {
             let message = error(&text);

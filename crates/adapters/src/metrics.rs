@@ -164,7 +164,8 @@ impl Metrics {
         self.request_duration
             .with_label_values(&[outcome.route, provider, portkey_provider, model])
             .observe(outcome.duration.as_secs_f64());
-        if let Some(upstream) = facts.upstream {
+        // An abandoned request's duration is the client's, not the gateway's.
+        if let Some(upstream) = facts.upstream.filter(|_| outcome.status != 499) {
             self.upstream_duration
                 .with_label_values(&call)
                 .observe(upstream.as_secs_f64());

@@ -50,6 +50,8 @@ pub enum KeySetupError {
     BadDigest { source_name: String, entry: usize },
     #[error("cannot read {path}: {error}")]
     Read { path: String, error: std::io::Error },
+    #[error("{0} holds no key (or is not UTF-8)")]
+    Empty(String),
 }
 
 /// Parses key entries: each plain or `sha256:<64 hex>`; blank ones skipped.
@@ -85,16 +87,27 @@ fn parse_hex(hex: &str) -> Option<KeyDigest> {
 }
 
 /// The entries of a keys file: one a line, `#` starting a comment.
-fn read_file(path: &Path) -> Result<(Vec<KeyDigest>, String), KeySetupError> {
-    let text = std::fs::read_to_string(path).map_err(|error| KeySetupError::Read {
+fn read_file(path: &Path) -> Result<Vec<KeyDigest>, KeySetupError> {
+    let bytes = std::fs::read(path).map_err(|error| KeySetupError::Read {
         path: path.display().to_string(),
         error,
     })?;
+    parse_file(path, &bytes)
+}
+
+/// A file with no key at all is refused: more likely caught half-written
+/// than meant to lock every client out.
+fn parse_file(path: &Path, bytes: &[u8]) -> Result<Vec<KeyDigest>, KeySetupError> {
+    let name = path.display().to_string();
+    let text = std::str::from_utf8(bytes).map_err(|_| KeySetupError::Empty(name.clone()))?;
     let lines = text
         .lines()
         .map(|line| line.split('#').next().unwrap_or_default());
-    let digests = parse_entries(lines, &path.display().to_string())?;
-    Ok((digests, text))
+    let digests = parse_entries(lines, &name)?;
+    if digests.is_empty() {
+        return Err(KeySetupError::Empty(name));
+    }
+    Ok(digests)
 }
 
 fn digest(key: &str) -> KeyDigest {
@@ -138,7 +151,7 @@ impl GatewayKeys {
             None => Vec::new(),
         };
         let from_file = match file {
-            Some(path) => read_file(path)?.0,
+            Some(path) => read_file(path)?,
             None => Vec::new(),
         };
         let local_dev = fixed.is_empty() && file.is_none();
@@ -183,11 +196,14 @@ impl GatewayKeys {
     /// Why the file was not taken.
     pub fn reload(&self) -> Result<usize, KeySetupError> {
         let Some(path) = &self.file else { return Ok(0) };
-        let (from_file, _) = read_file(path)?;
-        let count = from_file.len();
+        Ok(self.take(&read_file(path)?))
+    }
+
+    /// Swaps in the file's keys, beside the environment's.
+    fn take(&self, from_file: &[KeyDigest]) -> usize {
         self.current
-            .store(Arc::new([&self.fixed[..], &from_file[..]].concat()));
-        Ok(count)
+            .store(Arc::new([&self.fixed[..], from_file].concat()));
+        from_file.len()
     }
 
     /// Checks the keys file every `interval` and reloads it when its content
@@ -214,7 +230,12 @@ impl GatewayKeys {
                     continue;
                 }
                 seen = now;
-                match keys.reload() {
+                // What was just read is what is parsed: no second read.
+                let parsed = match &seen {
+                    Some(bytes) => parse_file(&path, bytes).map(|digests| keys.take(&digests)),
+                    None => keys.reload(),
+                };
+                match parsed {
                     Ok(count) => {
                         tracing::info!(file = %path.display(), keys = count, "gateway keys reloaded");
                         reloaded(true);
@@ -354,6 +375,8 @@ mod tests {
 
         std::fs::write(&path, "sha256:not-hex\n").unwrap();
         assert!(keys.reload().is_err());
+        std::fs::write(&path, "# emptied\n").unwrap();
+        assert!(keys.reload().is_err(), "a file with no key is refused");
         assert!(
             keys.verify("second-key").is_some(),
             "a bad file keeps the previous keys"

@@ -99,7 +99,17 @@ pub async fn track(
         done: false,
     };
 
-    let mut response = next.call(request).instrument(span).await?;
+    let mut response = match next.call(request).instrument(span).await {
+        Ok(response) => response,
+        Err(error) => {
+            // actix turns handler errors into responses; an error here comes
+            // from below the app. Log it with its own status, not as a 499.
+            tracker.status = error.as_response_error().status_code().as_u16();
+            tracker.error = Some(error.to_string());
+            tracker.finish(true);
+            return Err(error);
+        }
+    };
 
     tracker.status = response.status().as_u16();
     tracker.key_id = response

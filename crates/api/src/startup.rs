@@ -220,9 +220,10 @@ impl Application {
         let watcher = keys
             .watch(reload_interval, move |taken| metrics.key_reload(taken))
             .map(tokio::spawn);
-        readiness.set(true);
+        // Handlers first: a SIGTERM right after readiness must drain, not kill.
         let mut terminate = signal(SignalKind::terminate())?;
         let mut interrupt = signal(SignalKind::interrupt())?;
+        readiness.set(true);
         let ended = tokio::select! {
             result = &mut public_task => Some(result),
             result = &mut admin_task => Some(result),

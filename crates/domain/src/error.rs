@@ -129,7 +129,7 @@ pub enum ChatError {
         "The model `{0}` does not exist on this gateway. Use a model id from GET /v1/models, \
          `@<portkey_provider>/<model>` (e.g. `@openai/gpt-4o-mini`), or the fields `provider` and `portkey_provider`"
     )]
-    ModelNotFound(String),
+    ModelNotFound(#[doc = "the model, as the client sent it"] String),
     /// 400: the route names an adapter this gateway was started without.
     #[error("Provider `{0}` is not enabled on this gateway")]
     ProviderDisabled(ProviderKind),

@@ -73,7 +73,9 @@ pub(crate) fn resolve(
             max_tokens: None,
             from_catalog: false,
         }),
-        None => Err(ChatError::ModelNotFound(request.model.clone())),
+        None => Err(ChatError::ModelNotFound(
+            request.model.chars().take(256).collect(),
+        )),
     }
 }
 

@@ -77,6 +77,19 @@ impl std::fmt::Debug for Providers {
     }
 }
 
+/// A client's model name, cut to a length fit for a log line.
+fn bounded(mut model: String) -> String {
+    const MAX: usize = 256;
+    if model.len() > MAX {
+        let end = (0..=MAX)
+            .rev()
+            .find(|end| model.is_char_boundary(*end))
+            .unwrap_or(0);
+        model.truncate(end);
+    }
+    model
+}
+
 /// The output token limit sent to providers that require one when the client
 /// gave none.
 pub const DEFAULT_MAX_TOKENS: u32 = 4096;
@@ -213,7 +226,7 @@ impl ChatService {
         context.record.update(|facts| {
             facts.provider = Some(route.kind());
             facts.portkey_provider = route.portkey_provider();
-            facts.model = Some(public_model);
+            facts.model = Some(bounded(public_model));
             facts.catalog_model = resolved.from_catalog;
         });
         if request.output_token_limit().is_none() {

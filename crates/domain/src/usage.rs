@@ -127,6 +127,15 @@ pub(crate) fn meter(chunks: ChatStream, meter: Meter) -> ChatStream {
     .boxed()
 }
 
+impl Drop for Meter {
+    fn drop(&mut self) {
+        // A stream dropped early (its client left) still ended upstream.
+        if !self.ended {
+            self.note_end();
+        }
+    }
+}
+
 impl Meter {
     fn note_end(&self) {
         let upstream = self.started.elapsed();

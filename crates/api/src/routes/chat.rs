@@ -57,6 +57,9 @@ pub async fn chat_completions(
         routing,
         context,
     };
+    // Known before anything can fail, so even an early 499 is logged right.
+    let stream = command.request.is_stream();
+    record.update(|facts| facts.stream = stream);
     let probe = request.conn_data::<ClientProbe>().cloned();
     let execution = state.service.execute(command);
     // When the client leaves while the upstream works, drop the upstream call.

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use wiremock::matchers::{body_partial_json, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{KEY, TestApp, eventually, sample};
+use crate::helpers::{TestApp, eventually, sample};
 
 async fn portkey() -> MockServer {
     let server = MockServer::start().await;
@@ -193,7 +193,13 @@ async fn answers_name_their_provider_and_pass_on_portkeys_headers() {
 #[tokio::test]
 async fn gateway_keys_rotate_through_the_file_without_a_restart() {
     let file = std::env::temp_dir().join(format!("gatewayz-keys-{}", std::process::id()));
-    std::fs::write(&file, "# rotated by the platform\nold-key\n").unwrap();
+    // Written whole, as Kubernetes swaps a mounted Secret, never half-way.
+    let write = |text: String| {
+        let next = file.with_extension("next");
+        std::fs::write(&next, text).unwrap();
+        std::fs::rename(&next, &file).unwrap();
+    };
+    write("# rotated by the platform\nold-key\nshared-key\n".into());
     let app = TestApp::production(&[
         ("GATEWAYZ_API_KEYS_FILE", file.to_str().unwrap()),
         ("GATEWAYZ_API_KEYS_RELOAD_MS", "50"),
@@ -209,7 +215,7 @@ async fn gateway_keys_rotate_through_the_file_without_a_restart() {
     };
     assert_eq!(status("old-key").await, 200);
 
-    // Requests keep flowing with the environment's key while the file turns over.
+    // Requests keep flowing with a key that stays in the file while it turns over.
     let steady = {
         let client = app.client.clone();
         let url = app.url("/v1/chat/completions");
@@ -218,7 +224,7 @@ async fn gateway_keys_rotate_through_the_file_without_a_restart() {
             for _ in 0..40 {
                 let response = client
                     .post(&url)
-                    .bearer_auth(KEY)
+                    .bearer_auth("shared-key")
                     .json(&ask("demo-1", false))
                     .send()
                     .await
@@ -230,7 +236,7 @@ async fn gateway_keys_rotate_through_the_file_without_a_restart() {
         })
     };
     let digest = "sha256:".to_owned() + &sha256_hex("hashed-new-key");
-    std::fs::write(&file, format!("new-key\n{digest}  # team b\n")).unwrap();
+    write(format!("new-key\nshared-key\n{digest}  # team b\n"));
     eventually(5, "the new keys are taken", || async {
         status("new-key").await == 200
     })

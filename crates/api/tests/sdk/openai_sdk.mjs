@@ -48,6 +48,11 @@ for await (const chunk of await client.chat.completions.create({
 assert.equal(text, "Hello from Portkey");
 assert.ok(last.gateway_usage.upstream_ms >= 0 && !last.usage, JSON.stringify(last));
 
+// A catalog id that routes to Portkey, with nothing extra: priced by the catalog.
+completion = await client.chat.completions.create({ model: "gpt-4o-mini", messages });
+assert.equal(completion.choices[0].message.content, "Hello from Portkey");
+assert.equal(completion.gateway_usage.cost_usd, 0.000002);
+
 // Explicit routing as extra body fields.
 completion = await client.chat.completions.create({
   model: "gpt-4o-mini",

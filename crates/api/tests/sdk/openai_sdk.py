@@ -51,6 +51,11 @@ for chunk in client.chat.completions.create(model="@openai/gpt-4o-mini", message
 assert text == "Hello from Portkey", text
 assert final.usage is None and "upstream_ms" in final.model_extra["gateway_usage"], final
 
+# A catalog id that routes to Portkey, with nothing extra: priced by the catalog.
+completion = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+assert completion.choices[0].message.content == "Hello from Portkey", completion
+assert completion.model_extra["gateway_usage"]["cost_usd"] == 0.000002, completion.model_extra
+
 # Explicit routing through extra_body.
 completion = client.chat.completions.create(
     model="gpt-4o-mini",
