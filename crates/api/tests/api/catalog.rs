@@ -2,20 +2,9 @@
 //! `/v1/models`, and `gateway_usage` with cost.
 
 use serde_json::{Value, json};
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{MockServer, ResponseTemplate};
 
-use crate::helpers::{TestApp, assert_openai_error, sse_data};
-
-async fn portkey(response: ResponseTemplate) -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/chat/completions"))
-        .respond_with(response)
-        .mount(&server)
-        .await;
-    server
-}
+use crate::helpers::{TestApp, assert_openai_error, portkey_answering, sse_data};
 
 fn completion(usage: Option<Value>) -> Value {
     let mut body = json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "upstream",
@@ -27,9 +16,7 @@ fn completion(usage: Option<Value>) -> Value {
 }
 
 async fn gateway(server: &MockServer, extra: &[(&str, &str)]) -> TestApp {
-    let base = format!("{}/v1", server.uri());
     let mut vars = vec![
-        ("PORTKEY_BASE_URL", base.as_str()),
         ("PORTKEY_API_KEY", "pk"),
         ("PROVIDER_OPENAI_API_KEY", "sk-openai"),
         ("PROVIDER_ANTHROPIC_API_KEY", "sk-ant"),
@@ -37,7 +24,7 @@ async fn gateway(server: &MockServer, extra: &[(&str, &str)]) -> TestApp {
         ("PROVIDER_GROQ_API_KEY", "sk-groq"),
     ];
     vars.extend_from_slice(extra);
-    TestApp::production(&vars).await
+    TestApp::in_front_of(server, &vars).await
 }
 
 fn ask(model: &str) -> Value {
@@ -127,7 +114,7 @@ async fn models_need_the_gateway_key() {
 
 #[tokio::test]
 async fn a_catalog_id_routes_to_its_provider_and_upstream_model() {
-    let server = portkey(ResponseTemplate::new(200).set_body_json(completion(None))).await;
+    let server = portkey_answering(ResponseTemplate::new(200).set_body_json(completion(None))).await;
     let app = gateway(&server, &[]).await;
 
     assert_eq!(app.post_chat(&ask("gpt-4o-mini")).await.status(), 200);
@@ -148,7 +135,7 @@ async fn a_catalog_id_routes_to_its_provider_and_upstream_model() {
 
 #[tokio::test]
 async fn the_at_syntax_routes_to_any_portkey_provider() {
-    let server = portkey(ResponseTemplate::new(200).set_body_json(completion(None))).await;
+    let server = portkey_answering(ResponseTemplate::new(200).set_body_json(completion(None))).await;
     let app = gateway(&server, &[]).await;
 
     let response = app.post_chat(&ask("@mistral-ai/mistral-large-latest")).await;
@@ -161,7 +148,7 @@ async fn the_at_syntax_routes_to_any_portkey_provider() {
 
 #[tokio::test]
 async fn the_default_route_takes_models_nothing_else_routes() {
-    let server = portkey(ResponseTemplate::new(200).set_body_json(completion(None))).await;
+    let server = portkey_answering(ResponseTemplate::new(200).set_body_json(completion(None))).await;
     let app = gateway(
         &server,
         &[
@@ -188,7 +175,7 @@ async fn a_custom_catalog_file_replaces_the_built_in_one() {
         "[[models]]\nid = \"house-model\"\nprovider = \"portkey\"\nportkey_provider = \"openai\"\nupstream_model = \"gpt-4o\"\n",
     )
     .unwrap();
-    let server = portkey(ResponseTemplate::new(200).set_body_json(completion(None))).await;
+    let server = portkey_answering(ResponseTemplate::new(200).set_body_json(completion(None))).await;
     let app = gateway(&server, &[("GATEWAYZ_CATALOG", file.to_str().unwrap())]).await;
 
     assert_eq!(app.post_chat(&ask("house-model")).await.status(), 200);
@@ -206,7 +193,7 @@ async fn a_custom_catalog_file_replaces_the_built_in_one() {
 #[tokio::test]
 async fn a_priced_model_reports_its_cost_from_the_upstream_usage() {
     let usage = json!({"prompt_tokens": 1000, "completion_tokens": 500, "total_tokens": 1500});
-    let server = portkey(ResponseTemplate::new(200).set_body_json(completion(Some(usage)))).await;
+    let server = portkey_answering(ResponseTemplate::new(200).set_body_json(completion(Some(usage)))).await;
     let app = gateway(&server, &[]).await;
 
     let body: Value = app.post_chat(&ask("gpt-4o-mini")).await.json().await.unwrap();
@@ -220,7 +207,7 @@ async fn a_priced_model_reports_its_cost_from_the_upstream_usage() {
 
 #[tokio::test]
 async fn no_cost_is_guessed_without_a_price_or_without_usage() {
-    let server = portkey(ResponseTemplate::new(200).set_body_json(completion(None))).await;
+    let server = portkey_answering(ResponseTemplate::new(200).set_body_json(completion(None))).await;
     let app = gateway(&server, &[]).await;
 
     for model in ["gpt-4o-mini", "@openai/unpriced-model"] {
@@ -263,7 +250,7 @@ async fn a_stream_reports_its_cost_on_the_final_chunk_with_or_without_usage() {
 
 #[tokio::test]
 async fn a_stream_always_asks_the_upstream_for_usage() {
-    let server = portkey(ResponseTemplate::new(200).set_body_raw(
+    let server = portkey_answering(ResponseTemplate::new(200).set_body_raw(
         "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n",
         "text/event-stream",
     ))

@@ -49,6 +49,14 @@ impl TestApp {
         Self::spawn(service, vars).await
     }
 
+    /// The production gateway with Portkey at `server` and `vars` set.
+    pub async fn in_front_of(server: &wiremock::MockServer, vars: &[(&str, &str)]) -> Self {
+        let base = format!("{}/v1", server.uri());
+        let mut all = vec![("PORTKEY_BASE_URL", base.as_str())];
+        all.extend_from_slice(vars);
+        Self::production(&all).await
+    }
+
     pub async fn spawn(service: ChatService, vars: &[(&str, &str)]) -> Self {
         init_test_log();
         let config = Config::from_vars(with_defaults(vars)).expect("test configuration is valid");
@@ -241,4 +249,15 @@ pub fn sample(metrics: &str, line_start: &str) -> Option<f64> {
         .find(|line| line.starts_with(line_start))
         .and_then(|line| line.rsplit(' ').next())
         .and_then(|value| value.parse().ok())
+}
+
+/// A stand-in Portkey answering every chat call with `response`.
+pub async fn portkey_answering(response: wiremock::ResponseTemplate) -> wiremock::MockServer {
+    let server = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .and(wiremock::matchers::path("/v1/chat/completions"))
+        .respond_with(response)
+        .mount(&server)
+        .await;
+    server
 }

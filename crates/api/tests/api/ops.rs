@@ -36,14 +36,9 @@ async fn portkey() -> MockServer {
 }
 
 async fn gateway(server: &MockServer, extra: &[(&str, &str)]) -> TestApp {
-    let base = format!("{}/v1", server.uri());
-    let mut vars = vec![
-        ("PORTKEY_BASE_URL", base.as_str()),
-        ("PORTKEY_API_KEY", "pk"),
-        ("PROVIDER_OPENAI_API_KEY", "sk"),
-    ];
+    let mut vars = vec![("PORTKEY_API_KEY", "pk"), ("PROVIDER_OPENAI_API_KEY", "sk")];
     vars.extend_from_slice(extra);
-    TestApp::production(&vars).await
+    TestApp::in_front_of(server, &vars).await
 }
 
 fn ask(model: &str, stream: bool) -> Value {

@@ -4,33 +4,20 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{MockServer, ResponseTemplate};
 
-use crate::helpers::{KEY, TestApp, assert_openai_error};
+use crate::helpers::{KEY, TestApp, assert_openai_error, portkey_answering};
 
 const PORTKEY_KEY: &str = "pk-chain-secret";
 const OPENAI_KEY: &str = "sk-openai-secret";
 
-async fn portkey_answering(response: ResponseTemplate) -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/chat/completions"))
-        .respond_with(response)
-        .mount(&server)
-        .await;
-    server
-}
-
 async fn gateway(server: &MockServer, extra: &[(&str, &str)]) -> TestApp {
-    let base = format!("{}/v1", server.uri());
     let mut vars = vec![
-        ("PORTKEY_BASE_URL", base.as_str()),
         ("PORTKEY_API_KEY", PORTKEY_KEY),
         ("PROVIDER_OPENAI_API_KEY", OPENAI_KEY),
     ];
     vars.extend_from_slice(extra);
-    TestApp::production(&vars).await
+    TestApp::in_front_of(server, &vars).await
 }
 
 fn body(provider: &str) -> Value {
