@@ -177,22 +177,26 @@ async fn a_slow_answer_times_out_at_the_request_deadline() {
     );
 }
 
-#[tokio::test]
-async fn a_refused_connection_is_unavailable() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = closed.local_addr().unwrap();
-    drop(closed);
+/// The error of a call to a Portkey at `address`.
+async fn complete_at(address: std::net::SocketAddr) -> ChatError {
     let config = gatewayz_adapters::PortkeyConfig::from_vars([(
         "PORTKEY_BASE_URL".to_owned(),
         format!("http://{address}/v1"),
     )])
     .unwrap();
-
-    let error = gatewayz_adapters::PortkeyProvider::new(&config)
+    gatewayz_adapters::PortkeyProvider::new(&config)
         .unwrap()
         .complete(openai_call(chat_body()))
         .await
-        .unwrap_err();
+        .unwrap_err()
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_unavailable() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = closed.local_addr().unwrap();
+    drop(closed);
+    let error = complete_at(address).await;
 
     assert!(
         matches!(&error, ChatError::Unavailable(e) if e.message.contains("cannot connect")),
@@ -290,17 +294,7 @@ async fn a_connection_reset_before_any_answer_is_unavailable() {
             drop(connection);
         }
     });
-    let config = gatewayz_adapters::PortkeyConfig::from_vars([(
-        "PORTKEY_BASE_URL".to_owned(),
-        format!("http://{address}/v1"),
-    )])
-    .unwrap();
-
-    let error = gatewayz_adapters::PortkeyProvider::new(&config)
-        .unwrap()
-        .complete(openai_call(chat_body()))
-        .await
-        .unwrap_err();
+    let error = complete_at(address).await;
 
     assert!(matches!(&error, ChatError::Unavailable(_)), "{error:?}");
 }
