@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use gatewayz_domain::CallFacts;
+use gatewayz_domain::{CallFacts, ErrorSource};
 use prometheus::{
     CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
@@ -192,7 +192,7 @@ impl Metrics {
         if let Some(cost) = facts.cost_usd {
             self.cost.with_label_values(&call).inc_by(cost);
         }
-        if let Some((source, kind)) = facts.error.filter(|(source, _)| source.as_str() != "gateway") {
+        if let Some((source, kind)) = facts.error.filter(|(source, _)| *source != ErrorSource::Gateway) {
             self.upstream_errors
                 .with_label_values(&[kind, source.as_str(), provider, portkey_provider])
                 .inc();
@@ -218,7 +218,7 @@ impl Metrics {
 
 #[cfg(test)]
 mod tests {
-    use gatewayz_domain::{ErrorSource, PortkeyProvider, ProviderKind};
+    use gatewayz_domain::{PortkeyProvider, ProviderKind};
 
     use super::*;
 

@@ -34,7 +34,13 @@ pub struct KeyId(pub String);
 
 impl KeyId {
     fn of(digest: &KeyDigest) -> Self {
-        Self(digest[..4].iter().map(|byte| format!("{byte:02x}")).collect())
+        use std::fmt::Write as _;
+        let mut id = String::with_capacity(8);
+        for byte in &digest[..4] {
+            // Writing to a String cannot fail.
+            let _ = write!(id, "{byte:02x}");
+        }
+        Self(id)
     }
 }
 

@@ -16,7 +16,7 @@ use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage, HttpRequest, web};
 use bytes::Bytes;
 use gatewayz_adapters::metrics::{Metrics, RequestOutcome};
-use gatewayz_domain::{CallRecord, ProviderKind};
+use gatewayz_domain::{CallFacts, CallRecord, ProviderKind};
 use tracing::Instrument;
 
 use crate::auth::KeyId;
@@ -153,20 +153,20 @@ impl Tracker {
         if let Ok(value) = HeaderValue::from_str(&self.request_id) {
             headers.insert(REQUEST_ID_HEADER, value);
         }
-        let facts = self.record.snapshot();
-        let provider = match (facts.provider, facts.portkey_provider) {
-            (Some(ProviderKind::Portkey), Some(upstream)) => Some(format!("portkey/{}", upstream.name())),
-            (Some(kind), _) => Some(kind.as_str().to_owned()),
-            (None, _) => None,
-        };
-        if let Some(value) = provider.and_then(|provider| HeaderValue::from_str(&provider).ok()) {
-            headers.insert(PROVIDER_HEADER, value);
-        }
-        for (name, value) in facts.upstream_headers {
-            if let Ok(value) = HeaderValue::from_str(&value) {
-                headers.insert(HeaderName::from_static(name), value);
+        self.record.read(|facts| {
+            let provider = match (facts.provider, facts.portkey_provider) {
+                (Some(ProviderKind::Portkey), Some(upstream)) => Some(upstream.qualified()),
+                (kind, _) => kind.map(ProviderKind::as_str),
+            };
+            if let Some(provider) = provider {
+                headers.insert(PROVIDER_HEADER, HeaderValue::from_static(provider));
             }
-        }
+            for (name, value) in &facts.upstream_headers {
+                if let Ok(value) = HeaderValue::from_str(value) {
+                    headers.insert(HeaderName::from_static(name), value);
+                }
+            }
+        });
     }
 
     /// Logs the access line and records the metrics, once.
@@ -175,7 +175,11 @@ impl Tracker {
             return;
         }
         let duration = self.started.elapsed();
-        let facts = self.record.snapshot();
+        // Read in place: the record is this request's alone by now.
+        self.record.read(|facts| self.report(facts, completed, duration));
+    }
+
+    fn report(&self, facts: &CallFacts, completed: bool, duration: std::time::Duration) {
         let status = if completed && !facts.client_gone {
             self.status
         } else {
@@ -186,7 +190,7 @@ impl Tracker {
                 route: self.route,
                 status,
                 duration,
-                facts: &facts,
+                facts,
             });
         }
         let millis = |duration: std::time::Duration| duration.as_secs_f64() * 1000.0;

@@ -210,9 +210,4 @@ impl ChatError {
             other => other,
         }
     }
-
-    /// Whether the failure is the upstream's (and so an upstream error metric).
-    pub const fn is_upstream(&self) -> bool {
-        !matches!(self.source(), ErrorSource::Gateway)
-    }
 }

@@ -44,6 +44,11 @@ impl CallRecord {
         change(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner));
     }
 
+    /// Reads the facts in place, without copying them.
+    pub fn read<T>(&self, look: impl FnOnce(&CallFacts) -> T) -> T {
+        look(&self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
     pub fn snapshot(&self) -> CallFacts {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }

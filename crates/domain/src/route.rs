@@ -138,6 +138,21 @@ impl PortkeyProvider {
         }
     }
 
+    /// `portkey/<name>`: how the gateway names this upstream to clients.
+    pub const fn qualified(self) -> &'static str {
+        match self {
+            Self::OpenAi => "portkey/openai",
+            Self::Anthropic => "portkey/anthropic",
+            Self::DeepInfra => "portkey/deepinfra",
+            Self::GoogleAi => "portkey/google-ai",
+            Self::Cohere => "portkey/cohere",
+            Self::TogetherAi => "portkey/together-ai",
+            Self::PerplexityAi => "portkey/perplexity-ai",
+            Self::MistralAi => "portkey/mistral-ai",
+            Self::Groq => "portkey/groq",
+        }
+    }
+
     /// The slug Portkey expects in `x-portkey-provider`. Portkey has no
     /// `google-ai` slug: Gemini is `google`.
     pub const fn slug(self) -> &'static str {
@@ -310,6 +325,7 @@ mod tests {
     fn every_supported_portkey_provider_parses_by_its_name() {
         for provider in PortkeyProvider::ALL {
             assert_eq!(PortkeyProvider::parse(provider.name()), Some(provider));
+            assert_eq!(provider.qualified(), format!("portkey/{}", provider.name()));
         }
     }
 

@@ -57,14 +57,14 @@ pub async fn chat_completions(
         routing,
         context,
     };
-    // Known before anything can fail, so even an early 499 is logged right.
-    let stream = command.request.is_stream();
-    record.update(|facts| facts.stream = stream);
     let probe = request.conn_data::<ClientProbe>().cloned();
     let execution = state.service.execute(command);
     // When the client leaves while the upstream works, drop the upstream call.
     let outcome = match &probe {
+        // Biased: the call is polled first, so its route and stream flag are
+        // recorded even when the client is already gone.
         Some(probe) => tokio::select! {
+            biased;
             outcome = execution => outcome?,
             () = probe.gone() => {
                 record.update(|facts| facts.client_gone = true);
