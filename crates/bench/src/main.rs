@@ -1,0 +1,3 @@
+//! The benchmark driver (being written).
+
+fn main() {}

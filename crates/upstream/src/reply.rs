@@ -1,0 +1,139 @@
+//! Response bodies: a whole JSON answer, or SSE events paced and flushed one
+//! by one.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use tokio::time::{Instant, Sleep, sleep_until};
+
+/// The body of any answer.
+#[derive(Debug)]
+pub enum Reply {
+    /// A whole body, sent with a `content-length`.
+    Full(Option<Bytes>),
+    Sse(SseBody),
+}
+
+impl Reply {
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        Self::Full(Some(bytes.into()))
+    }
+}
+
+impl Body for Reply {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Self::Full(bytes) => Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
+            Self::Sse(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Full(bytes) => bytes.is_none(),
+            Self::Sse(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |bytes| bytes.len() as u64)),
+            Self::Sse(body) => body.size_hint(),
+        }
+    }
+}
+
+/// SSE events sent one per write: event `k < gapped` is due `k × gap` after
+/// the first, the rest follow at once.
+///
+/// hyper batches every frame a body has ready into one write; after each
+/// event the body therefore hands control back once (waking itself at once),
+/// which makes hyper flush that event before asking for the next.
+#[derive(Debug)]
+pub struct SseBody {
+    events: Arc<[Bytes]>,
+    gapped: usize,
+    gap: Duration,
+    start: Instant,
+    next: usize,
+    /// Whether hyper has flushed since the last event went out.
+    yielded: bool,
+    /// The timer, and the event it is armed for.
+    sleep: Option<(usize, Pin<Box<Sleep>>)>,
+}
+
+impl SseBody {
+    /// A stream of `events` whose first `gapped` are `gap` apart, starting now.
+    pub fn new(events: Arc<[Bytes]>, gapped: usize, gap: Duration) -> Self {
+        Self {
+            events,
+            gapped,
+            gap,
+            start: Instant::now(),
+            next: 0,
+            yielded: false,
+            sleep: None,
+        }
+    }
+
+    fn due(&self, index: usize) -> Option<Instant> {
+        if index == 0 || index >= self.gapped || self.gap.is_zero() {
+            return None;
+        }
+        let index = u32::try_from(index).unwrap_or(u32::MAX);
+        Some(self.start + self.gap.saturating_mul(index))
+    }
+}
+
+impl Body for SseBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        let Some(event) = this.events.get(this.next).cloned() else {
+            return Poll::Ready(None);
+        };
+        if this.next > 0 && !this.yielded {
+            this.yielded = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        if let Some(deadline) = this.due(this.next) {
+            let index = this.next;
+            let sleep = match &mut this.sleep {
+                Some((armed, sleep)) => {
+                    if *armed != index {
+                        sleep.as_mut().reset(deadline);
+                        *armed = index;
+                    }
+                    sleep
+                }
+                none => &mut none.insert((index, Box::pin(sleep_until(deadline)))).1,
+            };
+            ready!(sleep.as_mut().poll(cx));
+        }
+        this.next += 1;
+        this.yielded = false;
+        Poll::Ready(Some(Ok(Frame::data(event))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.next >= self.events.len()
+    }
+}

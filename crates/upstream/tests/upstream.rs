@@ -1,0 +1,245 @@
+//! The upstream over real loopback sockets: answers' shapes, and the pacing
+//! and framing of streams.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use gatewayz_upstream::{Config, Upstream};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::net::TcpStream;
+
+const GATEWAY_BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]}"#;
+const STREAM_BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}],"stream":true,"stream_options":{"include_usage":true}}"#;
+
+async fn spawn(config: Config) -> SocketAddr {
+    let upstream = Upstream::bind(&Config {
+        bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..config
+    })
+    .await
+    .unwrap();
+    let address = upstream.local_addr().unwrap();
+    tokio::spawn(upstream.run());
+    address
+}
+
+struct Answer {
+    status: StatusCode,
+    content_type: Option<String>,
+    content_length: Option<String>,
+    /// Each body frame with the moment it arrived.
+    frames: Vec<(Instant, Bytes)>,
+    sent: Instant,
+}
+
+impl Answer {
+    fn body(&self) -> Vec<u8> {
+        self.frames.iter().flat_map(|(_, frame)| frame.to_vec()).collect()
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body()).unwrap()
+    }
+}
+
+async fn call(address: SocketAddr, method: &str, path: &str, body: &str) -> Answer {
+    let stream = TcpStream::connect(address).await.unwrap();
+    let (mut sender, connection) = http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(connection);
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", address.to_string())
+        .header("content-type", "application/json")
+        .header("x-portkey-provider", "openai")
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap();
+    let sent = Instant::now();
+    let response = sender.send_request(request).await.unwrap();
+    let header = |name| {
+        response
+            .headers()
+            .get(name)
+            .map(|value: &hyper::header::HeaderValue| value.to_str().unwrap().to_owned())
+    };
+    let (status, content_type, content_length) =
+        (response.status(), header(CONTENT_TYPE), header(CONTENT_LENGTH));
+    let mut body = response.into_body();
+    let mut frames = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            frames.push((Instant::now(), data));
+        }
+    }
+    Answer {
+        status,
+        content_type,
+        content_length,
+        frames,
+        sent,
+    }
+}
+
+fn events(answer: &Answer) -> Vec<String> {
+    let body = String::from_utf8(answer.body()).unwrap();
+    body.split_terminator("\n\n")
+        .map(|event| event.strip_prefix("data: ").unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn answers_a_chat_completion_with_usage_and_a_length() {
+    let address = spawn(Config::default()).await;
+
+    let answer = call(address, "POST", "/v1/chat/completions", GATEWAY_BODY).await;
+
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.content_type.as_deref(), Some("application/json"));
+    assert_eq!(answer.content_length, Some(answer.body().len().to_string()));
+    let json = answer.json();
+    assert_eq!(json["object"], "chat.completion");
+    assert_eq!(json["model"], "gpt-4o-mini");
+    assert!(json["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    assert!(json["created"].as_u64().unwrap() > 1_700_000_000);
+    assert_eq!(json["choices"][0]["index"], 0);
+    assert_eq!(json["choices"][0]["message"]["role"], "assistant");
+    assert!(
+        !json["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(json["choices"][0]["finish_reason"], "stop");
+    let usage = &json["usage"];
+    assert_eq!(
+        usage["total_tokens"].as_u64().unwrap(),
+        usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap()
+    );
+}
+
+#[tokio::test]
+async fn answers_on_the_path_portkey_is_called_on_too_and_refuses_others() {
+    let address = spawn(Config::default()).await;
+
+    let bare = call(address, "POST", "/chat/completions", GATEWAY_BODY).await;
+    let elsewhere = call(address, "POST", "/v1/embeddings", GATEWAY_BODY).await;
+    let get = call(address, "GET", "/v1/chat/completions", "").await;
+
+    assert_eq!(bare.status, StatusCode::OK);
+    assert_eq!(bare.json()["object"], "chat.completion");
+    assert_eq!(elsewhere.status, StatusCode::NOT_FOUND);
+    assert!(elsewhere.json()["error"]["message"].is_string());
+    assert_eq!(get.status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn streams_the_chunks_then_finish_usage_and_done() {
+    let address = spawn(Config {
+        chunks: 5,
+        ..Config::default()
+    })
+    .await;
+
+    let answer = call(address, "POST", "/v1/chat/completions", STREAM_BODY).await;
+
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.content_type.as_deref(), Some("text/event-stream"));
+    let events = events(&answer);
+    assert_eq!(events.len(), 5 + 3, "{events:?}");
+    let chunks: Vec<Value> = events[..7]
+        .iter()
+        .map(|event| serde_json::from_str(event).unwrap())
+        .collect();
+    for (index, chunk) in chunks[..5].iter().enumerate() {
+        assert_eq!(chunk["object"], "chat.completion.chunk");
+        assert_eq!(chunk["choices"][0]["delta"]["content"], format!("tok{index} "));
+        assert_eq!(chunk["choices"][0]["finish_reason"], Value::Null);
+    }
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    assert_eq!(chunks[5]["choices"][0]["finish_reason"], "stop");
+    assert_eq!(chunks[6]["choices"], serde_json::json!([]));
+    assert_eq!(chunks[6]["usage"]["completion_tokens"], 5);
+    assert_eq!(events[7], "[DONE]");
+}
+
+#[tokio::test]
+async fn reads_the_stream_flag_with_a_space_after_the_colon() {
+    let address = spawn(Config::default()).await;
+    let body = r#"{"model": "gpt-4o-mini", "stream": true, "stream_options": {"include_usage": true}, "messages": []}"#;
+
+    let answer = call(address, "POST", "/v1/chat/completions", body).await;
+
+    assert_eq!(answer.content_type.as_deref(), Some("text/event-stream"));
+    assert_eq!(events(&answer).last().map(String::as_str), Some("[DONE]"));
+}
+
+#[tokio::test]
+async fn leaves_the_usage_chunk_out_when_not_asked_for_it() {
+    let address = spawn(Config {
+        chunks: 2,
+        ..Config::default()
+    })
+    .await;
+    let body = r#"{"model":"gpt-4o-mini","stream":true,"messages":[]}"#;
+
+    let answer = call(address, "POST", "/v1/chat/completions", body).await;
+
+    let events = events(&answer);
+    assert_eq!(events.len(), 2 + 2, "{events:?}");
+    assert!(events.iter().all(|event| !event.contains("\"usage\"")));
+}
+
+#[tokio::test]
+async fn sends_each_chunk_as_its_own_frame_the_gap_apart() {
+    let gap = Duration::from_millis(40);
+    let address = spawn(Config {
+        chunks: 4,
+        gap,
+        ..Config::default()
+    })
+    .await;
+
+    let answer = call(address, "POST", "/v1/chat/completions", STREAM_BODY).await;
+
+    // Each frame holds exactly one whole event.
+    assert!(
+        answer.frames.iter().all(|(_, frame)| frame.starts_with(b"data: ")
+            && frame.ends_with(b"\n\n")
+            && frame.windows(6).filter(|window| window == b"data: ").count() == 1),
+        "{:?}",
+        answer.frames
+    );
+    assert_eq!(answer.frames.len(), 4 + 3);
+    // The content chunks arrive one gap apart (the timer may fire up to a
+    // millisecond late; the upper bound leaves room for a loaded machine).
+    for pair in answer.frames[..4].windows(2) {
+        let apart = pair[1].0 - pair[0].0;
+        assert!(apart >= gap - Duration::from_millis(2), "{apart:?}");
+        assert!(apart < gap + Duration::from_millis(35), "{apart:?}");
+    }
+    // The first chunk is not held back.
+    assert!(answer.frames[0].0 - answer.sent < gap);
+}
+
+#[tokio::test]
+async fn waits_the_delay_before_answering() {
+    let delay = Duration::from_millis(60);
+    let address = spawn(Config {
+        delay,
+        ..Config::default()
+    })
+    .await;
+
+    let answer = call(address, "POST", "/v1/chat/completions", GATEWAY_BODY).await;
+
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(answer.frames[0].0 - answer.sent >= delay);
+}
