@@ -4,7 +4,12 @@
 use std::fmt;
 use std::path::Path;
 
-use gatewayz_domain::{Catalog, ModelEntry, PortkeyProvider, Pricing, Target};
+use std::time::Duration;
+
+use gatewayz_domain::{
+    Catalog, GroupSpec, ModelEntry, Node, PortkeyConfig, PortkeyProvider, Pricing, RoutingPolicy, Strategy,
+    Target, TargetSpec,
+};
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
@@ -51,26 +56,103 @@ pub fn load(path: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result
 #[serde(deny_unknown_fields)]
 struct RawCatalog {
     #[serde(default)]
-    models: Vec<Spanned<RawModel>>,
+    routing: RawPolicy,
+    #[serde(default)]
+    models: Vec<Spanned<RawNode>>,
 }
 
-#[derive(Deserialize)]
+/// Routing settings: the catalog's `[routing]`, or a model's own `routing`
+/// (whose settings win over the catalog's).
+#[derive(Deserialize, Default, Clone, Copy)]
 #[serde(deny_unknown_fields)]
-struct RawModel {
-    id: Spanned<String>,
-    provider: ProviderName,
+struct RawPolicy {
+    retries: Option<u32>,
+    backoff_base_ms: Option<Millis>,
+    backoff_max_ms: Option<Millis>,
+    retry_after_max_ms: Option<Millis>,
+    deadline_ms: Option<Millis>,
+    breaker_failures: Option<u32>,
+    breaker_cooldown_ms: Option<Millis>,
+}
+
+impl RawPolicy {
+    fn over(self, base: RoutingPolicy) -> RoutingPolicy {
+        let ms = |value: Option<Millis>, default: Duration| {
+            value.map_or(default, |Millis(ms)| Duration::from_millis(ms))
+        };
+        RoutingPolicy {
+            retries: self.retries.unwrap_or(base.retries),
+            backoff_base: ms(self.backoff_base_ms, base.backoff_base),
+            backoff_max: ms(self.backoff_max_ms, base.backoff_max),
+            retry_after_max: ms(self.retry_after_max_ms, base.retry_after_max),
+            deadline: ms(self.deadline_ms, base.deadline),
+            breaker_failures: self.breaker_failures.unwrap_or(base.breaker_failures),
+            breaker_cooldown: ms(self.breaker_cooldown_ms, base.breaker_cooldown),
+        }
+    }
+}
+
+/// A duration in milliseconds: 1 ms to a day.
+#[derive(Clone, Copy)]
+struct Millis(u64);
+
+impl<'de> Deserialize<'de> for Millis {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+        let value = i64::deserialize(deserializer)?;
+        u64::try_from(value)
+            .ok()
+            .filter(|_| (1..=DAY_MS).contains(&value))
+            .map(Self)
+            .ok_or_else(|| {
+                de::Error::custom(format!("must be between 1 ms and a day ({DAY_MS}), got {value}"))
+            })
+    }
+}
+
+/// A `[[models]]` entry or one of its `targets`: a single target (given
+/// inline), or a group (`strategy` and `targets`). `id`, `max_tokens` and
+/// `routing` belong to models only.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    #[serde(default)]
+    id: Option<Spanned<String>>,
+    #[serde(default)]
+    max_tokens: Option<Spanned<MaxTokens>>,
+    #[serde(default)]
+    routing: Option<Spanned<RawPolicy>>,
+    #[serde(default)]
+    name: Option<Spanned<String>>,
+    #[serde(default)]
+    provider: Option<Spanned<ProviderName>>,
     #[serde(default)]
     portkey_provider: Option<Spanned<ProviderSlug>>,
     #[serde(default)]
-    upstream_model: Option<String>,
+    upstream_model: Option<Spanned<String>>,
     #[serde(default)]
     virtual_key_env: Option<Spanned<String>>,
     #[serde(default)]
-    input_usd_per_million: Option<Price>,
+    portkey_config: Option<Spanned<toml::Value>>,
     #[serde(default)]
-    output_usd_per_million: Option<Price>,
+    input_usd_per_million: Option<Spanned<Price>>,
     #[serde(default)]
-    max_tokens: Option<MaxTokens>,
+    output_usd_per_million: Option<Spanned<Price>>,
+    #[serde(default)]
+    weight: Option<Spanned<u32>>,
+    #[serde(default)]
+    retries: Option<Spanned<u32>>,
+    #[serde(default)]
+    strategy: Option<Spanned<StrategyName>>,
+    #[serde(default)]
+    targets: Option<Spanned<Vec<Spanned<RawNode>>>>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum StrategyName {
+    Fallback,
+    Loadbalance,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -152,96 +234,372 @@ impl<'de> Deserialize<'de> for MaxTokens {
 /// # Errors
 /// As [`load`].
 pub fn parse(file: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Catalog, CatalogError> {
-    let invalid = |offset: usize, message: String| CatalogError::Invalid {
-        file: file.to_owned(),
-        line: line_of(text, offset),
-        message,
-    };
+    let reader = Reader { file, text, env };
     let raw: RawCatalog = toml::from_str(text).map_err(|error| {
         let offset = error.span().map_or(0, |span| span.start);
-        invalid(offset, error.message().trim().to_owned())
+        reader.error(offset, error.message().trim())
     })?;
-
+    let defaults = raw.routing.over(RoutingPolicy::default());
     let mut entries = Vec::with_capacity(raw.models.len());
     for (index, spanned) in raw.models.into_iter().enumerate() {
+        let entry = reader.model(index, spanned, defaults, &entries)?;
+        entries.push(entry);
+    }
+    Catalog::new(entries).map_err(|error| reader.error(0, error))
+}
+
+/// Reads one catalog text, with what its errors need to name the place.
+struct Reader<'a, E> {
+    file: &'a str,
+    text: &'a str,
+    env: E,
+}
+
+/// Where a node sits: its path for messages, and its parent's strategy.
+struct Place<'a> {
+    path: String,
+    depth: usize,
+    parent: Option<Strategy>,
+    model: &'a str,
+    pricing: Option<Pricing>,
+}
+
+impl<E: Fn(&str) -> Option<String>> Reader<'_, E> {
+    fn error(&self, offset: usize, message: impl fmt::Display) -> CatalogError {
+        CatalogError::Invalid {
+            file: self.file.to_owned(),
+            line: line_of(self.text, offset),
+            message: message.to_string(),
+        }
+    }
+
+    fn at(&self, offset: usize, path: &str, field: &str, message: impl fmt::Display) -> CatalogError {
+        let separator = if field.is_empty() { "" } else { "." };
+        self.error(offset, format!("{path}{separator}{field}: {message}"))
+    }
+
+    fn model(
+        &self,
+        index: usize,
+        spanned: Spanned<RawNode>,
+        defaults: RoutingPolicy,
+        entries: &[ModelEntry],
+    ) -> Result<ModelEntry, CatalogError> {
         let at = spanned.span().start;
-        let raw = spanned.into_inner();
-        let field = |name: &str| format!("models[{index}].{name}");
-        let id = raw.id.get_ref().trim().to_owned();
+        let mut raw = spanned.into_inner();
+        let path = format!("models[{index}]");
+        let Some(id) = raw.id.take() else {
+            return Err(self.at(at, &path, "id", "required"));
+        };
+        let offset = id.span().start;
+        let id = id.into_inner().trim().to_owned();
         if id.is_empty() {
-            return Err(invalid(
-                raw.id.span().start,
-                format!("{}: must not be empty", field("id")),
-            ));
+            return Err(self.at(offset, &path, "id", "must not be empty"));
         }
         if id.starts_with('@') {
-            return Err(invalid(
-                raw.id.span().start,
-                format!(
-                    "{}: `{id}` starts with `@`, which always means `@<portkey_provider>/<model>`",
-                    field("id")
+            return Err(self.at(
+                offset,
+                &path,
+                "id",
+                format!("`{id}` starts with `@`, which always means `@<portkey_provider>/<model>`"),
+            ));
+        }
+        if let Some(previous) = entries.iter().position(|entry| entry.id == id) {
+            return Err(self.at(
+                offset,
+                &path,
+                "id",
+                format!("`{id}` is already the id of models[{previous}]"),
+            ));
+        }
+        let max_tokens = raw.max_tokens.take().map(|limit| limit.into_inner().0);
+        let policy = raw
+            .routing
+            .take()
+            .map_or(defaults, |routing| routing.into_inner().over(defaults));
+        let place = Place {
+            path,
+            depth: 0,
+            parent: None,
+            model: &id,
+            pricing: None,
+        };
+        let targets = self.node(at, raw, &place, &mut Vec::new())?;
+        Ok(ModelEntry {
+            id,
+            targets,
+            max_tokens,
+            policy,
+        })
+    }
+
+    /// A model's targets, or one of its members.
+    fn node(
+        &self,
+        at: usize,
+        raw: RawNode,
+        place: &Place<'_>,
+        names: &mut Vec<(String, String)>,
+    ) -> Result<Node, CatalogError> {
+        let path = &place.path;
+        if place.depth > 0 {
+            for (field, offset) in [
+                ("id", raw.id.as_ref().map(|id| id.span().start)),
+                (
+                    "max_tokens",
+                    raw.max_tokens.as_ref().map(|limit| limit.span().start),
                 ),
+                (
+                    "routing",
+                    raw.routing.as_ref().map(|routing| routing.span().start),
+                ),
+            ] {
+                if let Some(offset) = offset {
+                    return Err(self.at(offset, path, field, "belongs to the model, not to a target"));
+                }
+            }
+        }
+        let weight = match (&raw.weight, place.parent) {
+            (Some(weight), Some(Strategy::LoadBalance)) if *weight.get_ref() == 0 => {
+                return Err(self.at(weight.span().start, path, "weight", "must be at least 1"));
+            }
+            (Some(weight), Some(Strategy::LoadBalance)) => *weight.get_ref(),
+            (Some(weight), _) => {
+                return Err(self.at(
+                    weight.span().start,
+                    path,
+                    "weight",
+                    "only applies to the targets of a `loadbalance` group",
+                ));
+            }
+            (None, _) => 1,
+        };
+        let pricing = self.pricing(at, &raw, path)?.or(place.pricing);
+        let target_fields = raw_target_fields(&raw);
+        match raw.targets {
+            Some(targets) => self.group(
+                raw.strategy,
+                targets,
+                weight,
+                pricing,
+                target_fields,
+                place,
+                names,
+            ),
+            None => {
+                if let Some(strategy) = &raw.strategy {
+                    return Err(self.at(
+                        strategy.span().start,
+                        path,
+                        "strategy",
+                        "needs `targets` to choose among",
+                    ));
+                }
+                let spec = self.target(at, raw, weight, pricing, place)?;
+                if let Some((_, other)) = names.iter().find(|(name, _)| *name == spec.name) {
+                    return Err(self.at(
+                        at,
+                        path,
+                        "name",
+                        format!(
+                            "`{}` is already the name of {other}; give one of them a distinct `name`",
+                            spec.name
+                        ),
+                    ));
+                }
+                names.push((spec.name.clone(), path.clone()));
+                Ok(Node::Target(spec))
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn group(
+        &self,
+        strategy: Option<Spanned<StrategyName>>,
+        targets: Spanned<Vec<Spanned<RawNode>>>,
+        weight: u32,
+        pricing: Option<Pricing>,
+        target_fields: Option<(&'static str, usize)>,
+        place: &Place<'_>,
+        names: &mut Vec<(String, String)>,
+    ) -> Result<Node, CatalogError> {
+        let path = &place.path;
+        if let Some((field, offset)) = target_fields {
+            return Err(self.at(
+                offset,
+                path,
+                field,
+                "belongs to each of `targets`, not to the group",
             ));
         }
-        if let Some(previous) = entries.iter().position(|entry: &ModelEntry| entry.id == id) {
-            return Err(invalid(
-                raw.id.span().start,
-                format!("{}: `{id}` is already the id of models[{previous}]", field("id")),
+        if place.depth >= 2 {
+            return Err(self.at(
+                targets.span().start,
+                path,
+                "targets",
+                "groups nest one level only (a model's group may have groups of targets)",
             ));
         }
-        let model = raw.upstream_model.unwrap_or_else(|| id.clone());
-        let target = match (raw.provider, raw.portkey_provider) {
+        let strategy = match strategy.map(Spanned::into_inner) {
+            None | Some(StrategyName::Fallback) => Strategy::Fallback,
+            Some(StrategyName::Loadbalance) => Strategy::LoadBalance,
+        };
+        let at = targets.span().start;
+        let targets = targets.into_inner();
+        if targets.is_empty() {
+            return Err(self.at(at, path, "targets", "must list at least one target"));
+        }
+        let mut members = Vec::with_capacity(targets.len());
+        for (index, member) in targets.into_iter().enumerate() {
+            let at = member.span().start;
+            let place = Place {
+                path: format!("{path}.targets[{index}]"),
+                depth: place.depth + 1,
+                parent: Some(strategy),
+                model: place.model,
+                pricing,
+            };
+            members.push(self.node(at, member.into_inner(), &place, names)?);
+        }
+        Ok(Node::Group(GroupSpec {
+            strategy,
+            weight,
+            members,
+        }))
+    }
+
+    fn target(
+        &self,
+        at: usize,
+        raw: RawNode,
+        weight: u32,
+        pricing: Option<Pricing>,
+        place: &Place<'_>,
+    ) -> Result<TargetSpec, CatalogError> {
+        let path = &place.path;
+        let provider = raw
+            .provider
+            .as_ref()
+            .map_or(ProviderName::Portkey, |provider| *provider.get_ref());
+        let model = raw
+            .upstream_model
+            .map_or_else(|| place.model.to_owned(), Spanned::into_inner);
+        let target = match (provider, raw.portkey_provider) {
             (ProviderName::Portkey, Some(slug)) => Target::Portkey {
                 provider: slug.into_inner().0,
                 model,
-                virtual_key: virtual_key(raw.virtual_key_env, &env).map_err(|(offset, message)| {
-                    invalid(offset, format!("{}: {message}", field("virtual_key_env")))
-                })?,
+                virtual_key: virtual_key(raw.virtual_key_env, &self.env)
+                    .map_err(|(offset, message)| self.at(offset, path, "virtual_key_env", message))?,
+                config: raw
+                    .portkey_config
+                    .map(|config| {
+                        let offset = config.span().start;
+                        portkey_config(config.into_inner())
+                            .map_err(|message| self.at(offset, path, "portkey_config", message))
+                    })
+                    .transpose()?,
             },
             (ProviderName::Portkey, None) => {
-                return Err(invalid(
+                return Err(self.at(
                     at,
-                    format!(
-                        "{}: required when provider = \"portkey\"",
-                        field("portkey_provider")
-                    ),
+                    path,
+                    "portkey_provider",
+                    "required when provider = \"portkey\"",
                 ));
             }
             (ProviderName::Demo, Some(slug)) => {
-                return Err(invalid(
+                return Err(self.at(
                     slug.span().start,
-                    format!(
-                        "{}: only applies to provider = \"portkey\"",
-                        field("portkey_provider")
-                    ),
+                    path,
+                    "portkey_provider",
+                    "only applies to provider = \"portkey\"",
                 ));
             }
-            (ProviderName::Demo, None) => Target::Demo { model },
-        };
-        let pricing = match (raw.input_usd_per_million, raw.output_usd_per_million) {
-            (Some(Price(input)), Some(Price(output))) => Some(Pricing {
-                input_per_million: input,
-                output_per_million: output,
-            }),
-            (None, None) => None,
-            _ => {
-                return Err(invalid(
-                    at,
-                    format!(
-                        "{}: input_usd_per_million and output_usd_per_million go together",
-                        field("input_usd_per_million")
+            (ProviderName::Demo, None) => {
+                for (field, offset) in [
+                    (
+                        "virtual_key_env",
+                        raw.virtual_key_env.as_ref().map(|v| v.span().start),
                     ),
-                ));
+                    (
+                        "portkey_config",
+                        raw.portkey_config.as_ref().map(|v| v.span().start),
+                    ),
+                ] {
+                    if let Some(offset) = offset {
+                        return Err(self.at(offset, path, field, "only applies to provider = \"portkey\""));
+                    }
+                }
+                Target::Demo { model }
             }
         };
-        entries.push(ModelEntry {
-            id,
+        let name = match raw.name {
+            Some(name) if name.get_ref().trim().is_empty() => {
+                return Err(self.at(name.span().start, path, "name", "must not be empty"));
+            }
+            Some(name) => name.into_inner().trim().to_owned(),
+            None => target.default_name(),
+        };
+        Ok(TargetSpec {
+            name,
             target,
+            weight,
+            retries: raw.retries.map(Spanned::into_inner),
             pricing,
-            max_tokens: raw.max_tokens.map(|MaxTokens(limit)| limit),
-        });
+        })
     }
-    Catalog::new(entries).map_err(|error| invalid(0, error.to_string()))
+
+    fn pricing(&self, at: usize, raw: &RawNode, path: &str) -> Result<Option<Pricing>, CatalogError> {
+        match (&raw.input_usd_per_million, &raw.output_usd_per_million) {
+            (Some(input), Some(output)) => Ok(Some(Pricing {
+                input_per_million: input.get_ref().0,
+                output_per_million: output.get_ref().0,
+            })),
+            (None, None) => Ok(None),
+            _ => Err(self.at(
+                at,
+                path,
+                "input_usd_per_million",
+                "input_usd_per_million and output_usd_per_million go together",
+            )),
+        }
+    }
+}
+
+/// The first field of a single target given on a group, if any.
+fn raw_target_fields(raw: &RawNode) -> Option<(&'static str, usize)> {
+    [
+        ("name", raw.name.as_ref().map(|v| v.span().start)),
+        ("provider", raw.provider.as_ref().map(|v| v.span().start)),
+        (
+            "portkey_provider",
+            raw.portkey_provider.as_ref().map(|v| v.span().start),
+        ),
+        (
+            "upstream_model",
+            raw.upstream_model.as_ref().map(|v| v.span().start),
+        ),
+        (
+            "virtual_key_env",
+            raw.virtual_key_env.as_ref().map(|v| v.span().start),
+        ),
+        (
+            "portkey_config",
+            raw.portkey_config.as_ref().map(|v| v.span().start),
+        ),
+        ("retries", raw.retries.as_ref().map(|v| v.span().start)),
+    ]
+    .into_iter()
+    .find_map(|(field, offset)| offset.map(|offset| (field, offset)))
+}
+
+/// A target's Portkey config: a saved config's id, or a table (or its JSON
+/// text), checked as a request's `portkey_config` is.
+fn portkey_config(value: toml::Value) -> Result<PortkeyConfig, String> {
+    let json = serde_json::to_value(&value).map_err(|error| error.to_string())?;
+    PortkeyConfig::from_value("portkey_config", json)
+        .map_err(|error| error.message.replace("`portkey_config` ", ""))
 }
 
 /// The virtual key an entry names, read now so a missing one stops the start.
@@ -291,13 +649,13 @@ mod tests {
     fn the_built_in_catalog_loads_and_covers_the_demo_and_all_nine_portkey_providers() {
         let catalog = load(None, no_env).unwrap();
         assert!(matches!(
-            catalog.get("demo-1").map(|entry| &entry.target),
+            catalog.get("demo-1").and_then(ModelEntry::primary),
             Some(Target::Demo { .. })
         ));
         for provider in PortkeyProvider::ALL {
             assert!(
                 catalog.models().iter().any(
-                    |entry| matches!(entry.target, Target::Portkey { provider: p, .. } if p == provider)
+                    |entry| matches!(entry.primary(), Some(Target::Portkey { provider: p, .. }) if *p == provider)
                 ),
                 "{provider} is missing"
             );
@@ -305,6 +663,7 @@ mod tests {
         let route = Route::Portkey {
             provider: PortkeyProvider::OpenAi,
             virtual_key: None,
+            config: None,
         };
         let pricing = catalog.pricing(&route, "gpt-4o-mini").unwrap();
         assert_eq!(pricing.cost(&Usage::new(1_000_000, 1_000_000)), 0.75);
@@ -329,12 +688,17 @@ max_tokens = 300
         )
         .unwrap();
         let entry = catalog.get("team-gpt").unwrap();
+        let Node::Target(spec) = &entry.targets else {
+            panic!("one target: {entry:?}")
+        };
         assert!(
-            matches!(&entry.target, Target::Portkey { provider: PortkeyProvider::GoogleAi, model, virtual_key: Some(_) } if model == "gemini-1.5-pro")
+            matches!(&spec.target, Target::Portkey { provider: PortkeyProvider::GoogleAi, model, virtual_key: Some(_), config: None } if model == "gemini-1.5-pro")
         );
+        assert_eq!(spec.name, "google-ai/gemini-1.5-pro");
         assert_eq!(entry.max_tokens, Some(300));
+        assert_eq!(entry.policy, RoutingPolicy::default());
         assert_eq!(
-            entry.pricing.map(|p| (p.input_per_million, p.output_per_million)),
+            spec.pricing.map(|p| (p.input_per_million, p.output_per_million)),
             Some((1.0, 2.5))
         );
     }
@@ -424,5 +788,193 @@ max_tokens = 300
                 .starts_with("cannot read the catalog /nonexistent/catalog.toml"),
             "{err}"
         );
+    }
+
+    const ROUTED: &str = r#"
+[routing]
+retries = 1
+deadline_ms = 20000
+
+[[models]]
+id = "smart"
+strategy = "fallback"
+input_usd_per_million = 1
+output_usd_per_million = 2
+routing = { breaker_failures = 3, backoff_base_ms = 50 }
+
+[[models.targets]]
+strategy = "loadbalance"
+
+[[models.targets.targets]]
+portkey_provider = "openai"
+upstream_model = "gpt-4o"
+weight = 80
+portkey_config = { retry = { attempts = 3 } }
+
+[[models.targets.targets]]
+name = "azure-ish"
+portkey_provider = "openai"
+upstream_model = "gpt-4o"
+weight = 20
+retries = 0
+input_usd_per_million = 3
+output_usd_per_million = 4
+
+[[models.targets]]
+portkey_provider = "anthropic"
+upstream_model = "claude-3-5-sonnet-latest"
+portkey_config = "pc-backup"
+virtual_key_env = "VK_ANTHROPIC"
+
+[[models.targets]]
+provider = "demo"
+"#;
+
+    #[test]
+    fn a_model_lists_targets_in_groups_nested_one_level_with_its_own_routing() {
+        let catalog = parse("c.toml", ROUTED, |name| {
+            (name == "VK_ANTHROPIC").then(|| "vk-a".to_owned())
+        })
+        .unwrap();
+        let entry = catalog.get("smart").unwrap();
+        assert_eq!(
+            entry.policy,
+            RoutingPolicy {
+                retries: 1,
+                deadline: Duration::from_secs(20),
+                breaker_failures: 3,
+                backoff_base: Duration::from_millis(50),
+                ..RoutingPolicy::default()
+            }
+        );
+        let Node::Group(fallback) = &entry.targets else {
+            panic!("a group: {entry:?}")
+        };
+        assert_eq!(fallback.strategy, Strategy::Fallback);
+        let Node::Group(pool) = &fallback.members[0] else {
+            panic!("a pool first: {fallback:?}")
+        };
+        assert_eq!(pool.strategy, Strategy::LoadBalance);
+        let summary: Vec<_> = entry
+            .targets
+            .targets()
+            .into_iter()
+            .map(|spec| {
+                let config = match &spec.target {
+                    Target::Portkey { config, .. } => config.as_ref().map(|c| c.header().to_owned()),
+                    Target::Demo { .. } => None,
+                };
+                (
+                    spec.name.clone(),
+                    spec.weight,
+                    spec.retries,
+                    spec.pricing.map(|p| p.input_per_million),
+                    config,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (
+                    "openai/gpt-4o".to_owned(),
+                    80,
+                    None,
+                    Some(1.0),
+                    Some(r#"{"retry":{"attempts":3}}"#.to_owned())
+                ),
+                ("azure-ish".to_owned(), 20, Some(0), Some(3.0), None),
+                (
+                    "anthropic/claude-3-5-sonnet-latest".to_owned(),
+                    1,
+                    None,
+                    Some(1.0),
+                    Some("pc-backup".to_owned())
+                ),
+                ("demo/smart".to_owned(), 1, None, Some(1.0), None),
+            ]
+        );
+        assert!(matches!(
+            entry.primary(),
+            Some(Target::Portkey {
+                provider: PortkeyProvider::OpenAi,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn routing_mistakes_are_named_with_their_place() {
+        let head = "[[models]]\nid = \"m\"\n";
+        let target = "[[models.targets]]\nportkey_provider = \"openai\"\n";
+        let cases = [
+            (
+                format!("{head}{target}weight = 5\n"),
+                "test.toml:5:",
+                "models[0].targets[0].weight: only applies to the targets of a `loadbalance` group",
+            ),
+            (
+                format!("{head}strategy = \"loadbalance\"\n{target}weight = 0\n"),
+                "test.toml:6:",
+                "models[0].targets[0].weight: must be at least 1",
+            ),
+            (
+                format!("{head}{target}{target}"),
+                "test.toml:5:",
+                "models[0].targets[1].name: `openai/m` is already the name of models[0].targets[0]",
+            ),
+            (
+                format!("{head}portkey_provider = \"openai\"\n{target}"),
+                "test.toml:3:",
+                "models[0].portkey_provider: belongs to each of `targets`",
+            ),
+            (
+                format!("{head}{target}max_tokens = 5\n"),
+                "test.toml:5:",
+                "models[0].targets[0].max_tokens: belongs to the model",
+            ),
+            (
+                format!("{head}strategy = \"fallback\"\n"),
+                "test.toml:3:",
+                "models[0].strategy: needs `targets`",
+            ),
+            (
+                format!("{head}targets = []\n"),
+                "test.toml:3:",
+                "models[0].targets: must list at least one target",
+            ),
+            (
+                format!(
+                    "{head}[[models.targets]]\n[[models.targets.targets]]\n[[models.targets.targets.targets]]\nportkey_provider = \"openai\"\n"
+                ),
+                "test.toml:",
+                "groups nest one level only",
+            ),
+            (
+                format!("{head}{target}portkey_config = 7\n"),
+                "test.toml:5:",
+                "models[0].targets[0].portkey_config: must be a JSON object or a saved config id",
+            ),
+            (
+                format!("{head}provider = \"demo\"\nportkey_config = \"pc-1\"\n"),
+                "test.toml:4:",
+                "models[0].portkey_config: only applies",
+            ),
+            (
+                "[routing]\ndeadline_ms = 0\n".to_owned(),
+                "test.toml:2:",
+                "between 1 ms and a day",
+            ),
+            (
+                "[routing]\nretry = 1\n".to_owned(),
+                "test.toml:2:",
+                "unknown field `retry`",
+            ),
+        ];
+        for (text, location, needle) in cases {
+            let message = error(&text);
+            assert!(message.starts_with(location), "{location} in {message}");
+            assert!(message.contains(needle), "{needle} in {message}");
+        }
     }
 }

@@ -123,6 +123,7 @@ impl KeyResolver for EnvKeyResolver {
         let Route::Portkey {
             provider,
             virtual_key,
+            ..
         } = route
         else {
             return Ok(Credentials::None);
@@ -156,6 +157,7 @@ mod tests {
         Route::Portkey {
             provider,
             virtual_key: virtual_key.map(SecretString::from),
+            config: None,
         }
     }
 

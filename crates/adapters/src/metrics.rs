@@ -6,9 +6,10 @@
 
 use std::time::Duration;
 
-use gatewayz_domain::{CallFacts, ErrorSource};
+use gatewayz_domain::{BreakerState, CallFacts, ChatError, ErrorSource, RoutingEvents};
 use prometheus::{
-    CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -42,6 +43,10 @@ pub struct Metrics {
     in_flight: IntGauge,
     upstream_errors: IntCounterVec,
     key_reloads: IntCounterVec,
+    retries: IntCounterVec,
+    fallbacks: IntCounterVec,
+    breaker_transitions: IntCounterVec,
+    breaker_state: IntGaugeVec,
 }
 
 const CALL_LABELS: &[&str] = &["provider", "portkey_provider", "model"];
@@ -114,9 +119,41 @@ impl Metrics {
                 ),
                 &["result"],
             )?,
+            retries: IntCounterVec::new(
+                Opts::new(
+                    "gatewayz_retries_total",
+                    "Retries of a catalog model's target, by the failure retried",
+                ),
+                &["model", "target", "reason"],
+            )?,
+            fallbacks: IntCounterVec::new(
+                Opts::new(
+                    "gatewayz_fallbacks_total",
+                    "Requests moved from a failed target to the next one, by the failure",
+                ),
+                &["model", "from_target", "reason"],
+            )?,
+            breaker_transitions: IntCounterVec::new(
+                Opts::new(
+                    "gatewayz_breaker_transitions_total",
+                    "Circuit breaker changes of a target, by the state entered",
+                ),
+                &["model", "target", "state"],
+            )?,
+            breaker_state: IntGaugeVec::new(
+                Opts::new(
+                    "gatewayz_breaker_state",
+                    "A target's circuit in this process: 0 closed, 1 half-open, 2 open",
+                ),
+                &["model", "target"],
+            )?,
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
+            Box::new(metrics.retries.clone()),
+            Box::new(metrics.fallbacks.clone()),
+            Box::new(metrics.breaker_transitions.clone()),
+            Box::new(metrics.breaker_state.clone()),
             Box::new(metrics.key_reloads.clone()),
             Box::new(metrics.requests.clone()),
             Box::new(metrics.request_duration.clone()),
@@ -213,6 +250,53 @@ impl Metrics {
         // format's rules, which these never do.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut text);
         String::from_utf8(text).unwrap_or_default()
+    }
+}
+
+/// Routing's retries, fallbacks and breaker changes: counted, and logged in
+/// the request's span (a breaker change is logged where it happens).
+impl RoutingEvents for Metrics {
+    fn retrying(&self, model: &str, target: &str, error: &ChatError, wait: Duration) {
+        self.retries
+            .with_label_values(&[model, target, error.kind()])
+            .inc();
+        tracing::warn!(
+            model,
+            target,
+            reason = error.kind(),
+            source = error.source().as_str(),
+            wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            "retrying target: {error}"
+        );
+    }
+
+    fn falling_back(&self, model: &str, from: &str, error: &ChatError) {
+        self.fallbacks
+            .with_label_values(&[model, from, error.kind()])
+            .inc();
+        tracing::warn!(
+            model,
+            from_target = from,
+            reason = error.kind(),
+            source = error.source().as_str(),
+            "falling back to the next target: {error}"
+        );
+    }
+
+    fn breaker_changed(&self, model: &str, target: &str, state: BreakerState) {
+        self.breaker_transitions
+            .with_label_values(&[model, target, state.as_str()])
+            .inc();
+        let value = match state {
+            BreakerState::Closed => 0,
+            BreakerState::HalfOpen => 1,
+            BreakerState::Open => 2,
+        };
+        self.breaker_state.with_label_values(&[model, target]).set(value);
+        match state {
+            BreakerState::Open => tracing::warn!(model, target, state = state.as_str(), "circuit opened"),
+            _ => tracing::info!(model, target, state = state.as_str(), "circuit changed"),
+        }
     }
 }
 

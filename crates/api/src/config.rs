@@ -164,7 +164,7 @@ impl Config {
         let fields = RoutingFields {
             provider: Some(provider),
             portkey_provider: self.default_portkey_provider.clone(),
-            portkey_virtual_key: None,
+            ..RoutingFields::default()
         };
         Route::from_fields(fields)
             .map(Some)

@@ -280,6 +280,11 @@ impl From<ChatError> for ApiError {
                 upstream,
                 "invalid_upstream_response",
             ),
+            ChatError::CircuitOpen { retry_in, .. } => Self {
+                retry_after: Some(whole_seconds(retry_in).max(1)),
+                ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
+                    .with_code("circuit_open")
+            },
         }
     }
 }

@@ -23,6 +23,8 @@ use crate::auth::KeyId;
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 const PROVIDER_HEADER: HeaderName = HeaderName::from_static("x-gatewayz-provider");
+/// The catalog target that served the request.
+const TARGET_HEADER: HeaderName = HeaderName::from_static("x-gatewayz-target");
 
 /// The status logged for a request whose client left before its answer.
 pub const CLIENT_CLOSED: u16 = 499;
@@ -161,6 +163,14 @@ impl Tracker {
             if let Some(provider) = provider {
                 headers.insert(PROVIDER_HEADER, HeaderValue::from_static(provider));
             }
+            if let Some(target) = facts
+                .target
+                .as_deref()
+                .filter(|_| facts.error.is_none())
+                .and_then(|target| HeaderValue::from_str(target).ok())
+            {
+                headers.insert(TARGET_HEADER, target);
+            }
             for (name, value) in &facts.upstream_headers {
                 if let Ok(value) = HeaderValue::from_str(value) {
                     headers.insert(HeaderName::from_static(name), value);
@@ -207,6 +217,8 @@ impl Tracker {
                     provider = facts.provider.map(ProviderKind::as_str),
                     portkey_provider = facts.portkey_provider.map(|provider| provider.name()),
                     model = facts.model.as_deref(),
+                    target = facts.target.as_deref(),
+                    attempts = facts.attempts,
                     stream = facts.stream,
                     status,
                     duration_ms = millis(duration),

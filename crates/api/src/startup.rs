@@ -12,7 +12,7 @@ use gatewayz_adapters::catalog::{self, CatalogError};
 use gatewayz_adapters::metrics::Metrics;
 use gatewayz_adapters::portkey::PortkeySetupError;
 use gatewayz_adapters::{DemoProvider, EnvKeyResolver, PortkeyConfig, PortkeyProvider};
-use gatewayz_domain::{ChatService, KeyResolver, ProviderKind, Providers, ValidationError};
+use gatewayz_domain::{ChatService, KeyResolver, ProviderKind, Providers, RoutingEvents, ValidationError};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::auth::{GatewayKeys, KeySetupError, LOCAL_DEV_KEY};
@@ -132,8 +132,9 @@ impl Application {
             web::Data::new(Metrics::new().map_err(|error| StartupError::Metrics(error.to_string()))?);
         let readiness = Readiness::default();
         let keys_data = web::Data::new(keys.clone());
+        let events: Arc<dyn RoutingEvents> = Arc::new(Metrics::clone(&metrics));
         let chat = web::Data::new(ChatState {
-            service,
+            service: service.with_routing_events(events),
             max_body_bytes: config.max_body_bytes,
             started_at: SystemTime::now()
                 .duration_since(UNIX_EPOCH)

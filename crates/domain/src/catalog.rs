@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use secrecy::SecretString;
 
 use crate::model::Usage;
+use crate::portkey_config::PortkeyConfig;
 use crate::route::{PortkeyProvider, ProviderKind, Route};
+use crate::routing::{RoutingPolicy, Strategy};
 
 /// Prices in US dollars per million tokens.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -34,8 +36,10 @@ pub enum Target {
     Portkey {
         provider: PortkeyProvider,
         model: String,
-        /// A Portkey virtual key for this model, read at start.
+        /// A Portkey virtual key for this target, read at start.
         virtual_key: Option<SecretString>,
+        /// A Portkey config sent with this target's calls.
+        config: Option<PortkeyConfig>,
     },
 }
 
@@ -62,17 +66,74 @@ impl Target {
         }
     }
 
-    fn route(&self, virtual_key: Option<SecretString>) -> Route {
+    /// The route to this target, before a client's overrides.
+    pub fn route(&self) -> Route {
         match self {
             Self::Demo { .. } => Route::Demo,
             Self::Portkey {
                 provider,
-                virtual_key: own,
+                virtual_key,
+                config,
                 ..
             } => Route::Portkey {
                 provider: *provider,
-                virtual_key: virtual_key.or_else(|| own.clone()),
+                virtual_key: virtual_key.clone(),
+                config: config.clone(),
             },
+        }
+    }
+
+    /// The name a target gets when the catalog gives it none:
+    /// `<portkey_provider>/<upstream_model>`, or `demo/<model>`.
+    pub fn default_name(&self) -> String {
+        format!("{}/{}", self.owner(), self.upstream_model())
+    }
+}
+
+/// One target of a model, as the catalog describes it.
+#[derive(Debug, Clone)]
+pub struct TargetSpec {
+    /// Unique within its model: `x-gatewayz-target`, logs and metric labels
+    /// use it.
+    pub name: String,
+    pub target: Target,
+    /// Its share in a `loadbalance` group.
+    pub weight: u32,
+    /// Its own retries, instead of the policy's.
+    pub retries: Option<u32>,
+    pub pricing: Option<Pricing>,
+}
+
+/// A group of targets and the strategy that picks among them.
+#[derive(Debug, Clone)]
+pub struct GroupSpec {
+    pub strategy: Strategy,
+    /// Its share when it is a member of a `loadbalance` group.
+    pub weight: u32,
+    pub members: Vec<Node>,
+}
+
+/// A model's targets: one, or a group (whose members may be groups of
+/// targets, one level down).
+#[derive(Debug, Clone)]
+pub enum Node {
+    Target(TargetSpec),
+    Group(GroupSpec),
+}
+
+impl Node {
+    pub const fn weight(&self) -> u32 {
+        match self {
+            Self::Target(spec) => spec.weight,
+            Self::Group(group) => group.weight,
+        }
+    }
+
+    /// Every target, in the order given.
+    pub fn targets(&self) -> Vec<&TargetSpec> {
+        match self {
+            Self::Target(spec) => vec![spec],
+            Self::Group(group) => group.members.iter().flat_map(Self::targets).collect(),
         }
     }
 }
@@ -82,17 +143,34 @@ impl Target {
 pub struct ModelEntry {
     /// The public id clients send as `model`.
     pub id: String,
-    pub target: Target,
-    pub pricing: Option<Pricing>,
+    pub targets: Node,
     /// The `max_tokens` sent when the client sets no output limit.
     pub max_tokens: Option<u32>,
+    pub policy: RoutingPolicy,
 }
 
 impl ModelEntry {
-    /// The route to this model; a virtual key from the request overrides
-    /// the entry's own.
-    pub fn route(&self, virtual_key: Option<SecretString>) -> Route {
-        self.target.route(virtual_key)
+    /// A model served by one target, routed by the default policy.
+    pub fn single(id: impl Into<String>, target: Target, pricing: Option<Pricing>) -> Self {
+        let id = id.into();
+        Self {
+            targets: Node::Target(TargetSpec {
+                name: target.default_name(),
+                target,
+                weight: 1,
+                retries: None,
+                pricing,
+            }),
+            id,
+            max_tokens: None,
+            policy: RoutingPolicy::default(),
+        }
+    }
+
+    /// The first target: whose owner `/v1/models` shows, and whose route a
+    /// request starts on.
+    pub fn primary(&self) -> Option<&Target> {
+        self.targets.targets().first().map(|spec| &spec.target)
     }
 }
 
@@ -124,9 +202,13 @@ impl Catalog {
             if by_id.insert(entry.id.clone(), index).is_some() {
                 return Err(DuplicateModel(entry.id.clone()));
             }
-            if let Some(pricing) = entry.pricing {
-                let route = entry.route(None);
-                prices.insert(price_key(&route, entry.target.upstream_model()), pricing);
+            for spec in entry.targets.targets() {
+                if let Some(pricing) = spec.pricing {
+                    prices.insert(
+                        price_key(&spec.target.route(), spec.target.upstream_model()),
+                        pricing,
+                    );
+                }
             }
         }
         Ok(Self {
@@ -137,7 +219,12 @@ impl Catalog {
     }
 
     pub fn get(&self, id: &str) -> Option<&ModelEntry> {
-        self.by_id.get(id).map(|index| &self.entries[*index])
+        self.index_of(id).map(|index| &self.entries[index])
+    }
+
+    /// The position of `id` in [`Self::models`].
+    pub fn index_of(&self, id: &str) -> Option<usize> {
+        self.by_id.get(id).copied()
     }
 
     /// Every model, in catalog order.
@@ -161,12 +248,7 @@ mod tests {
     use super::*;
 
     fn entry(id: &str, target: Target, pricing: Option<Pricing>) -> ModelEntry {
-        ModelEntry {
-            id: id.into(),
-            target,
-            pricing,
-            max_tokens: None,
-        }
+        ModelEntry::single(id, target, pricing)
     }
 
     fn portkey(provider: PortkeyProvider, model: &str) -> Target {
@@ -174,6 +256,7 @@ mod tests {
             provider,
             model: model.into(),
             virtual_key: None,
+            config: None,
         }
     }
 
@@ -203,10 +286,12 @@ mod tests {
         let openai = Route::Portkey {
             provider: PortkeyProvider::OpenAi,
             virtual_key: None,
+            config: None,
         };
         let groq = Route::Portkey {
             provider: PortkeyProvider::Groq,
             virtual_key: None,
+            config: None,
         };
         assert_eq!(catalog.pricing(&openai, "gpt-4o-mini"), Some(pricing));
         assert_eq!(catalog.pricing(&groq, "gpt-4o-mini"), None);

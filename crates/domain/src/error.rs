@@ -157,6 +157,13 @@ pub enum ChatError {
     /// 502: the upstream answered, but not with what the protocol promises.
     #[error("Invalid upstream response: {}", .0.message)]
     InvalidUpstreamResponse(UpstreamError),
+    /// 503: the target's circuit breaker is open after repeated failures, and
+    /// the model had no other target that could serve.
+    #[error(
+        "Upstream unavailable: target `{target}` failed repeatedly and is paused; retry in {} s",
+        retry_in.as_secs().max(1)
+    )]
+    CircuitOpen { target: String, retry_in: Duration },
 }
 
 impl ChatError {
@@ -174,15 +181,44 @@ impl ChatError {
             Self::UpstreamFailed(_) => "upstream_failed",
             Self::Unavailable(_) => "unavailable",
             Self::InvalidUpstreamResponse(_) => "invalid_upstream_response",
+            Self::CircuitOpen { .. } => "circuit_open",
+        }
+    }
+
+    /// Whether the same target may well succeed if asked again: a 429, a 500,
+    /// 502, 503 or 504, a timeout, a connection failure, or a provider's error
+    /// event before a stream's first chunk. Never a 4xx refusal.
+    pub const fn is_retryable(&self) -> bool {
+        match self {
+            Self::RateLimited { .. } | Self::Timeout(_) | Self::Unavailable(_) => true,
+            Self::UpstreamFailed(error) => matches!(error.status, None | Some(500 | 502 | 503 | 504)),
+            _ => false,
+        }
+    }
+
+    /// Whether another target may serve what this one could not: every
+    /// retryable failure, an open circuit, and a target whose credentials
+    /// are not configured.
+    pub const fn falls_back(&self) -> bool {
+        self.is_retryable() || matches!(self, Self::CircuitOpen { .. } | Self::Keys(_))
+    }
+
+    /// How long the upstream asked to be left alone, when it said.
+    pub const fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after, .. } => *retry_after,
+            _ => None,
         }
     }
 
     /// Who failed: the gateway for its own refusals, else the upstream's side.
     pub const fn source(&self) -> ErrorSource {
         match self {
-            Self::Invalid(_) | Self::Keys(_) | Self::ModelNotFound(_) | Self::ProviderDisabled(_) => {
-                ErrorSource::Gateway
-            }
+            Self::Invalid(_)
+            | Self::Keys(_)
+            | Self::ModelNotFound(_)
+            | Self::ProviderDisabled(_)
+            | Self::CircuitOpen { .. } => ErrorSource::Gateway,
             Self::UpstreamAuth(error)
             | Self::RateLimited { error, .. }
             | Self::Timeout(error)

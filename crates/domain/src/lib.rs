@@ -8,26 +8,31 @@
 pub mod catalog;
 pub mod error;
 pub mod model;
+pub mod portkey_config;
 pub mod ports;
 pub mod record;
 mod resolve;
 pub mod route;
+pub mod routing;
 pub mod service;
 pub mod usage;
 pub mod validation;
 
-pub use catalog::{Catalog, ModelEntry, Pricing, Target};
+pub use catalog::{Catalog, GroupSpec, ModelEntry, Node, Pricing, Target, TargetSpec};
 pub use error::{ChatError, ErrorSource, KeyError, UpstreamError, ValidationError};
 pub use model::{
     ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Delta, Message, MessageContent, Role,
     StreamOptions, Usage,
 };
+pub use portkey_config::PortkeyConfig;
 pub use ports::{
-    ChatProvider, ChatStream, Credentials, KeyResolver, ProviderCall, RequestContext, UpstreamAuth,
+    ChatProvider, ChatStream, Credentials, KeyResolver, NoEvents, ProviderCall, RequestContext,
+    RoutingEvents, UpstreamAuth,
 };
 pub use record::{CallFacts, CallRecord};
-pub use route::{PortkeyProvider, ProviderKind, Route, RoutingFields};
+pub use route::{Overrides, PortkeyProvider, ProviderKind, Route, RoutingFields};
+pub use routing::{BreakerState, RoutingPolicy, Strategy};
 pub use service::{ChatCommand, ChatOutcome, ChatService, Providers};
 
 #[cfg(any(test, feature = "mocks"))]
-pub use ports::{MockChatProvider, MockKeyResolver};
+pub use ports::{MockChatProvider, MockKeyResolver, MockRoutingEvents};

@@ -1,6 +1,6 @@
 //! The ports: what the chat use case needs from the outside world.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -9,7 +9,8 @@ use secrecy::SecretString;
 use crate::error::{ChatError, KeyError};
 use crate::model::{ChatChunk, ChatRequest, ChatResponse};
 use crate::record::CallRecord;
-use crate::route::Route;
+use crate::route::{Overrides, Route};
+use crate::routing::BreakerState;
 
 /// A streamed completion: chunks in order, owned, ending when the upstream
 /// ends. An `Err` item is a failure after the stream began; the stream yields
@@ -28,6 +29,12 @@ pub struct RequestContext {
     pub received: Instant,
     /// Where the use case and the adapters note what happened.
     pub record: CallRecord,
+    /// The client's virtual key and Portkey config, for whichever Portkey
+    /// target serves it.
+    pub overrides: Overrides,
+    /// When every attempt of this request must have ended, if a deadline
+    /// applies (set by a catalog model's routing).
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 impl RequestContext {
@@ -37,6 +44,8 @@ impl RequestContext {
             traceparent: None,
             received: Instant::now(),
             record: CallRecord::default(),
+            overrides: Overrides::default(),
+            deadline: None,
         }
     }
 }
@@ -112,4 +121,27 @@ pub trait KeyResolver: Send + Sync {
     ///   the gateway has none for that provider, and the route carries no
     ///   virtual key.
     fn resolve(&self, route: &Route) -> Result<Credentials, KeyError>;
+}
+
+/// Where routing tells what it does: retries, fallbacks and circuit breaker
+/// changes, for metrics and logs. `model` is a catalog id and `target` a
+/// target's name, both from the catalog.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+pub trait RoutingEvents: Send + Sync {
+    /// A target failed with `error` and is tried again after `wait`.
+    fn retrying(&self, model: &str, target: &str, error: &ChatError, wait: Duration);
+    /// A target failed with `error`; the request moves to the next one.
+    fn falling_back(&self, model: &str, from: &str, error: &ChatError);
+    /// A target's circuit changed state.
+    fn breaker_changed(&self, model: &str, target: &str, state: BreakerState);
+}
+
+/// Tells no one: for gateways and tests without metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoEvents;
+
+impl RoutingEvents for NoEvents {
+    fn retrying(&self, _: &str, _: &str, _: &ChatError, _: Duration) {}
+    fn falling_back(&self, _: &str, _: &str, _: &ChatError) {}
+    fn breaker_changed(&self, _: &str, _: &str, _: BreakerState) {}
 }

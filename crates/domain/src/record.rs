@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use crate::catalog::Pricing;
 use crate::error::{ChatError, ErrorSource};
 use crate::route::{PortkeyProvider, ProviderKind};
 
@@ -31,6 +32,12 @@ pub struct CallFacts {
     pub upstream_headers: Vec<(&'static str, String)>,
     /// The client went away before its answer was complete.
     pub client_gone: bool,
+    /// The catalog target tried last: the one that served, when it did.
+    pub target: Option<Arc<str>>,
+    /// The price of that target, when the catalog gives one.
+    pub pricing: Option<Pricing>,
+    /// Upstream calls made (retries and fallbacks included).
+    pub attempts: u32,
 }
 
 /// A shared, fill-as-you-go [`CallFacts`].

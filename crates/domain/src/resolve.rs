@@ -12,15 +12,21 @@
 use crate::catalog::Catalog;
 use crate::error::{ChatError, ValidationError};
 use crate::model::ChatRequest;
-use crate::route::{PortkeyProvider, Route, RoutingFields};
+use crate::route::{Overrides, PortkeyProvider, Route, RoutingFields};
 
 /// The route a request takes, and the catalog's output limit for it.
 #[derive(Debug)]
 pub(crate) struct Resolved {
+    /// For a catalog model, the route of its first target: each target it
+    /// tries puts its own on the call.
     pub route: Route,
     pub max_tokens: Option<u32>,
+    /// The catalog entry the model id names, when the catalog routes it.
+    pub entry: Option<usize>,
     /// Whether the model id is a catalog id.
     pub from_catalog: bool,
+    /// The client's virtual key and Portkey config.
+    pub overrides: Overrides,
 }
 
 /// Resolves the route and rewrites `request.model` to the upstream model.
@@ -33,46 +39,54 @@ pub(crate) fn resolve(
     let RoutingFields {
         provider,
         portkey_provider,
-        portkey_virtual_key: virtual_key,
+        portkey_virtual_key,
+        portkey_config,
     } = routing;
+    let overrides = Overrides {
+        virtual_key: portkey_virtual_key,
+        config: portkey_config,
+    };
+    let direct = |route: Route, overrides: Overrides, from_catalog: bool| Resolved {
+        route: route.overridden(&overrides),
+        max_tokens: None,
+        entry: None,
+        from_catalog,
+        overrides,
+    };
     if provider.is_some() || portkey_provider.is_some() {
         let fields = RoutingFields {
             provider: provider.or_else(|| Some("portkey".to_owned())),
             portkey_provider,
-            portkey_virtual_key: virtual_key,
+            ..RoutingFields::default()
         };
-        return Ok(Resolved {
-            route: Route::from_fields(fields)?,
-            max_tokens: None,
-            from_catalog: catalog.get(&request.model).is_some(),
-        });
+        let from_catalog = catalog.get(&request.model).is_some();
+        return Ok(direct(Route::from_fields(fields)?, overrides, from_catalog));
     }
     if let Some(spec) = request.model.strip_prefix('@') {
         let (provider, model) = split_provider_model(spec)?;
         request.model = model;
-        return Ok(Resolved {
-            route: Route::Portkey {
-                provider,
-                virtual_key,
-            },
-            max_tokens: None,
-            from_catalog: false,
-        });
+        let route = Route::Portkey {
+            provider,
+            virtual_key: None,
+            config: None,
+        };
+        return Ok(direct(route, overrides, false));
     }
-    if let Some(entry) = catalog.get(&request.model) {
-        request.model = entry.target.upstream_model().to_owned();
-        return Ok(Resolved {
-            route: entry.route(virtual_key),
-            max_tokens: entry.max_tokens,
-            from_catalog: true,
-        });
+    if let Some(index) = catalog.index_of(&request.model) {
+        let entry = &catalog.models()[index];
+        if let Some(primary) = entry.primary() {
+            request.model = primary.upstream_model().to_owned();
+            return Ok(Resolved {
+                route: primary.route().overridden(&overrides),
+                max_tokens: entry.max_tokens,
+                entry: Some(index),
+                from_catalog: true,
+                overrides,
+            });
+        }
     }
     match default {
-        Some(route) => Ok(Resolved {
-            route: with_virtual_key(route.clone(), virtual_key),
-            max_tokens: None,
-            from_catalog: false,
-        }),
+        Some(route) => Ok(direct(route.clone(), overrides, false)),
         None => Err(ChatError::ModelNotFound(
             request.model.chars().take(256).collect(),
         )),
@@ -102,16 +116,6 @@ fn split_provider_model(spec: &str) -> Result<(PortkeyProvider, String), Validat
     Ok((provider, model.to_owned()))
 }
 
-fn with_virtual_key(route: Route, virtual_key: Option<secrecy::SecretString>) -> Route {
-    match (route, virtual_key) {
-        (Route::Portkey { provider, .. }, Some(key)) => Route::Portkey {
-            provider,
-            virtual_key: Some(key),
-        },
-        (route, _) => route,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use secrecy::{ExposeSecret, SecretString};
@@ -122,25 +126,24 @@ mod tests {
     use crate::route::ProviderKind;
 
     fn catalog() -> Catalog {
+        let claude = Target::Portkey {
+            provider: PortkeyProvider::Anthropic,
+            model: "claude-3-5-sonnet-latest".into(),
+            virtual_key: Some(SecretString::from("vk-catalog")),
+            config: None,
+        };
         Catalog::new(vec![
             ModelEntry {
-                id: "claude".into(),
-                target: Target::Portkey {
-                    provider: PortkeyProvider::Anthropic,
-                    model: "claude-3-5-sonnet-latest".into(),
-                    virtual_key: Some(SecretString::from("vk-catalog")),
-                },
-                pricing: None,
                 max_tokens: Some(2048),
+                ..ModelEntry::single("claude", claude, None)
             },
-            ModelEntry {
-                id: "demo-1".into(),
-                target: Target::Demo {
+            ModelEntry::single(
+                "demo-1",
+                Target::Demo {
                     model: "demo-1".into(),
                 },
-                pricing: None,
-                max_tokens: None,
-            },
+                None,
+            ),
         ])
         .unwrap()
     }
@@ -159,6 +162,7 @@ mod tests {
             provider: provider.map(str::to_owned),
             portkey_provider: portkey_provider.map(str::to_owned),
             portkey_virtual_key: virtual_key.map(SecretString::from),
+            portkey_config: None,
         }
     }
 
@@ -179,6 +183,7 @@ mod tests {
         let default = Route::Portkey {
             provider: PortkeyProvider::Groq,
             virtual_key: None,
+            config: None,
         };
         use PortkeyProvider::*;
         use ProviderKind::{Demo, Portkey};

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::error::ValidationError;
 use crate::model::Extra;
+use crate::portkey_config::PortkeyConfig;
 
 /// The routing fields of a request body. They steer the gateway and are never
 /// forwarded upstream.
@@ -17,6 +18,8 @@ pub struct RoutingFields {
     pub portkey_provider: Option<String>,
     /// A Portkey virtual key id. Treated as a secret: never logged.
     pub portkey_virtual_key: Option<SecretString>,
+    /// A Portkey config sent as `x-portkey-config`.
+    pub portkey_config: Option<PortkeyConfig>,
 }
 
 impl RoutingFields {
@@ -37,6 +40,10 @@ impl RoutingFields {
         let provider = take("provider")?;
         let portkey_provider = take("portkey_provider")?;
         let portkey_virtual_key = take("portkey_virtual_key")?;
+        let portkey_config = match extra.remove("portkey_config") {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(PortkeyConfig::from_value("portkey_config", value)?),
+        };
         // The virtual key is sent as a header value; its text is never echoed.
         if portkey_virtual_key
             .as_deref()
@@ -51,11 +58,12 @@ impl RoutingFields {
             provider,
             portkey_provider,
             portkey_virtual_key: portkey_virtual_key.map(SecretString::from),
+            portkey_config,
         })
     }
 }
 
-fn json_type(value: &Value) -> &'static str {
+pub(crate) fn json_type(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -189,6 +197,13 @@ impl fmt::Display for PortkeyProvider {
     }
 }
 
+/// What a client may set on whichever Portkey route its request takes.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub virtual_key: Option<SecretString>,
+    pub config: Option<PortkeyConfig>,
+}
+
 /// A resolved destination for one request.
 #[derive(Debug, Clone)]
 pub enum Route {
@@ -197,6 +212,8 @@ pub enum Route {
         provider: PortkeyProvider,
         /// Overrides the provider key from the environment when present.
         virtual_key: Option<SecretString>,
+        /// Sent as `x-portkey-config`.
+        config: Option<PortkeyConfig>,
     },
 }
 
@@ -224,6 +241,7 @@ impl Route {
                 Ok(Self::Portkey {
                     provider,
                     virtual_key: fields.portkey_virtual_key,
+                    config: fields.portkey_config,
                 })
             }
             None => Err(ValidationError::new(
@@ -268,6 +286,32 @@ impl Route {
         }
     }
 
+    /// The Portkey config sent with this route, if any.
+    pub const fn portkey_config(&self) -> Option<&PortkeyConfig> {
+        match self {
+            Self::Portkey { config, .. } => config.as_ref(),
+            Self::Demo => None,
+        }
+    }
+
+    /// This route with a client's virtual key and config, which win over the
+    /// route's own. A demo route takes neither.
+    #[must_use]
+    pub fn overridden(self, overrides: &Overrides) -> Self {
+        match self {
+            Self::Portkey {
+                provider,
+                virtual_key,
+                config,
+            } => Self::Portkey {
+                provider,
+                virtual_key: overrides.virtual_key.clone().or(virtual_key),
+                config: overrides.config.clone().or(config),
+            },
+            Self::Demo => Self::Demo,
+        }
+    }
+
     /// The upstream provider behind Portkey, if this is a Portkey route.
     pub const fn portkey_provider(&self) -> Option<PortkeyProvider> {
         match self {
@@ -286,16 +330,22 @@ mod tests {
             provider: provider.map(str::to_owned),
             portkey_provider: portkey_provider.map(str::to_owned),
             portkey_virtual_key: None,
+            portkey_config: None,
         }
     }
 
     #[test]
     fn routing_fields_are_taken_out_of_the_forwarded_fields() {
         let mut extra: Extra = serde_json::from_value(serde_json::json!({
-            "provider": "portkey", "portkey_provider": "openai", "portkey_virtual_key": "vk", "seed_field": 1
+            "provider": "portkey", "portkey_provider": "openai", "portkey_virtual_key": "vk", "seed_field": 1,
+            "portkey_config": {"retry": {"attempts": 2}}
         }))
         .unwrap();
         let fields = RoutingFields::take_from(&mut extra).unwrap();
+        assert_eq!(
+            fields.portkey_config.as_ref().map(PortkeyConfig::header),
+            Some(r#"{"retry":{"attempts":2}}"#)
+        );
         assert_eq!(fields.provider.as_deref(), Some("portkey"));
         assert_eq!(fields.portkey_provider.as_deref(), Some("openai"));
         assert!(fields.portkey_virtual_key.is_some());

@@ -6,9 +6,12 @@ use std::time::Instant;
 use crate::catalog::{Catalog, Pricing};
 use crate::error::ChatError;
 use crate::model::{ChatRequest, ChatResponse, StreamOptions};
-use crate::ports::{ChatProvider, ChatStream, KeyResolver, ProviderCall, RequestContext};
+use crate::ports::{
+    ChatProvider, ChatStream, Credentials, KeyResolver, NoEvents, ProviderCall, RequestContext, RoutingEvents,
+};
 use crate::resolve::resolve;
 use crate::route::{ProviderKind, Route, RoutingFields};
+use crate::routing;
 use crate::usage;
 
 /// One chat-completion request as the API received it.
@@ -56,7 +59,7 @@ impl Providers {
         }
     }
 
-    fn get(&self, kind: ProviderKind) -> Option<&Arc<dyn ChatProvider>> {
+    pub(crate) fn get(&self, kind: ProviderKind) -> Option<&Arc<dyn ChatProvider>> {
         match kind {
             ProviderKind::Demo => self.demo.as_ref(),
             ProviderKind::Portkey => self.portkey.as_ref(),
@@ -102,6 +105,11 @@ pub struct ChatService {
     catalog: Arc<Catalog>,
     default_route: Option<Route>,
     default_max_tokens: u32,
+    events: Arc<dyn RoutingEvents>,
+    /// Per catalog entry (same order), the stack that routes it over its
+    /// targets: retries, fallbacks, breakers. Shared by clones, so circuit
+    /// state is per process.
+    routers: Arc<Vec<Arc<dyn ChatProvider>>>,
 }
 
 /// A call ready to be made, with what is needed to report on it.
@@ -128,6 +136,8 @@ impl ChatService {
             catalog: Arc::new(Catalog::default()),
             default_route: None,
             default_max_tokens: DEFAULT_MAX_TOKENS,
+            events: Arc::new(NoEvents),
+            routers: Arc::default(),
         }
     }
 
@@ -135,6 +145,32 @@ impl ChatService {
     #[must_use]
     pub fn with_catalog(mut self, catalog: Arc<Catalog>) -> Self {
         self.catalog = catalog;
+        self.rebuild()
+    }
+
+    /// Where retries, fallbacks and breaker changes are told.
+    #[must_use]
+    pub fn with_routing_events(mut self, events: Arc<dyn RoutingEvents>) -> Self {
+        self.events = events;
+        self.rebuild()
+    }
+
+    /// Builds the catalog's routers from the current settings (which each
+    /// builder method may have changed). Circuit state starts closed.
+    fn rebuild(mut self) -> Self {
+        let wiring = routing::Wiring {
+            providers: &self.providers,
+            keys: &self.keys,
+            events: &self.events,
+            default_max_tokens: self.default_max_tokens,
+        };
+        self.routers = Arc::new(
+            self.catalog
+                .models()
+                .iter()
+                .map(|entry| routing::build(entry, &wiring))
+                .collect(),
+        );
         self
     }
 
@@ -155,7 +191,7 @@ impl ChatService {
     #[must_use]
     pub fn with_default_max_tokens(mut self, max_tokens: u32) -> Self {
         self.default_max_tokens = max_tokens;
-        self
+        self.rebuild()
     }
 
     /// Validates the command, resolves its route and credentials, and calls
@@ -190,9 +226,13 @@ impl ChatService {
         let received = call.context.received;
         let record = call.context.record.clone();
         let started = Instant::now();
+        // A catalog model's price is the price of the target that served.
+        let priced =
+            |record: &crate::record::CallRecord| pricing.or_else(|| record.read(|facts| facts.pricing));
         if call.request.is_stream() {
             let chunks = provider.stream(call).await;
             record.update(|facts| facts.upstream = Some(started.elapsed()));
+            let pricing = priced(&record);
             Ok(ChatOutcome::Stream(usage::meter(
                 chunks?,
                 usage::Meter::new(received, started, pricing, client_wants_usage, record),
@@ -202,7 +242,7 @@ impl ChatService {
             let upstream = started.elapsed();
             record.update(|facts| facts.upstream = Some(upstream));
             let mut response = response?;
-            let reported = usage::annotate(&mut response, received, upstream, pricing);
+            let reported = usage::annotate(&mut response, received, upstream, priced(&record));
             record.update(|facts| {
                 facts.prompt_tokens = response.usage.as_ref().map(|usage| usage.prompt_tokens);
                 facts.completion_tokens = response.usage.as_ref().map(|usage| usage.completion_tokens);
@@ -216,7 +256,7 @@ impl ChatService {
         let ChatCommand {
             mut request,
             routing,
-            context,
+            mut context,
         } = command;
         context.record.update(|facts| facts.stream = request.is_stream());
         request.validate()?;
@@ -229,15 +269,6 @@ impl ChatService {
             facts.model = Some(bounded(public_model));
             facts.catalog_model = resolved.from_catalog;
         });
-        if request.output_token_limit().is_none() {
-            let required = route
-                .portkey_provider()
-                .is_some_and(|provider| provider.requires_max_tokens());
-            let limit = resolved
-                .max_tokens
-                .or(required.then_some(self.default_max_tokens));
-            request.max_tokens = limit.map(i64::from);
-        }
         let client_wants_usage = request.wants_stream_usage();
         if request.is_stream() {
             // Always ask for usage, so that a stream's cost can be known.
@@ -246,6 +277,23 @@ impl ChatService {
                 .get_or_insert_with(StreamOptions::default)
                 .include_usage = Some(true);
         }
+        if let Some(router) = resolved.entry.and_then(|index| self.routers.get(index)) {
+            // The router puts each target's route, model, limit and
+            // credentials on the call as it tries it.
+            context.overrides = resolved.overrides;
+            return Ok(Prepared {
+                provider: router.clone(),
+                call: ProviderCall {
+                    request,
+                    route,
+                    credentials: Credentials::None,
+                    context,
+                },
+                pricing: None,
+                client_wants_usage,
+            });
+        }
+        limit_output(&mut request, &route, resolved.max_tokens, self.default_max_tokens);
         let provider = self
             .providers
             .get(route.kind())
@@ -264,6 +312,18 @@ impl ChatService {
             pricing,
             client_wants_usage,
         })
+    }
+}
+
+/// Sets `max_tokens` when the client set no output limit: the catalog
+/// model's own limit, or `default` for providers that require one (see
+/// [`crate::PortkeyProvider::requires_max_tokens`]).
+pub(crate) fn limit_output(request: &mut ChatRequest, route: &Route, model_limit: Option<u32>, default: u32) {
+    if request.output_token_limit().is_none() {
+        let required = route
+            .portkey_provider()
+            .is_some_and(|provider| provider.requires_max_tokens());
+        request.max_tokens = model_limit.or(required.then_some(default)).map(i64::from);
     }
 }
 

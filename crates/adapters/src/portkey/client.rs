@@ -20,6 +20,7 @@ use super::{errors, stream};
 const API_KEY: HeaderName = HeaderName::from_static("x-portkey-api-key");
 const PROVIDER: HeaderName = HeaderName::from_static("x-portkey-provider");
 const VIRTUAL_KEY: HeaderName = HeaderName::from_static("x-portkey-virtual-key");
+const CONFIG: HeaderName = HeaderName::from_static("x-portkey-config");
 const TRACE_ID: HeaderName = HeaderName::from_static("x-portkey-trace-id");
 const CUSTOM_HOST: HeaderName = HeaderName::from_static("x-portkey-custom-host");
 const REQUEST_TIMEOUT: HeaderName = HeaderName::from_static("x-portkey-request-timeout");
@@ -124,7 +125,7 @@ impl PortkeyProvider {
     /// the provider key, or the virtual key alone; trace and timeout hints.
     /// Nothing else of the client's request is passed on.
     fn headers(&self, call: &ProviderCall, timeout_ms: u128) -> Result<HeaderMap, ChatError> {
-        let (Credentials::Portkey { api_key, upstream }, Route::Portkey { provider, .. }) =
+        let (Credentials::Portkey { api_key, upstream }, Route::Portkey { provider, config, .. }) =
             (&call.credentials, &call.route)
         else {
             return Err(ChatError::Keys(KeyError::PortkeyKeyMissing));
@@ -140,6 +141,10 @@ impl PortkeyProvider {
             UpstreamAuth::VirtualKey(key) => {
                 headers.insert(VIRTUAL_KEY, sensitive(key.expose_secret())?);
             }
+        }
+        if let Some(config) = config {
+            // A config may carry provider keys: treated as a secret.
+            headers.insert(CONFIG, sensitive(config.header())?);
         }
         if let Ok(trace_id) = HeaderValue::from_str(&call.context.request_id) {
             headers.insert(TRACE_ID, trace_id);

@@ -86,6 +86,34 @@ async fn virtual_key_mode_sends_the_virtual_key_instead_of_provider_and_key() {
 }
 
 #[tokio::test]
+async fn a_portkey_config_is_sent_as_x_portkey_config_beside_the_usual_headers() {
+    let server = server_answering(ResponseTemplate::new(200).set_body_json(completion_json())).await;
+    let config = gatewayz_domain::PortkeyConfig::from_value(
+        "portkey_config",
+        serde_json::json!({"strategy": {"mode": "fallback"}, "targets": [{"provider": "openai"}]}),
+    )
+    .unwrap();
+    let with_config = gatewayz_domain::Route::Portkey {
+        provider: Upstream::OpenAi,
+        virtual_key: None,
+        config: Some(config),
+    };
+
+    provider(&server, &[])
+        .complete(call(with_config, chat_body()))
+        .await
+        .unwrap();
+
+    let request = only_request(&server).await;
+    assert_eq!(
+        request.headers["x-portkey-config"],
+        r#"{"strategy":{"mode":"fallback"},"targets":[{"provider":"openai"}]}"#
+    );
+    assert_eq!(request.headers["x-portkey-provider"], "openai");
+    assert_eq!(request.headers["x-portkey-api-key"], PORTKEY_KEY);
+}
+
+#[tokio::test]
 async fn google_ai_is_sent_as_portkeys_google_slug() {
     let server = server_answering(ResponseTemplate::new(200).set_body_json(completion_json())).await;
     let keys = gatewayz_adapters::EnvKeyResolver::from_vars(

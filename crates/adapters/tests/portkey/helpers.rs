@@ -36,6 +36,7 @@ pub fn route(upstream: Upstream, virtual_key: Option<&str>) -> Route {
     Route::Portkey {
         provider: upstream,
         virtual_key: virtual_key.map(SecretString::from),
+        config: None,
     }
 }
 

@@ -51,6 +51,7 @@ pub async fn chat_completions(
             .get("traceparent")
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned),
+        ..RequestContext::default()
     };
     let command = ChatCommand {
         request: chat_request,

@@ -23,7 +23,7 @@ impl<'a> Model<'a> {
             id: &entry.id,
             object: "model",
             created,
-            owned_by: entry.target.owner(),
+            owned_by: entry.primary().map_or("gatewayz", gatewayz_domain::Target::owner),
         }
     }
 }

@@ -1,0 +1,181 @@
+//! A Portkey config (`x-portkey-config`): routing that Portkey applies itself,
+//! for users who keep their routing in Portkey.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::error::ValidationError;
+
+/// The longest config sent: it travels as one header value.
+pub const MAX_CONFIG_BYTES: usize = 8 * 1024;
+
+/// A Portkey config, as sent in `x-portkey-config`: a saved config's id
+/// (`pc-...`) or an inline JSON object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortkeyConfig {
+    /// The header value: the id, or the object as compact JSON.
+    header: Arc<str>,
+    /// Whether Portkey retries under this config (see [`Self::retries_upstream`]).
+    retries: bool,
+}
+
+impl PortkeyConfig {
+    /// Reads a config from a request field or a catalog entry: an object, an
+    /// object's JSON text, or a saved config's id.
+    ///
+    /// # Errors
+    /// A [`ValidationError`] on `param` for anything else, for a config that
+    /// cannot be a header value (non-ASCII, control characters), or one longer
+    /// than [`MAX_CONFIG_BYTES`].
+    pub fn from_value(param: &str, value: Value) -> Result<Self, ValidationError> {
+        let invalid =
+            |message: String| ValidationError::new(param, message).with_code("invalid_portkey_config");
+        let object = match value {
+            Value::Object(object) => object,
+            Value::String(text) if text.trim_start().starts_with('{') => {
+                match serde_json::from_str::<Value>(&text) {
+                    Ok(Value::Object(object)) => object,
+                    _ => {
+                        return Err(invalid(format!(
+                            "`{param}` looks like JSON but is not a JSON object"
+                        )));
+                    }
+                }
+            }
+            Value::String(id) => return Self::saved(param, &id),
+            other => {
+                return Err(invalid(format!(
+                    "`{param}` must be a JSON object or a saved config id (`pc-...`), got {}",
+                    crate::route::json_type(&other)
+                )));
+            }
+        };
+        let retries = object.get("retry").is_some_and(retries_in) || targets_retry(&object);
+        let header = Value::Object(object).to_string();
+        if header.len() > MAX_CONFIG_BYTES {
+            return Err(invalid(format!(
+                "`{param}` is {} bytes as JSON; at most {MAX_CONFIG_BYTES} are accepted",
+                header.len()
+            )));
+        }
+        if !header.bytes().all(|byte| byte.is_ascii_graphic() || byte == b' ') {
+            return Err(invalid(format!(
+                "`{param}` must be ASCII: it is sent as an HTTP header"
+            )));
+        }
+        Ok(Self {
+            header: header.into(),
+            retries,
+        })
+    }
+
+    fn saved(param: &str, id: &str) -> Result<Self, ValidationError> {
+        let id = id.trim();
+        if id.is_empty() || id.len() > 256 || !id.bytes().all(|byte| byte.is_ascii_graphic()) {
+            return Err(ValidationError::new(
+                param,
+                format!("`{param}` must be a JSON object or a saved config id (`pc-...`)"),
+            )
+            .with_code("invalid_portkey_config"));
+        }
+        Ok(Self {
+            header: id.into(),
+            // A saved config's content is not known here: it may hold retries,
+            // so Portkey is left to do them (one layer of retries only).
+            retries: true,
+        })
+    }
+
+    /// The `x-portkey-config` header value.
+    pub fn header(&self) -> &str {
+        &self.header
+    }
+
+    /// Whether Portkey may retry under this config: an inline config with a
+    /// `retry` of one attempt or more (at its top or in a target), or any
+    /// saved config (whose content the gateway cannot see). Gatewayz then
+    /// does not retry the target itself.
+    pub const fn retries_upstream(&self) -> bool {
+        self.retries
+    }
+}
+
+/// Whether a `retry` block asks for at least one attempt.
+fn retries_in(retry: &Value) -> bool {
+    match retry.get("attempts") {
+        Some(attempts) => attempts.as_f64().is_some_and(|attempts| attempts >= 1.0),
+        // `"retry": {}` uses Portkey's default attempts.
+        None => retry.is_object(),
+    }
+}
+
+fn targets_retry(object: &serde_json::Map<String, Value>) -> bool {
+    object
+        .get("targets")
+        .and_then(Value::as_array)
+        .is_some_and(|targets| {
+            targets
+                .iter()
+                .filter_map(Value::as_object)
+                .any(|target| target.get("retry").is_some_and(retries_in) || targets_retry(target))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn objects_and_their_json_text_become_compact_json_and_ids_stay_as_sent() {
+        let inline = PortkeyConfig::from_value("c", json!({"strategy": {"mode": "fallback"}})).unwrap();
+        assert_eq!(inline.header(), r#"{"strategy":{"mode":"fallback"}}"#);
+        assert!(!inline.retries_upstream());
+        let text = PortkeyConfig::from_value("c", json!(r#" {"cache": {"mode": "simple"}}"#)).unwrap();
+        assert_eq!(text.header(), r#"{"cache":{"mode":"simple"}}"#);
+        let saved = PortkeyConfig::from_value("c", json!("pc-abc-123")).unwrap();
+        assert_eq!(saved.header(), "pc-abc-123");
+        assert!(saved.retries_upstream());
+    }
+
+    #[test]
+    fn a_retry_anywhere_in_an_inline_config_means_portkey_retries() {
+        let cases = [
+            (json!({"retry": {"attempts": 3}}), true),
+            (json!({"retry": {"attempts": 0}}), false),
+            (json!({"retry": {}}), true),
+            (
+                json!({"targets": [{"provider": "openai"}, {"targets": [{"retry": {"attempts": 2}}]}]}),
+                true,
+            ),
+            (json!({"targets": [{"provider": "openai"}]}), false),
+        ];
+        for (config, retries) in cases {
+            let parsed = PortkeyConfig::from_value("c", config.clone()).unwrap();
+            assert_eq!(parsed.retries_upstream(), retries, "{config}");
+        }
+    }
+
+    #[test]
+    fn anything_else_is_refused_with_the_field_named() {
+        let long = json!({"x": "a".repeat(MAX_CONFIG_BYTES)});
+        let cases = [
+            (json!(7), "got a number"),
+            (json!([1]), "got an array"),
+            (json!(""), "saved config id"),
+            (json!("pc with spaces"), "saved config id"),
+            (json!("{not json"), "not a JSON object"),
+            (json!("[1, 2]"), "saved config id"),
+            (json!({"name": "café"}), "must be ASCII"),
+            (long, "at most"),
+        ];
+        for (value, needle) in cases {
+            let error = PortkeyConfig::from_value("portkey_config", value.clone()).unwrap_err();
+            assert_eq!(error.param.as_deref(), Some("portkey_config"));
+            assert_eq!(error.code.as_deref(), Some("invalid_portkey_config"));
+            assert!(error.message.contains(needle), "{value}: {}", error.message);
+        }
+    }
+}

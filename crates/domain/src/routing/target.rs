@@ -1,0 +1,76 @@
+//! One target of a catalog model: it puts the target's route, upstream model,
+//! output limit and credentials on the call, and notes in the call's record
+//! which target is being tried.
+
+use std::sync::Arc;
+
+use super::{Answer, decorator};
+use crate::catalog::TargetSpec;
+use crate::error::ChatError;
+use crate::ports::{ChatProvider, KeyResolver, ProviderCall};
+use crate::route::Route;
+
+pub(crate) struct Bound {
+    name: Arc<str>,
+    spec: TargetSpec,
+    route: Route,
+    /// The model's own output limit, sent when the client set none.
+    max_tokens: Option<u32>,
+    /// The limit sent to providers that require one, when nothing else set it.
+    default_max_tokens: u32,
+    inner: Arc<dyn ChatProvider>,
+    keys: Arc<dyn KeyResolver>,
+}
+
+impl Bound {
+    pub(crate) fn new(
+        name: Arc<str>,
+        spec: TargetSpec,
+        max_tokens: Option<u32>,
+        default_max_tokens: u32,
+        inner: Arc<dyn ChatProvider>,
+        keys: Arc<dyn KeyResolver>,
+    ) -> Self {
+        Self {
+            name,
+            route: spec.target.route(),
+            spec,
+            max_tokens,
+            default_max_tokens,
+            inner,
+            keys,
+        }
+    }
+
+    async fn run<A: Answer>(&self, mut call: ProviderCall) -> Result<A, ChatError> {
+        call.route = self.route.clone().overridden(&call.context.overrides);
+        self.spec
+            .target
+            .upstream_model()
+            .clone_into(&mut call.request.model);
+        crate::service::limit_output(
+            &mut call.request,
+            &call.route,
+            self.max_tokens,
+            self.default_max_tokens,
+        );
+        call.context.record.update(|facts| {
+            facts.provider = Some(call.route.kind());
+            facts.portkey_provider = call.route.portkey_provider();
+            facts.target = Some(self.name.clone());
+            facts.pricing = self.spec.pricing;
+        });
+        call.credentials = self.keys.resolve(&call.route)?;
+        A::from(self.inner.as_ref(), call).await
+    }
+}
+
+decorator!(Bound);
+
+impl std::fmt::Debug for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bound")
+            .field("target", &self.name)
+            .finish_non_exhaustive()
+    }
+}
