@@ -292,3 +292,6 @@ impl Disabled {
 }
 
 decorator!(Disabled);
+
+#[cfg(test)]
+mod tests;
