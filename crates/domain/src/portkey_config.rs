@@ -11,8 +11,9 @@ use crate::error::ValidationError;
 pub const MAX_CONFIG_BYTES: usize = 8 * 1024;
 
 /// A Portkey config, as sent in `x-portkey-config`: a saved config's id
-/// (`pc-...`) or an inline JSON object.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// (`pc-...`) or an inline JSON object. An inline config may hold provider
+/// keys: its `Debug` shows only its size.
+#[derive(Clone, PartialEq, Eq)]
 pub struct PortkeyConfig {
     /// The header value: the id, or the object as compact JSON.
     header: Arc<str>,
@@ -101,6 +102,16 @@ impl PortkeyConfig {
     }
 }
 
+impl std::fmt::Debug for PortkeyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.header.starts_with('{') {
+            write!(f, "PortkeyConfig(inline, {} bytes)", self.header.len())
+        } else {
+            write!(f, "PortkeyConfig({:?})", self.header)
+        }
+    }
+}
+
 /// Whether a `retry` block asks for at least one attempt.
 fn retries_in(retry: &Value) -> bool {
     match retry.get("attempts") {
@@ -156,6 +167,15 @@ mod tests {
             let parsed = PortkeyConfig::from_value("c", config.clone()).unwrap();
             assert_eq!(parsed.retries_upstream(), retries, "{config}");
         }
+    }
+
+    #[test]
+    fn an_inline_config_never_shows_its_content_in_debug() {
+        let config =
+            PortkeyConfig::from_value("c", json!({"targets": [{"api_key": "sk-secret-in-config"}]})).unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("sk-secret"), "{shown}");
+        assert_eq!(shown, "PortkeyConfig(inline, 47 bytes)");
     }
 
     #[test]
