@@ -78,9 +78,22 @@ impl Breaker {
     }
 
     async fn run<A: Answer>(&self, call: ProviderCall) -> Result<A, ChatError> {
+        let deadline = call.context.deadline;
+        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            // No time left: not this target's failure.
+            return Err(super::deadline_passed());
+        }
         let mut permit = self.admit()?;
         call.context.record.update(|facts| facts.attempts += 1);
-        let answer = A::from(self.inner.as_ref(), call).await;
+        let attempt = A::from(self.inner.as_ref(), call);
+        // An attempt cut by the deadline counts against the target: it was
+        // too slow for this model.
+        let answer = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, attempt)
+                .await
+                .unwrap_or_else(|_| Err(super::deadline_passed())),
+            None => attempt.await,
+        };
         permit.settle(answer.as_ref().err());
         answer
     }

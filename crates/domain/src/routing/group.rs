@@ -51,6 +51,7 @@ impl Group {
                 weighted_order(self.members.iter().map(|member| member.weight), fastrand::f64)
             }
         };
+        let deadline = call.context.deadline;
         let mut call = Some(call);
         let mut found: Option<ChatError> = None;
         for (position, index) in order.iter().enumerate() {
@@ -63,7 +64,11 @@ impl Group {
             let Some(this) = this else { break };
             match A::from(member.provider.as_ref(), this).await {
                 Ok(answer) => return Ok(answer),
-                Err(error) if error.falls_back() && position + 1 < order.len() => {
+                Err(error)
+                    if error.falls_back()
+                        && position + 1 < order.len()
+                        && deadline.is_none_or(|deadline| tokio::time::Instant::now() < deadline) =>
+                {
                     self.events.falling_back(&self.model, &member.name, &error);
                     found = Some(worth_telling(found, error));
                 }

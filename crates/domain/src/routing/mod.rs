@@ -255,19 +255,40 @@ impl Deadline {
                 .map_or(deadline, |outer| outer.min(deadline)),
         );
         let record = call.context.record.clone();
-        match tokio::time::timeout_at(deadline, A::from(self.inner.as_ref(), call)).await {
-            Ok(answer) => answer,
-            Err(_) => Err(ChatError::Timeout(UpstreamError::new(
-                crate::error::ErrorSource::Gateway,
-                None,
-                format!(
-                    "no target answered within the model's deadline of {} ms ({} attempts)",
-                    self.deadline.as_millis(),
-                    record.read(|facts| facts.attempts)
-                ),
-            ))),
+        // The attempts stop themselves at the deadline; this is the net.
+        let answer = tokio::time::timeout_at(deadline, A::from(self.inner.as_ref(), call))
+            .await
+            .unwrap_or_else(|_| Err(deadline_passed()));
+        match answer {
+            Err(error) if tokio::time::Instant::now() >= deadline => {
+                let last = match &error {
+                    ChatError::Timeout(upstream) if upstream.source == crate::error::ErrorSource::Gateway => {
+                        String::new()
+                    }
+                    other => format!("; the last said: {other}"),
+                };
+                Err(ChatError::Timeout(UpstreamError::new(
+                    crate::error::ErrorSource::Gateway,
+                    None,
+                    format!(
+                        "no target answered within the model's deadline of {} ms ({} attempts){last}",
+                        self.deadline.as_millis(),
+                        record.read(|facts| facts.attempts)
+                    ),
+                )))
+            }
+            answer => answer,
         }
     }
+}
+
+/// An attempt stopped by the request's deadline.
+fn deadline_passed() -> ChatError {
+    ChatError::Timeout(UpstreamError::new(
+        crate::error::ErrorSource::Gateway,
+        None,
+        "the deadline passed",
+    ))
 }
 
 decorator!(Deadline);

@@ -614,6 +614,16 @@ async fn every_attempt_fits_in_one_deadline() {
         error.to_string().contains("deadline of 3000 ms (2 attempts)"),
         "{error}"
     );
+    // Past the deadline, the next target is neither called nor blamed.
+    assert_eq!(setup.upstream.calls(), ["model-a", "model-a"]);
+    assert_eq!(
+        setup
+            .told()
+            .iter()
+            .filter(|line| line.starts_with("fallback"))
+            .count(),
+        0
+    );
 }
 
 #[tokio::test(start_paused = true)]
