@@ -1,3 +1,135 @@
-//! The benchmark driver (being written).
+//! `gatewayz-bench`: measures what Gatewayz adds on top of a direct call to
+//! a fast local upstream, in one run, and writes `latest.md` and
+//! `latest.json`. `docs/benchmarks.md` explains each phase.
+//!
+//! The driver starts `gatewayz-upstream` twice (plain, and streaming 64
+//! chunks 20 ms apart) and the real `gatewayz` binary in front of each, all
+//! taken from the directory of this binary (`target/release`).
 
-fn main() {}
+mod client;
+mod load;
+mod machine;
+mod plan;
+mod procs;
+mod report;
+mod run;
+mod sse;
+mod stats;
+mod streams;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+
+use crate::plan::Plan;
+
+const USAGE: &str = "\
+gatewayz-bench: Gatewayz against a direct call to a local upstream
+
+Usage: gatewayz-bench [--out DIR] [--quick] [--gateway-bin PATH] [--upstream-bin PATH] [--threads N]
+
+  --out DIR            where latest.md and latest.json go [default: docs/benchmarks]
+  --quick              a short smoke run of the driver (numbers not meaningful)
+  --gateway-bin PATH   [default: gatewayz next to this binary]
+  --upstream-bin PATH  [default: gatewayz-upstream next to this binary]
+  --threads N          driver runtime threads; 1 is a single-threaded runtime [default: 1]
+";
+
+/// The command line.
+#[derive(Debug)]
+pub struct Args {
+    pub out: PathBuf,
+    pub plan: Plan,
+    pub quick: bool,
+    pub gateway_bin: PathBuf,
+    pub upstream_bin: PathBuf,
+    pub threads: usize,
+}
+
+fn parse_args() -> anyhow::Result<Option<Args>> {
+    let here = std::env::current_exe()?
+        .parent()
+        .context("this binary has no directory")?
+        .to_path_buf();
+    let mut args = Args {
+        out: PathBuf::from("docs/benchmarks"),
+        plan: Plan::full(),
+        quick: false,
+        gateway_bin: here.join("gatewayz"),
+        upstream_bin: here.join("gatewayz-upstream"),
+        threads: 1,
+    };
+    let mut given = std::env::args().skip(1);
+    while let Some(arg) = given.next() {
+        let mut value = || given.next().with_context(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--quick" => {
+                args.quick = true;
+                args.plan = Plan::quick();
+            }
+            "--out" => args.out = value()?.into(),
+            "--gateway-bin" => args.gateway_bin = value()?.into(),
+            "--upstream-bin" => args.upstream_bin = value()?.into(),
+            "--threads" => args.threads = value()?.parse::<usize>()?.max(1),
+            other => bail!("unknown option {other}; see --help"),
+        }
+    }
+    Ok(Some(args))
+}
+
+fn main() -> ExitCode {
+    match main_inner() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("gatewayz-bench: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn main_inner() -> anyhow::Result<()> {
+    let Some(args) = parse_args()? else {
+        eprint!("{USAGE}");
+        return Ok(());
+    };
+    for bin in [&args.gateway_bin, &args.upstream_bin] {
+        if !bin.is_file() {
+            bail!(
+                "{} is missing: build first with `cargo build --release --bin gatewayz --bin gatewayz-upstream --bin gatewayz-bench`",
+                bin.display()
+            );
+        }
+    }
+    let runtime = if args.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads)
+            .enable_all()
+            .build()?
+    };
+    let results = runtime.block_on(run::run(&args))?;
+    std::fs::create_dir_all(&args.out)?;
+    let (markdown, json) = report::render(&results);
+    let md_path = args.out.join("latest.md");
+    let json_path = args.out.join("latest.json");
+    std::fs::write(&md_path, &markdown)?;
+    std::fs::write(&json_path, serde_json::to_string_pretty(&json)? + "\n")?;
+    print_report(&markdown);
+    eprintln!(
+        "gatewayz-bench: wrote {} and {}",
+        md_path.display(),
+        json_path.display()
+    );
+    Ok(())
+}
+
+/// The report is this binary's output.
+#[allow(clippy::print_stdout)]
+fn print_report(markdown: &str) {
+    println!("{markdown}");
+}

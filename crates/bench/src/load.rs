@@ -1,0 +1,292 @@
+//! Load shapes for whole (non-streamed) answers: back-to-back calls at
+//! concurrency 1, a closed loop of many connections, and an open loop at a
+//! fixed arrival rate.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep_until, timeout};
+
+use crate::client::{Conn, Target, connect};
+use crate::stats::{Hist, hist, record};
+
+/// Per-request deadline: a request still unanswered then is an error.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The latencies of `count` calls made one after the other on `conn`.
+pub async fn sequential(
+    conn: &mut Conn,
+    target: &Target,
+    count: usize,
+    into: &mut Hist,
+) -> anyhow::Result<()> {
+    for _ in 0..count {
+        let started = Instant::now();
+        conn.call(target)
+            .await
+            .with_context(|| format!("a call to {} failed", target.name))?;
+        record(into, started.elapsed());
+    }
+    Ok(())
+}
+
+/// CPU ticks of some processes at one moment.
+fn ticks(pids: &[u32]) -> Vec<u64> {
+    pids.iter()
+        .map(|pid| crate::procs::cpu_ticks(*pid).unwrap_or(0))
+        .collect()
+}
+
+/// What a closed loop measured.
+#[derive(Debug)]
+pub struct Closed {
+    /// Calls that completed inside the measured window.
+    pub completed: u64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub window: Duration,
+    pub latency: Hist,
+    /// CPU ticks each watched process used during the window.
+    pub cpu_ticks: Vec<u64>,
+}
+
+impl Closed {
+    pub fn rate(&self) -> f64 {
+        self.completed as f64 / self.window.as_secs_f64()
+    }
+}
+
+/// `connections` connections each calling back-to-back: unmeasured for
+/// `warmup`, then measured for `window`. `pids` are the processes whose CPU
+/// time is read at the window's edges.
+pub async fn closed_loop(
+    target: &Arc<Target>,
+    connections: usize,
+    warmup: Duration,
+    window: Duration,
+    pids: &[u32],
+) -> anyhow::Result<Closed> {
+    let mut conns = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        conns.push(connect(target.address).await?);
+    }
+    let begin = Instant::now() + warmup;
+    let end = begin + window;
+    let mut tasks = JoinSet::new();
+    for mut conn in conns {
+        let target = Arc::clone(target);
+        tasks.spawn(async move {
+            let mut latency = hist()?;
+            let (mut completed, mut errors, mut first_error) = (0_u64, 0_u64, None);
+            loop {
+                let started = Instant::now();
+                if started >= end {
+                    break;
+                }
+                let result = conn.call(&target).await;
+                let finished = Instant::now();
+                let inside = finished >= begin && finished <= end;
+                match result {
+                    Ok(()) if inside => {
+                        completed += 1;
+                        if started >= begin {
+                            record(&mut latency, finished - started);
+                        }
+                    }
+                    Ok(()) => {}
+                    Err(error) => {
+                        errors += 1;
+                        first_error.get_or_insert(format!("{error:#}"));
+                        conn = connect(target.address).await?;
+                    }
+                }
+            }
+            anyhow::Ok((completed, errors, first_error, latency))
+        });
+    }
+    sleep_until(begin).await;
+    let before = ticks(pids);
+    sleep_until(end).await;
+    let after = ticks(pids);
+    let mut closed = Closed {
+        completed: 0,
+        errors: 0,
+        first_error: None,
+        window,
+        latency: hist()?,
+        cpu_ticks: after
+            .iter()
+            .zip(&before)
+            .map(|(after, before)| after.saturating_sub(*before))
+            .collect(),
+    };
+    while let Some(joined) = tasks.join_next().await {
+        let (completed, errors, first_error, latency) = joined??;
+        closed.completed += completed;
+        closed.errors += errors;
+        closed.first_error = closed.first_error.or(first_error);
+        closed.latency.add(&latency)?;
+    }
+    Ok(closed)
+}
+
+/// What one open-loop step measured.
+#[derive(Debug)]
+pub struct OpenStep {
+    pub rate: f64,
+    pub duration: Duration,
+    pub sent: u64,
+    pub ok: u64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    /// Latency from each request's intended send time to its last byte.
+    pub latency: Hist,
+    /// Connections opened during the step because none was free.
+    pub opened: u64,
+    pub most_in_flight: usize,
+    /// How late the pacer handed over requests, at worst.
+    pub pacer_late_max: Duration,
+    pub cpu_ticks: Vec<u64>,
+}
+
+struct Shared {
+    pool: Mutex<Vec<Conn>>,
+    results: Mutex<(Hist, u64, u64, Option<String>)>,
+    opened: AtomicU64,
+    in_flight: AtomicUsize,
+    most_in_flight: AtomicUsize,
+}
+
+/// Sends requests at `rate` a second for `duration`, each at its intended
+/// time whatever the earlier ones are doing, and times each from that
+/// intended time, so a stall delays the measure of every request it held
+/// back (no coordinated omission). A pacer thread (sub-millisecond sleeps,
+/// which tokio's 1 ms timer cannot do) hands each intended time to the
+/// runtime; the request takes a free connection, or opens one (counted).
+pub async fn open_loop(
+    target: &Arc<Target>,
+    rate: f64,
+    duration: Duration,
+    warm_connections: usize,
+    pids: &[u32],
+) -> anyhow::Result<OpenStep> {
+    let mut pool = Vec::with_capacity(warm_connections);
+    for _ in 0..warm_connections {
+        let mut conn = connect(target.address).await?;
+        conn.call(target).await?;
+        pool.push(conn);
+    }
+    let shared = Arc::new(Shared {
+        pool: Mutex::new(pool),
+        results: Mutex::new((hist()?, 0, 0, None)),
+        opened: AtomicU64::new(0),
+        in_flight: AtomicUsize::new(0),
+        most_in_flight: AtomicUsize::new(0),
+    });
+    let count = (rate * duration.as_secs_f64()).round() as u64;
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let start = Instant::now() + Duration::from_millis(20);
+    let (sender, mut intended) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let pacer = std::thread::spawn(move || {
+        let mut late = Duration::ZERO;
+        for index in 0..count {
+            let due = start + period.mul_f64(index as f64);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            } else {
+                late = late.max(now - due);
+            }
+            if sender.send(due).is_err() {
+                break;
+            }
+        }
+        late
+    });
+    let before = ticks(pids);
+    let mut sent = 0;
+    while let Some(due) = intended.recv().await {
+        sent += 1;
+        let (target, shared) = (Arc::clone(target), Arc::clone(&shared));
+        let in_flight = shared.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        shared.most_in_flight.fetch_max(in_flight, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let result = timeout(REQUEST_TIMEOUT, one_request(&target, &shared)).await;
+            let finished = Instant::now();
+            let mut results = shared.results.lock().unwrap_or_else(PoisonError::into_inner);
+            match result {
+                Ok(Ok(())) => {
+                    record(&mut results.0, finished - due);
+                    results.1 += 1;
+                }
+                Ok(Err(error)) => {
+                    results.2 += 1;
+                    results.3.get_or_insert(format!("{error:#}"));
+                }
+                Err(_) => {
+                    results.2 += 1;
+                    results
+                        .3
+                        .get_or_insert(format!("no answer within {REQUEST_TIMEOUT:?}"));
+                }
+            }
+            drop(results);
+            shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+    let pacer_late_max = pacer.join().unwrap_or_default();
+    // Every request ends within its timeout; wait for the last ones.
+    let drain_limit = Instant::now() + REQUEST_TIMEOUT + Duration::from_secs(1);
+    while shared.in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < drain_limit {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let after = ticks(pids);
+    let mut results = shared.results.lock().unwrap_or_else(PoisonError::into_inner);
+    let latency = std::mem::replace(&mut results.0, hist()?);
+    Ok(OpenStep {
+        rate,
+        duration,
+        sent,
+        ok: results.1,
+        errors: results.2,
+        first_error: results.3.take(),
+        latency,
+        opened: shared.opened.load(Ordering::Relaxed),
+        most_in_flight: shared.most_in_flight.load(Ordering::Relaxed),
+        pacer_late_max,
+        cpu_ticks: after
+            .iter()
+            .zip(&before)
+            .map(|(after, before)| after.saturating_sub(*before))
+            .collect(),
+    })
+}
+
+async fn one_request(target: &Target, shared: &Shared) -> anyhow::Result<()> {
+    let free = {
+        let mut pool = shared.pool.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            match pool.pop() {
+                Some(conn) if conn.is_closed() => continue,
+                other => break other,
+            }
+        }
+    };
+    let mut conn = match free {
+        Some(conn) => conn,
+        None => {
+            shared.opened.fetch_add(1, Ordering::Relaxed);
+            connect(target.address).await?
+        }
+    };
+    conn.call(target).await?;
+    shared
+        .pool
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(conn);
+    Ok(())
+}

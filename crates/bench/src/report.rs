@@ -1,0 +1,597 @@
+//! `latest.md` (the targets table, then the ladders) and `latest.json`
+//! (every number behind it).
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::load::{Closed, OpenStep};
+use crate::run::Results;
+use crate::stats::{round, summary, us_at};
+use crate::streams::{Level, Timing};
+
+/// One line of the targets table.
+#[derive(Debug)]
+struct Row {
+    figure: String,
+    direct: String,
+    gateway: String,
+    delta: String,
+    target: String,
+    met: Option<bool>,
+}
+
+fn row(figure: &str, direct: String, gateway: String, delta: String, target: &str, met: Option<bool>) -> Row {
+    Row {
+        figure: figure.to_owned(),
+        direct,
+        gateway,
+        delta,
+        target: target.to_owned(),
+        met,
+    }
+}
+
+fn fmt_us(value: f64) -> String {
+    if value.abs() >= 1_000.0 {
+        format!("{:.2} ms", value / 1_000.0)
+    } else {
+        format!("{value:.1} µs")
+    }
+}
+
+fn fmt_signed_us(value: f64) -> String {
+    let sign = if value >= 0.0 { "+" } else { "−" };
+    format!("{sign}{}", fmt_us(value.abs()))
+}
+
+fn fmt_count(value: f64) -> String {
+    let digits = format!("{:.0}", value.max(0.0));
+    let mut grouped = String::new();
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    grouped
+}
+
+fn fmt_mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// CPU time per completed request, µs, of the process at `index` of
+/// `ticks`.
+fn cpu_per_request_us(ticks: &[u64], index: usize, requests: u64, per_second: u64) -> f64 {
+    let ticks = ticks.get(index).copied().unwrap_or(0) as f64;
+    ticks / per_second as f64 * 1e6 / requests.max(1) as f64
+}
+
+fn closed_json(closed: &Closed, names: &[&str], per_second: u64) -> Value {
+    let cpu: serde_json::Map<String, Value> = names
+        .iter()
+        .enumerate()
+        .map(|(index, name)| {
+            let ticks = closed.cpu_ticks.get(index).copied().unwrap_or(0);
+            (
+                (*name).to_owned(),
+                json!({
+                    "cpu_ticks": ticks,
+                    "cpu_s": round(ticks as f64 / per_second as f64),
+                    "cpu_us_per_request": round(cpu_per_request_us(&closed.cpu_ticks, index, closed.completed, per_second)),
+                }),
+            )
+        })
+        .collect();
+    json!({
+        "requests_per_second": round(closed.rate()),
+        "completed": closed.completed,
+        "errors": closed.errors,
+        "first_error": closed.first_error,
+        "window_s": closed.window.as_secs_f64(),
+        "latency": summary(&closed.latency),
+        "cpu": cpu,
+    })
+}
+
+fn open_json(step: &OpenStep, per_second: u64) -> Value {
+    json!({
+        "rate": step.rate,
+        "duration_s": step.duration.as_secs_f64(),
+        "sent": step.sent,
+        "ok": step.ok,
+        "errors": step.errors,
+        "first_error": step.first_error,
+        "latency_from_intended_send": summary(&step.latency),
+        "connections_opened_mid_step": step.opened,
+        "most_in_flight": step.most_in_flight,
+        "pacer_late_max_us": round(step.pacer_late_max.as_secs_f64() * 1e6),
+        "cpu_us_per_request": {
+            "gateway": round(cpu_per_request_us(&step.cpu_ticks, 0, step.ok, per_second)),
+            "upstream": round(cpu_per_request_us(&step.cpu_ticks, 1, step.ok, per_second)),
+            "driver": round(cpu_per_request_us(&step.cpu_ticks, 2, step.ok, per_second)),
+        },
+    })
+}
+
+fn timing_json(timing: &Timing, nominal: Duration) -> Value {
+    let nominal_us = nominal.as_secs_f64() * 1e6;
+    json!({
+        "streams": timing.streams,
+        "incomplete": timing.incomplete,
+        "first_problem": timing.first_problem,
+        "ttft": summary(&timing.ttft),
+        "gap": summary(&timing.gap),
+        "gap_over_nominal_us": {
+            "p50": round(us_at(&timing.gap, 0.5) - nominal_us),
+            "p99": round(us_at(&timing.gap, 0.99) - nominal_us),
+            "max": round(crate::stats::us(timing.gap.max()) - nominal_us),
+        },
+    })
+}
+
+fn level_json(level: &Level) -> Value {
+    json!({
+        "streams": level.streams,
+        "complete": level.complete,
+        "failed": level.failed,
+        "first_problem": level.first_problem,
+        "max_gap_ms": round(level.max_gap.as_secs_f64() * 1e3),
+        "gap": summary(&level.gap),
+        "ttft": summary(&level.ttft),
+        "stall_free": level.stall_free,
+    })
+}
+
+/// The largest level that every stream of went through without a stall,
+/// when every smaller level did too.
+fn stall_free(levels: &[Level]) -> usize {
+    levels
+        .iter()
+        .take_while(|level| level.stall_free)
+        .map(|level| level.streams)
+        .last()
+        .unwrap_or(0)
+}
+
+/// The highest rate whose step had no error and a p99 within `limit`, when
+/// every lower step did too.
+fn sustained(steps: &[OpenStep], limit: Duration) -> f64 {
+    steps
+        .iter()
+        .take_while(|step| step.errors == 0 && us_at(&step.latency, 0.99) <= limit.as_secs_f64() * 1e6)
+        .map(|step| step.rate)
+        .last()
+        .unwrap_or(0.0)
+}
+
+fn rows(results: &Results) -> Vec<Row> {
+    let per_second = results.ticks_per_second;
+    let mut rows = Vec::new();
+    let alone = &results.upstream_alone;
+    let closed = &results.closed_gateway;
+    let upstream_cpu = cpu_per_request_us(&alone.cpu_ticks, 0, alone.completed, per_second);
+    rows.push(row(
+        "Upstream alone: closed-loop throughput (CPU per request)",
+        format!("{} req/s ({})", fmt_count(alone.rate()), fmt_us(upstream_cpu)),
+        "—".into(),
+        "—".into(),
+        "not the bottleneck: more req/s than through the gateway",
+        Some(alone.rate() > closed.rate()),
+    ));
+
+    let (direct, gateway) = (&results.c1_direct, &results.c1_gateway);
+    for (label, quantile, limit) in [
+        ("p50", 0.5, Some(100.0)),
+        ("p99", 0.99, Some(300.0)),
+        ("p99.9", 0.999, None),
+    ] {
+        let added = us_at(gateway, quantile) - us_at(direct, quantile);
+        rows.push(row(
+            &format!("Latency at concurrency 1, {label}"),
+            fmt_us(us_at(direct, quantile)),
+            fmt_us(us_at(gateway, quantile)),
+            fmt_signed_us(added),
+            &limit.map_or("—".to_owned(), |limit| format!("added ≤ {}", fmt_us(limit))),
+            limit.map(|limit| added <= limit),
+        ));
+    }
+
+    let ratio = closed.rate() / alone.rate().max(1.0);
+    rows.push(row(
+        &format!(
+            "Closed-loop throughput, {} connections",
+            results.plan.closed_connections
+        ),
+        format!("{} req/s", fmt_count(alone.rate())),
+        format!("{} req/s", fmt_count(closed.rate())),
+        format!("{:.0} % of direct", ratio * 100.0),
+        "≥ 15,000 req/s and ≥ 25 % of direct",
+        Some(closed.rate() >= 15_000.0 && ratio >= 0.25 && closed.errors == 0),
+    ));
+    let gateway_cpu = cpu_per_request_us(&closed.cpu_ticks, 0, closed.completed, per_second);
+    rows.push(row(
+        "CPU per request (closed loop; direct = the upstream's own)",
+        fmt_us(upstream_cpu),
+        fmt_us(gateway_cpu),
+        format!(
+            "upstream behind the gateway: {}",
+            fmt_us(cpu_per_request_us(
+                &closed.cpu_ticks,
+                1,
+                closed.completed,
+                per_second
+            ))
+        ),
+        "gateway ≤ 50 µs",
+        Some(gateway_cpu <= 50.0),
+    ));
+
+    for step in &results.open_gateway {
+        let direct = results.open_direct.iter().find(|direct| direct.rate == step.rate);
+        let is_5k = step.rate == 5_000.0;
+        let describe = |step: &OpenStep| {
+            let errors = if step.errors == 0 {
+                String::new()
+            } else {
+                format!(", {} errors", step.errors)
+            };
+            format!("{}{errors}", fmt_us(us_at(&step.latency, 0.99)))
+        };
+        rows.push(row(
+            &format!(
+                "Open loop at {} req/s, p99 from intended send",
+                fmt_count(step.rate)
+            ),
+            direct.map_or("(stopped)".to_owned(), describe),
+            describe(step),
+            direct.map_or("—".to_owned(), |direct| {
+                fmt_signed_us(us_at(&step.latency, 0.99) - us_at(&direct.latency, 0.99))
+            }),
+            if is_5k { "p99 ≤ 2 ms, no errors" } else { "—" },
+            is_5k.then(|| step.errors == 0 && us_at(&step.latency, 0.99) <= 2_000.0),
+        ));
+    }
+    if !results.open_gateway.iter().any(|step| step.rate == 5_000.0) {
+        rows.push(row(
+            "Open loop at 5,000 req/s, p99 from intended send",
+            "—".into(),
+            "not reached".into(),
+            "—".into(),
+            "p99 ≤ 2 ms, no errors",
+            Some(false),
+        ));
+    }
+    let limit = results.plan.open_p99_limit;
+    rows.push(row(
+        &format!(
+            "Highest open-loop rate with p99 ≤ {} ms and no errors",
+            limit.as_millis()
+        ),
+        format!("{} req/s", fmt_count(sustained(&results.open_direct, limit))),
+        format!("{} req/s", fmt_count(sustained(&results.open_gateway, limit))),
+        "—".into(),
+        "—",
+        None,
+    ));
+
+    let idle = results.rss_idle_kib;
+    rows.push(row(
+        "Gateway RSS, idle",
+        "—".into(),
+        fmt_mib(idle),
+        "—".into(),
+        "≤ 20 MiB",
+        Some(mib(idle) <= 20.0),
+    ));
+    if let Some(peak) = results.rss_peak_1k_kib {
+        rows.push(row(
+            "Gateway RSS, peak during 1,000 req/s",
+            "—".into(),
+            fmt_mib(peak),
+            "—".into(),
+            "≤ 64 MiB",
+            Some(mib(peak) <= 64.0),
+        ));
+    }
+    let after = results.rss_after_kib;
+    rows.push(row(
+        &format!(
+            "Gateway RSS after the run ({} s settle)",
+            results.plan.settle.as_secs()
+        ),
+        "—".into(),
+        fmt_mib(after),
+        format!("{:+.1} MiB over idle", mib(after) - mib(idle)),
+        "near idle: ≤ 1.5 × idle",
+        Some(after as f64 <= idle as f64 * 1.5),
+    ));
+
+    let (direct, gateway) = (&results.stream_direct, &results.stream_gateway);
+    for (label, quantile, limit) in [("p50", 0.5, None), ("p99", 0.99, Some(500.0))] {
+        let added = us_at(&gateway.ttft, quantile) - us_at(&direct.ttft, quantile);
+        rows.push(row(
+            &format!("Streaming: time to first token, {label}"),
+            fmt_us(us_at(&direct.ttft, quantile)),
+            fmt_us(us_at(&gateway.ttft, quantile)),
+            fmt_signed_us(added),
+            &limit.map_or("—".to_owned(), |limit| format!("added ≤ {}", fmt_us(limit))),
+            limit.map(|limit| added <= limit && gateway.incomplete == 0),
+        ));
+    }
+    let nominal = results.plan.stream_gap.as_secs_f64() * 1e6;
+    for (label, quantile, limit) in [("p50", 0.5, None), ("p99", 0.99, Some(50.0))] {
+        let (direct_gap, gateway_gap) = (us_at(&direct.gap, quantile), us_at(&gateway.gap, quantile));
+        rows.push(row(
+            &format!(
+                "Streaming: gap between chunks over the nominal {} ms, {label}",
+                results.plan.stream_gap.as_millis()
+            ),
+            fmt_signed_us(direct_gap - nominal),
+            fmt_signed_us(gateway_gap - nominal),
+            fmt_signed_us(gateway_gap - direct_gap),
+            &limit.map_or("—".to_owned(), |limit| format!("added ≤ {}", fmt_us(limit))),
+            limit.map(|limit| gateway_gap - direct_gap <= limit),
+        ));
+    }
+    let (direct_streams, gateway_streams) = (
+        stall_free(&results.ladder_direct),
+        stall_free(&results.ladder_gateway),
+    );
+    let top = results.plan.ladder.last().copied().unwrap_or(0);
+    let shown = |streams: usize| {
+        if streams == top {
+            format!("≥ {}", fmt_count(streams as f64))
+        } else {
+            fmt_count(streams as f64)
+        }
+    };
+    rows.push(row(
+        &format!(
+            "Concurrent streams with every chunk and no gap over {} ms",
+            results.plan.stall.as_millis()
+        ),
+        shown(direct_streams),
+        shown(gateway_streams),
+        "—".into(),
+        "≥ 1,000",
+        Some(gateway_streams >= 1_000),
+    ));
+    rows.push(row(
+        "Streaming gateway RSS: idle / peak over the ladder / after",
+        "—".into(),
+        format!(
+            "{} / {} / {}",
+            fmt_mib(results.stream_rss_idle_kib),
+            fmt_mib(results.stream_rss_peak_kib),
+            fmt_mib(results.stream_rss_after_kib)
+        ),
+        "—".into(),
+        "—",
+        None,
+    ));
+    rows
+}
+
+fn markdown_table(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| figure | direct | gateway | delta / ratio | target | met? |\n|---|---|---|---|---|---|\n",
+    );
+    for row in rows {
+        let met = match row.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "—",
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {met} |",
+            row.figure, row.direct, row.gateway, row.delta, row.target
+        );
+    }
+    out
+}
+
+fn ladder_markdown(results: &Results) -> String {
+    let mut out = String::from(
+        "| rate (req/s) | direct p50 | direct p99 | direct p99.9 | direct errors | gateway p50 | gateway p99 | gateway p99.9 | gateway errors | gateway CPU/request | connections opened mid-step (direct / gateway) |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for step in &results.open_gateway {
+        let direct = results.open_direct.iter().find(|direct| direct.rate == step.rate);
+        let cell = |step: Option<&OpenStep>, quantile: f64| {
+            step.map_or("—".to_owned(), |step| fmt_us(us_at(&step.latency, quantile)))
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
+            fmt_count(step.rate),
+            cell(direct, 0.5),
+            cell(direct, 0.99),
+            cell(direct, 0.999),
+            direct.map_or("—".to_owned(), |direct| direct.errors.to_string()),
+            cell(Some(step), 0.5),
+            cell(Some(step), 0.99),
+            cell(Some(step), 0.999),
+            step.errors,
+            fmt_us(cpu_per_request_us(
+                &step.cpu_ticks,
+                0,
+                step.ok,
+                results.ticks_per_second
+            )),
+            direct.map_or("—".to_owned(), |direct| direct.opened.to_string()),
+            step.opened,
+        );
+    }
+    for direct in results
+        .open_direct
+        .iter()
+        .filter(|direct| !results.open_gateway.iter().any(|step| step.rate == direct.rate))
+    {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | — | — | — | — | — | {} / — |",
+            fmt_count(direct.rate),
+            fmt_us(us_at(&direct.latency, 0.5)),
+            fmt_us(us_at(&direct.latency, 0.99)),
+            fmt_us(us_at(&direct.latency, 0.999)),
+            direct.errors,
+            direct.opened,
+        );
+    }
+    out
+}
+
+fn streams_markdown(results: &Results) -> String {
+    let mut out = String::from(
+        "| streams | direct complete | direct largest gap | gateway complete | gateway largest gap | gateway gap p99 | gateway TTFT p99 |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    let levels = results.ladder_direct.len().max(results.ladder_gateway.len());
+    for index in 0..levels {
+        let direct = results.ladder_direct.get(index);
+        let gateway = results.ladder_gateway.get(index);
+        let streams = direct.or(gateway).map_or(0, |level| level.streams);
+        let complete = |level: Option<&Level>| {
+            level.map_or("—".to_owned(), |level| {
+                format!("{}/{}", level.complete, level.streams)
+            })
+        };
+        let gap = |level: Option<&Level>| {
+            level.map_or("—".to_owned(), |level| {
+                format!("{:.1} ms", level.max_gap.as_secs_f64() * 1e3)
+            })
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            fmt_count(streams as f64),
+            complete(direct),
+            gap(direct),
+            complete(gateway),
+            gap(gateway),
+            gateway.map_or("—".to_owned(), |level| fmt_us(us_at(&level.gap, 0.99))),
+            gateway.map_or("—".to_owned(), |level| fmt_us(us_at(&level.ttft, 0.99))),
+        );
+    }
+    out
+}
+
+/// The Markdown report and the JSON one.
+pub fn render(results: &Results) -> (String, Value) {
+    let rows = rows(results);
+    let facts = &results.facts;
+    let text = |key: &str| facts[key].as_str().unwrap_or("?").to_owned();
+    let mut markdown = String::new();
+    let _ = writeln!(markdown, "# Gatewayz benchmark: latest run\n");
+    if results.quick {
+        let _ = writeln!(
+            markdown,
+            "**Quick smoke run (`--quick`): these numbers are not meaningful.**\n"
+        );
+    }
+    let _ = writeln!(
+        markdown,
+        "{} · commit `{}`{} · {} × {} · Linux {} · all of driver, gateway and upstream share these {} CPUs.\n",
+        text("date_utc"),
+        text("git_commit").chars().take(12).collect::<String>(),
+        if facts["git_uncommitted_changes"]
+            .as_array()
+            .is_some_and(|changes| !changes.is_empty())
+        {
+            " (with uncommitted changes)"
+        } else {
+            ""
+        },
+        facts["nproc"],
+        text("cpu_model"),
+        text("kernel"),
+        facts["nproc"],
+    );
+    let _ = writeln!(
+        markdown,
+        "Produced by `target/release/gatewayz-bench`; `docs/benchmarks.md` explains the method. \
+         Direct = the same request straight to the local upstream; gateway = through `gatewayz` to that upstream.\n"
+    );
+    markdown.push_str(&markdown_table(&rows));
+    let _ = writeln!(
+        markdown,
+        "\n## Open-loop ladder\n\nLatency from each request's intended send time. A side stops after its first step with an error or a p99 over {} ms.\n",
+        results.plan.open_p99_limit.as_millis()
+    );
+    markdown.push_str(&ladder_markdown(results));
+    let _ = writeln!(
+        markdown,
+        "\n## Concurrent streams ladder\n\n{} chunks {} ms apart per stream, fresh connections, starts spread over {} ms. A side stops after its first level with a stream that missed an event or a gap over {} ms.\n",
+        results.plan.stream_chunks,
+        results.plan.stream_gap.as_millis(),
+        results.plan.ladder_spread.as_millis(),
+        results.plan.stall.as_millis()
+    );
+    markdown.push_str(&streams_markdown(results));
+    let _ = writeln!(markdown, "\n## Phases\n");
+    for (name, seconds) in &results.phase_seconds {
+        let _ = writeln!(markdown, "- {name}: {seconds:.1} s");
+    }
+    let total: f64 = results.phase_seconds.iter().map(|(_, seconds)| seconds).sum();
+    let _ = writeln!(markdown, "- total measurement: {total:.1} s");
+
+    let per_second = results.ticks_per_second;
+    let nominal = results.plan.stream_gap;
+    let json = json!({
+        "quick": results.quick,
+        "machine": results.facts,
+        "setup": results.setup,
+        "plan": results.plan.to_json(),
+        "targets": rows.iter().map(|row| json!({
+            "figure": row.figure,
+            "direct": row.direct,
+            "gateway": row.gateway,
+            "delta": row.delta,
+            "target": row.target,
+            "met": row.met,
+        })).collect::<Vec<_>>(),
+        "upstream_alone": closed_json(&results.upstream_alone, &["upstream", "driver"], per_second),
+        "latency_c1": {
+            "direct": summary(&results.c1_direct),
+            "gateway": summary(&results.c1_gateway),
+            "added_us": {
+                "p50": round(us_at(&results.c1_gateway, 0.5) - us_at(&results.c1_direct, 0.5)),
+                "p99": round(us_at(&results.c1_gateway, 0.99) - us_at(&results.c1_direct, 0.99)),
+                "p99_9": round(us_at(&results.c1_gateway, 0.999) - us_at(&results.c1_direct, 0.999)),
+            },
+            "per_round_added_p50_us": results.c1_round_deltas_us,
+        },
+        "open_loop": {
+            "direct": results.open_direct.iter().map(|step| open_json(step, per_second)).collect::<Vec<_>>(),
+            "gateway": results.open_gateway.iter().map(|step| open_json(step, per_second)).collect::<Vec<_>>(),
+        },
+        "closed_loop_gateway": closed_json(&results.closed_gateway, &["gateway", "upstream", "driver"], per_second),
+        "rss_kib": {
+            "idle": results.rss_idle_kib,
+            "peak_at_1000_rps": results.rss_peak_1k_kib,
+            "after_settle": results.rss_after_kib,
+            "streaming_gateway_idle": results.stream_rss_idle_kib,
+            "streaming_gateway_peak_over_ladder": results.stream_rss_peak_kib,
+            "streaming_gateway_after_settle": results.stream_rss_after_kib,
+        },
+        "streaming": {
+            "direct": timing_json(&results.stream_direct, nominal),
+            "gateway": timing_json(&results.stream_gateway, nominal),
+        },
+        "stream_ladder": {
+            "direct": results.ladder_direct.iter().map(level_json).collect::<Vec<_>>(),
+            "gateway": results.ladder_gateway.iter().map(level_json).collect::<Vec<_>>(),
+        },
+        "cpu_accounts": results.cpu_accounts,
+        "phase_seconds": results.phase_seconds.iter().map(|(name, seconds)| json!({"phase": name, "seconds": round(*seconds)})).collect::<Vec<_>>(),
+    });
+    (markdown, json)
+}
