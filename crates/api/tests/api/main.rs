@@ -15,6 +15,7 @@ mod lifecycle;
 mod ops;
 mod peers;
 mod portkey;
+mod routing;
 mod sdk;
 mod streaming;
 mod upstream;
