@@ -386,3 +386,18 @@ async fn upstream_429_and_500_are_mapped_after_crossing_portkey() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn a_portkey_config_reaches_the_real_portkey_which_retries_by_it() {
+    let Some(chain) = chain().await else { return };
+    let mut body = request("openai", "broken", false);
+    body["portkey_config"] = json!({"retry": {"attempts": 1, "on_status_codes": [500]}});
+
+    let response = chain.app.post_chat(&body).await;
+
+    assert_eq!(response.status(), 502);
+    // Portkey says `-1` when its retries ran out.
+    assert_eq!(response.headers()["x-portkey-retry-attempt-count"], "-1");
+    let seen = upstream_requests(&chain.upstream, "/v1/chat/completions").await;
+    assert_eq!(seen.len(), 2, "Portkey's first call and its one retry");
+}
