@@ -2,11 +2,13 @@
 //! concurrency 1, a closed loop of many connections, and an open loop at a
 //! fixed arrival rate.
 
+use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until, timeout};
 
@@ -15,6 +17,12 @@ use crate::stats::{Hist, hist, record};
 
 /// Per-request deadline: a request still unanswered then is an error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most connections an open-loop step may hold: far more than any rate
+/// the gateway sustains needs (15,000 req/s × 5 ms is 75), and few enough
+/// that an overloaded target is not also flooded with new connections.
+/// A request that finds them all busy waits for one, counted.
+const MAX_CONNECTIONS: usize = 256;
 
 /// The latencies of `count` calls made one after the other on `conn`.
 pub async fn sequential(
@@ -144,18 +152,27 @@ pub struct OpenStep {
     pub first_error: Option<String>,
     /// Latency from each request's intended send time to its last byte.
     pub latency: Hist,
-    /// Connections opened during the step because none was free.
+    /// Connections opened while measuring because none was free.
     pub opened: u64,
+    /// Requests that waited for a connection because all
+    /// `MAX_CONNECTIONS` were busy (their wait counts in their latency).
+    pub waited: u64,
     pub most_in_flight: usize,
     /// How late the pacer handed over requests, at worst.
     pub pacer_late_max: Duration,
+    /// From each intended send time to the moment the driver's task for it
+    /// ran: the driver's own share of every latency above.
+    pub dispatch: Hist,
     pub cpu_ticks: Vec<u64>,
 }
 
 struct Shared {
     pool: Mutex<Vec<Conn>>,
     results: Mutex<(Hist, u64, u64, Option<String>)>,
+    dispatch: Mutex<Hist>,
     opened: AtomicU64,
+    waited: AtomicU64,
+    slots: Semaphore,
     in_flight: AtomicUsize,
     most_in_flight: AtomicUsize,
 }
@@ -166,9 +183,12 @@ struct Shared {
 /// back (no coordinated omission). A pacer thread (sub-millisecond sleeps,
 /// which tokio's 1 ms timer cannot do) hands each intended time to the
 /// runtime; the request takes a free connection, or opens one (counted).
+/// The first `warmup` runs at the same rate unmeasured, so that the pools of
+/// the driver and of the gateway have grown to what the rate needs.
 pub async fn open_loop(
     target: &Arc<Target>,
     rate: f64,
+    warmup: Duration,
     duration: Duration,
     warm_connections: usize,
     pids: &[u32],
@@ -182,15 +202,21 @@ pub async fn open_loop(
     let shared = Arc::new(Shared {
         pool: Mutex::new(pool),
         results: Mutex::new((hist()?, 0, 0, None)),
+        dispatch: Mutex::new(hist()?),
         opened: AtomicU64::new(0),
+        waited: AtomicU64::new(0),
+        slots: Semaphore::new(MAX_CONNECTIONS),
         in_flight: AtomicUsize::new(0),
         most_in_flight: AtomicUsize::new(0),
     });
-    let count = (rate * duration.as_secs_f64()).round() as u64;
+    let count = (rate * (warmup + duration).as_secs_f64()).round() as u64;
     let period = Duration::from_secs_f64(1.0 / rate);
     let start = Instant::now() + Duration::from_millis(20);
+    let measure_from = start + warmup;
     let (sender, mut intended) = tokio::sync::mpsc::unbounded_channel::<Instant>();
     let pacer = std::thread::spawn(move || {
+        // The default 50 µs of timer slack would be added to every sleep.
+        let _ = rustix::thread::set_current_timer_slack(NonZeroU64::new(1));
         let mut late = Duration::ZERO;
         for index in 0..count {
             let due = start + period.mul_f64(index as f64);
@@ -206,18 +232,32 @@ pub async fn open_loop(
         }
         late
     });
-    let before = ticks(pids);
+    let watched = pids.to_vec();
+    let before = tokio::spawn(async move {
+        sleep_until(measure_from).await;
+        ticks(&watched)
+    });
     let mut sent = 0;
     while let Some(due) = intended.recv().await {
-        sent += 1;
+        let measured = due >= measure_from;
+        sent += u64::from(measured);
         let (target, shared) = (Arc::clone(target), Arc::clone(&shared));
         let in_flight = shared.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
-        shared.most_in_flight.fetch_max(in_flight, Ordering::Relaxed);
+        if measured {
+            shared.most_in_flight.fetch_max(in_flight, Ordering::Relaxed);
+        }
         tokio::spawn(async move {
-            let result = timeout(REQUEST_TIMEOUT, one_request(&target, &shared)).await;
+            if measured {
+                record(
+                    &mut shared.dispatch.lock().unwrap_or_else(PoisonError::into_inner),
+                    Instant::now().saturating_duration_since(due),
+                );
+            }
+            let result = timeout(REQUEST_TIMEOUT, one_request(&target, &shared, measured)).await;
             let finished = Instant::now();
             let mut results = shared.results.lock().unwrap_or_else(PoisonError::into_inner);
             match result {
+                Ok(Ok(())) if !measured => {}
                 Ok(Ok(())) => {
                     record(&mut results.0, finished - due);
                     results.1 += 1;
@@ -244,8 +284,13 @@ pub async fn open_loop(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let after = ticks(pids);
+    let before = before.await?;
     let mut results = shared.results.lock().unwrap_or_else(PoisonError::into_inner);
     let latency = std::mem::replace(&mut results.0, hist()?);
+    let dispatch = std::mem::replace(
+        &mut *shared.dispatch.lock().unwrap_or_else(PoisonError::into_inner),
+        hist()?,
+    );
     Ok(OpenStep {
         rate,
         duration,
@@ -255,8 +300,10 @@ pub async fn open_loop(
         first_error: results.3.take(),
         latency,
         opened: shared.opened.load(Ordering::Relaxed),
+        waited: shared.waited.load(Ordering::Relaxed),
         most_in_flight: shared.most_in_flight.load(Ordering::Relaxed),
         pacer_late_max,
+        dispatch,
         cpu_ticks: after
             .iter()
             .zip(&before)
@@ -265,7 +312,14 @@ pub async fn open_loop(
     })
 }
 
-async fn one_request(target: &Target, shared: &Shared) -> anyhow::Result<()> {
+async fn one_request(target: &Target, shared: &Shared, measured: bool) -> anyhow::Result<()> {
+    let _slot = match shared.slots.try_acquire() {
+        Ok(slot) => slot,
+        Err(_) => {
+            shared.waited.fetch_add(u64::from(measured), Ordering::Relaxed);
+            shared.slots.acquire().await?
+        }
+    };
     let free = {
         let mut pool = shared.pool.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
@@ -278,7 +332,7 @@ async fn one_request(target: &Target, shared: &Shared) -> anyhow::Result<()> {
     let mut conn = match free {
         Some(conn) => conn,
         None => {
-            shared.opened.fetch_add(1, Ordering::Relaxed);
+            shared.opened.fetch_add(u64::from(measured), Ordering::Relaxed);
             connect(target.address).await?
         }
     };

@@ -28,12 +28,18 @@ const USAGE: &str = "\
 gatewayz-bench: Gatewayz against a direct call to a local upstream
 
 Usage: gatewayz-bench [--out DIR] [--quick] [--gateway-bin PATH] [--upstream-bin PATH] [--threads N]
+       gatewayz-bench --soak SECONDS [--soak-streams N | --soak-rate R]
 
   --out DIR            where latest.md and latest.json go [default: docs/benchmarks]
   --quick              a short smoke run of the driver (numbers not meaningful)
   --gateway-bin PATH   [default: gatewayz next to this binary]
   --upstream-bin PATH  [default: gatewayz-upstream next to this binary]
   --threads N          driver runtime threads; 1 is a single-threaded runtime [default: 1]
+  --soak SECONDS       no report: start the upstream and the gateway, print the gateway's pid,
+                       wait 3 s (time to attach `perf record -p PID`), then load the gateway
+                       for SECONDS: a 64-connection closed loop, or with --soak-streams N,
+                       N concurrent streams of 64 chunks 20 ms apart, one after the other,
+                       or with --soak-rate R, an open loop of R requests a second
 ";
 
 /// The command line.
@@ -45,6 +51,9 @@ pub struct Args {
     pub gateway_bin: PathBuf,
     pub upstream_bin: PathBuf,
     pub threads: usize,
+    pub soak: Option<std::time::Duration>,
+    pub soak_streams: Option<usize>,
+    pub soak_rate: Option<f64>,
 }
 
 fn parse_args() -> anyhow::Result<Option<Args>> {
@@ -59,6 +68,9 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
         gateway_bin: here.join("gatewayz"),
         upstream_bin: here.join("gatewayz-upstream"),
         threads: 1,
+        soak: None,
+        soak_streams: None,
+        soak_rate: None,
     };
     let mut given = std::env::args().skip(1);
     while let Some(arg) = given.next() {
@@ -73,6 +85,9 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
             "--gateway-bin" => args.gateway_bin = value()?.into(),
             "--upstream-bin" => args.upstream_bin = value()?.into(),
             "--threads" => args.threads = value()?.parse::<usize>()?.max(1),
+            "--soak" => args.soak = Some(std::time::Duration::from_secs_f64(value()?.parse()?)),
+            "--soak-streams" => args.soak_streams = Some(value()?.parse()?),
+            "--soak-rate" => args.soak_rate = Some(value()?.parse()?),
             other => bail!("unknown option {other}; see --help"),
         }
     }
@@ -112,6 +127,9 @@ fn main_inner() -> anyhow::Result<()> {
             .enable_all()
             .build()?
     };
+    if let Some(duration) = args.soak {
+        return runtime.block_on(run::soak(&args, duration));
+    }
     let results = runtime.block_on(run::run(&args))?;
     std::fs::create_dir_all(&args.out)?;
     let (markdown, json) = report::render(&results);

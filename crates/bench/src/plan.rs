@@ -15,6 +15,7 @@ pub struct Plan {
     pub c1_rounds: usize,
     pub c1_per_round: usize,
     pub open_rates: Vec<f64>,
+    pub open_warmup: Duration,
     pub open_step: Duration,
     /// A side's ladder stops after the first step whose p99 is above this
     /// or that had an error.
@@ -40,9 +41,10 @@ impl Plan {
             c1_rounds: 20,
             c1_per_round: 1_500,
             open_rates: vec![
-                1_000.0, 2_000.0, 5_000.0, 7_500.0, 10_000.0, 15_000.0, 20_000.0, 25_000.0, 30_000.0,
+                1_000.0, 2_000.0, 3_000.0, 4_000.0, 5_000.0, 7_500.0, 10_000.0, 15_000.0, 20_000.0, 30_000.0,
                 40_000.0,
             ],
+            open_warmup: Duration::from_secs(1),
             open_step: Duration::from_secs(4),
             open_p99_limit: Duration::from_millis(5),
             stream_chunks: 64,
@@ -65,6 +67,7 @@ impl Plan {
             c1_rounds: 4,
             c1_per_round: 200,
             open_rates: vec![1_000.0, 5_000.0],
+            open_warmup: Duration::from_millis(300),
             open_step: Duration::from_secs(1),
             stream_slots: 8,
             stream_rounds: 2,
@@ -88,6 +91,7 @@ impl Plan {
             },
             "open_loop": {
                 "rates": self.open_rates,
+                "warmup_s": self.open_warmup.as_secs_f64(),
                 "step_s": self.open_step.as_secs_f64(),
                 "stop_when_p99_over_ms": self.open_p99_limit.as_secs_f64() * 1e3,
             },

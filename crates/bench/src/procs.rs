@@ -198,7 +198,20 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     Ok(line.trim().trim_end_matches("kB").trim().parse()?)
 }
 
-/// Samples a process's RSS every 10 ms on its own thread, keeping the peak.
+/// Resident pages of a process, in KiB, from `/proc/<pid>/statm`: the same
+/// counter as `VmRSS`, cheaper to read (the sampler reads it 50 times a
+/// second while the gateway is being measured).
+fn resident_kib(pid: u32) -> anyhow::Result<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm"))?;
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .context("short /proc/<pid>/statm")?
+        .parse()?;
+    Ok(pages * rustix::param::page_size() as u64 / 1024)
+}
+
+/// Samples a process's RSS every 20 ms on its own thread, keeping the peak.
 #[derive(Debug)]
 pub struct RssSampler {
     stop: Arc<AtomicBool>,
@@ -212,8 +225,8 @@ impl RssSampler {
         let thread = std::thread::spawn(move || {
             let mut peak = 0;
             while !flag.load(Ordering::Relaxed) {
-                peak = peak.max(rss_kib(pid).unwrap_or(0));
-                std::thread::sleep(Duration::from_millis(10));
+                peak = peak.max(resident_kib(pid).unwrap_or(0));
+                std::thread::sleep(Duration::from_millis(20));
             }
             peak.max(rss_kib(pid).unwrap_or(0))
         });

@@ -109,9 +109,11 @@ fn open_json(step: &OpenStep, per_second: u64) -> Value {
         "errors": step.errors,
         "first_error": step.first_error,
         "latency_from_intended_send": summary(&step.latency),
-        "connections_opened_mid_step": step.opened,
+        "connections_opened_while_measuring": step.opened,
+        "requests_that_waited_for_a_connection": step.waited,
         "most_in_flight": step.most_in_flight,
         "pacer_late_max_us": round(step.pacer_late_max.as_secs_f64() * 1e6),
+        "driver_dispatch_delay": summary(&step.dispatch),
         "cpu_us_per_request": {
             "gateway": round(cpu_per_request_us(&step.cpu_ticks, 0, step.ok, per_second)),
             "upstream": round(cpu_per_request_us(&step.cpu_ticks, 1, step.ok, per_second)),
@@ -400,50 +402,52 @@ fn markdown_table(rows: &[Row]) -> String {
 
 fn ladder_markdown(results: &Results) -> String {
     let mut out = String::from(
-        "| rate (req/s) | direct p50 | direct p99 | direct p99.9 | direct errors | gateway p50 | gateway p99 | gateway p99.9 | gateway errors | gateway CPU/request | connections opened mid-step (direct / gateway) |\n\
+        "| rate (req/s) | direct p50 | direct p99 | direct p99.9 | gateway p50 | gateway p99 | gateway p99.9 | errors (direct / gateway) | gateway CPU per request | driver dispatch p99 (direct / gateway) | connections opened / waits while measuring (direct / gateway) |\n\
          |---|---|---|---|---|---|---|---|---|---|---|\n",
     );
-    for step in &results.open_gateway {
-        let direct = results.open_direct.iter().find(|direct| direct.rate == step.rate);
-        let cell = |step: Option<&OpenStep>, quantile: f64| {
-            step.map_or("—".to_owned(), |step| fmt_us(us_at(&step.latency, quantile)))
+    let mut rates: Vec<f64> = results
+        .open_direct
+        .iter()
+        .chain(&results.open_gateway)
+        .map(|step| step.rate)
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    rates.dedup();
+    let dash = || "—".to_owned();
+    for rate in rates {
+        let direct = results.open_direct.iter().find(|step| step.rate == rate);
+        let gateway = results.open_gateway.iter().find(|step| step.rate == rate);
+        let at = |step: Option<&OpenStep>, quantile: f64| {
+            step.map_or_else(dash, |step| fmt_us(us_at(&step.latency, quantile)))
+        };
+        let errors = |step: Option<&OpenStep>| step.map_or_else(dash, |step| step.errors.to_string());
+        let dispatch =
+            |step: Option<&OpenStep>| step.map_or_else(dash, |step| fmt_us(us_at(&step.dispatch, 0.99)));
+        let conns = |step: Option<&OpenStep>| {
+            step.map_or_else(dash, |step| format!("{} / {}", step.opened, step.waited))
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
-            fmt_count(step.rate),
-            cell(direct, 0.5),
-            cell(direct, 0.99),
-            cell(direct, 0.999),
-            direct.map_or("—".to_owned(), |direct| direct.errors.to_string()),
-            cell(Some(step), 0.5),
-            cell(Some(step), 0.99),
-            cell(Some(step), 0.999),
-            step.errors,
-            fmt_us(cpu_per_request_us(
+            "| {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} / {} | {} ; {} |",
+            fmt_count(rate),
+            at(direct, 0.5),
+            at(direct, 0.99),
+            at(direct, 0.999),
+            at(gateway, 0.5),
+            at(gateway, 0.99),
+            at(gateway, 0.999),
+            errors(direct),
+            errors(gateway),
+            gateway.map_or_else(dash, |step| fmt_us(cpu_per_request_us(
                 &step.cpu_ticks,
                 0,
                 step.ok,
                 results.ticks_per_second
-            )),
-            direct.map_or("—".to_owned(), |direct| direct.opened.to_string()),
-            step.opened,
-        );
-    }
-    for direct in results
-        .open_direct
-        .iter()
-        .filter(|direct| !results.open_gateway.iter().any(|step| step.rate == direct.rate))
-    {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} | — | — | — | — | — | {} / — |",
-            fmt_count(direct.rate),
-            fmt_us(us_at(&direct.latency, 0.5)),
-            fmt_us(us_at(&direct.latency, 0.99)),
-            fmt_us(us_at(&direct.latency, 0.999)),
-            direct.errors,
-            direct.opened,
+            ))),
+            dispatch(direct),
+            dispatch(gateway),
+            conns(direct),
+            conns(gateway),
         );
     }
     out

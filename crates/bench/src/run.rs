@@ -159,7 +159,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Results> {
             }
             let sampler = (side == 1 && rss_peak_1k_kib.is_none()).then(|| RssSampler::start(gateway.pid()));
             let warm = (rate / 1_000.0 * 4.0).ceil() as usize + 16;
-            let step = open_loop(target, rate, plan.open_step, warm, &pids).await?;
+            let step = open_loop(target, rate, plan.open_warmup, plan.open_step, warm, &pids).await?;
             if let Some(sampler) = sampler {
                 rss_peak_1k_kib = Some(sampler.finish());
             }
@@ -337,4 +337,121 @@ async fn concurrency_one(
         gateway_hist.add(&gateway_round)?;
     }
     Ok((direct_hist, gateway_hist, deltas))
+}
+
+/// Loads a gateway for `duration` so that a profiler can watch it: see
+/// `--soak` in the usage.
+pub async fn soak(args: &Args, duration: Duration) -> anyhow::Result<()> {
+    raise_fd_limit()?;
+    let plan = &args.plan;
+    let streams = args.soak_streams;
+    let upstream_args: Vec<String> = if streams.is_some() {
+        vec![
+            "--chunks".into(),
+            plan.stream_chunks.to_string(),
+            "--gap-ms".into(),
+            plan.stream_gap.as_millis().to_string(),
+        ]
+    } else {
+        Vec::new()
+    };
+    let upstream_args: Vec<&str> = upstream_args.iter().map(String::as_str).collect();
+    let (upstream, upstream_address) = start_upstream(&args.upstream_bin, "upstream", &upstream_args)?;
+    let (bind, admin) = (free_port()?, free_port()?);
+    let mut gateway = start_gateway(&GatewaySetup {
+        bin: &args.gateway_bin,
+        name: "gatewayz",
+        bind,
+        admin,
+        key: KEY,
+        upstream: upstream_address,
+    })?;
+    wait_ready(&mut gateway, admin, Duration::from_secs(30)).await?;
+    eprintln!(
+        "gatewayz-bench: gateway pid {}, upstream pid {}; loading in 3 s for {duration:?}",
+        gateway.pid(),
+        upstream.pid()
+    );
+    sleep(Duration::from_secs(3)).await;
+    let pids = [gateway.pid(), upstream.pid()];
+    let before: Vec<u64> = pids
+        .iter()
+        .map(|pid| crate::procs::cpu_ticks(*pid).unwrap_or(0))
+        .collect();
+    let per_second = crate::procs::ticks_per_second() as f64;
+    let cpu = |before: &[u64]| -> Vec<f64> {
+        pids.iter()
+            .zip(before)
+            .map(|(pid, before)| {
+                crate::procs::cpu_ticks(*pid).unwrap_or(0).saturating_sub(*before) as f64 / per_second
+            })
+            .collect()
+    };
+    match streams {
+        None if args.soak_rate.is_some() => {
+            let rate = args.soak_rate.unwrap_or(1_000.0);
+            let body = Bytes::from_static(BODY.as_bytes());
+            let through = Target::new("gateway", bind, PATH, KEY, body)?;
+            let warm = (rate / 1_000.0 * 4.0).ceil() as usize + 16;
+            let step = open_loop(&through, rate, Duration::from_secs(1), duration, warm, &pids).await?;
+            let spent = cpu(&before);
+            eprintln!(
+                "gatewayz-bench: {rate} req/s: p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs, max {:.1} µs, {} errors; \
+                 driver dispatch p99 {:.1} µs; CPU per request: gateway {:.1} µs, upstream {:.1} µs",
+                us_at(&step.latency, 0.5),
+                us_at(&step.latency, 0.99),
+                us_at(&step.latency, 0.999),
+                crate::stats::us(step.latency.max()),
+                step.errors,
+                us_at(&step.dispatch, 0.99),
+                spent[0] * 1e6 / step.ok.max(1) as f64,
+                spent[1] * 1e6 / step.ok.max(1) as f64,
+            );
+        }
+        None => {
+            let body = Bytes::from_static(BODY.as_bytes());
+            let through = Target::new("gateway", bind, PATH, KEY, body)?;
+            let closed =
+                closed_loop(&through, plan.closed_connections, Duration::ZERO, duration, &pids).await?;
+            let spent = cpu(&before);
+            eprintln!(
+                "gatewayz-bench: {:.0} req/s, {} errors; CPU per request: gateway {:.1} µs, upstream {:.1} µs",
+                closed.rate(),
+                closed.errors,
+                spent[0] * 1e6 / closed.completed.max(1) as f64,
+                spent[1] * 1e6 / closed.completed.max(1) as f64,
+            );
+        }
+        Some(count) => {
+            let body = Bytes::from_static(STREAM_BODY.as_bytes());
+            let through = Target::new("gateway", bind, PATH, KEY, body)?;
+            let end = Instant::now() + duration;
+            let mut chunks = 0;
+            while Instant::now() < end {
+                let step = level(
+                    &through,
+                    count,
+                    plan.ladder_spread,
+                    plan.stream_chunks,
+                    plan.stall,
+                )
+                .await?;
+                chunks += step.complete * plan.stream_chunks;
+                eprintln!(
+                    "gatewayz-bench: {count} streams: {} complete, largest gap {:.1} ms",
+                    step.complete,
+                    step.max_gap.as_secs_f64() * 1e3
+                );
+            }
+            let spent = cpu(&before);
+            eprintln!(
+                "gatewayz-bench: CPU per content chunk: gateway {:.1} µs, upstream {:.1} µs",
+                spent[0] * 1e6 / chunks.max(1) as f64,
+                spent[1] * 1e6 / chunks.max(1) as f64,
+            );
+        }
+    }
+    gateway.stop();
+    upstream.stop();
+    Ok(())
 }
