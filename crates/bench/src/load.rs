@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::client::{Conn, Target, connect};
+use crate::machine::steal_ticks;
 use crate::stats::{Hist, hist, record};
 
 /// Per-request deadline: a request still unanswered then is an error.
@@ -164,6 +165,8 @@ pub struct OpenStep {
     /// ran: the driver's own share of every latency above.
     pub dispatch: Hist,
     pub cpu_ticks: Vec<u64>,
+    /// Machine-wide steal ticks while measuring.
+    pub steal_ticks: u64,
 }
 
 struct Shared {
@@ -235,7 +238,7 @@ pub async fn open_loop(
     let watched = pids.to_vec();
     let before = tokio::spawn(async move {
         sleep_until(measure_from).await;
-        ticks(&watched)
+        (ticks(&watched), steal_ticks())
     });
     let mut sent = 0;
     while let Some(due) = intended.recv().await {
@@ -283,8 +286,8 @@ pub async fn open_loop(
     while shared.in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < drain_limit {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let after = ticks(pids);
-    let before = before.await?;
+    let (after, steal_after) = (ticks(pids), steal_ticks());
+    let (before, steal_before) = before.await?;
     let mut results = shared.results.lock().unwrap_or_else(PoisonError::into_inner);
     let latency = std::mem::replace(&mut results.0, hist()?);
     let dispatch = std::mem::replace(
@@ -309,6 +312,7 @@ pub async fn open_loop(
             .zip(&before)
             .map(|(after, before)| after.saturating_sub(*before))
             .collect(),
+        steal_ticks: steal_after.saturating_sub(steal_before),
     })
 }
 

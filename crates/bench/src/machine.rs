@@ -80,6 +80,19 @@ fn machine_busy_ticks() -> u64 {
         .sum()
 }
 
+/// Ticks the hypervisor ran something else while this machine's CPUs
+/// wanted to run (the `steal` column of `/proc/stat`): a stall the
+/// benchmark cannot avoid, reported beside the figures it may have hurt.
+pub fn steal_ticks() -> u64 {
+    first_line("/proc/stat")
+        .and_then(|line| {
+            line.split_whitespace()
+                .nth(8)
+                .and_then(|field| field.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// CPU time of the machine against that of the benchmark's own processes,
 /// over some span: what is left was used by someone else.
 #[derive(Debug)]
@@ -87,6 +100,7 @@ pub struct Account {
     pids: Vec<u32>,
     machine: u64,
     ours: u64,
+    steal: u64,
     started: std::time::Instant,
 }
 
@@ -97,6 +111,7 @@ impl Account {
             pids,
             machine: machine_busy_ticks(),
             ours,
+            steal: steal_ticks(),
             started: std::time::Instant::now(),
         }
     }
@@ -106,11 +121,13 @@ impl Account {
         let ours: u64 = self.pids.iter().map(|pid| cpu_ticks(*pid).unwrap_or(0)).sum();
         let machine = machine_busy_ticks().saturating_sub(self.machine) as f64 / ticks;
         let ours = ours.saturating_sub(self.ours) as f64 / ticks;
+        let steal = steal_ticks().saturating_sub(self.steal) as f64 / ticks;
         json!({
             "wall_s": crate::stats::round(self.started.elapsed().as_secs_f64()),
             "machine_busy_cpu_s": crate::stats::round(machine),
             "benchmark_processes_cpu_s": crate::stats::round(ours),
-            "other_processes_cpu_s": crate::stats::round((machine - ours).max(0.0)),
+            "other_processes_cpu_s": crate::stats::round((machine - ours - steal).max(0.0)),
+            "stolen_by_the_hypervisor_s": crate::stats::round(steal),
         })
     }
 }

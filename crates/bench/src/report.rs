@@ -114,6 +114,7 @@ fn open_json(step: &OpenStep, per_second: u64) -> Value {
         "most_in_flight": step.most_in_flight,
         "pacer_late_max_us": round(step.pacer_late_max.as_secs_f64() * 1e6),
         "driver_dispatch_delay": summary(&step.dispatch),
+        "steal_ms": round(step.steal_ticks as f64 * 1e3 / per_second as f64),
         "cpu_us_per_request": {
             "gateway": round(cpu_per_request_us(&step.cpu_ticks, 0, step.ok, per_second)),
             "upstream": round(cpu_per_request_us(&step.cpu_ticks, 1, step.ok, per_second)),
@@ -402,8 +403,8 @@ fn markdown_table(rows: &[Row]) -> String {
 
 fn ladder_markdown(results: &Results) -> String {
     let mut out = String::from(
-        "| rate (req/s) | direct p50 | direct p99 | direct p99.9 | gateway p50 | gateway p99 | gateway p99.9 | errors (direct / gateway) | gateway CPU per request | driver dispatch p99 (direct / gateway) | connections opened / waits while measuring (direct / gateway) |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| rate (req/s) | direct p50 | direct p99 | direct p99.9 | gateway p50 | gateway p99 | gateway p99.9 | errors (direct / gateway) | gateway CPU per request | driver dispatch p99 (direct / gateway) | connections opened / waits while measuring (direct ; gateway) | CPU time stolen by the hypervisor (direct / gateway) |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let mut rates: Vec<f64> = results
         .open_direct
@@ -423,12 +424,20 @@ fn ladder_markdown(results: &Results) -> String {
         let errors = |step: Option<&OpenStep>| step.map_or_else(dash, |step| step.errors.to_string());
         let dispatch =
             |step: Option<&OpenStep>| step.map_or_else(dash, |step| fmt_us(us_at(&step.dispatch, 0.99)));
+        let steal = |step: Option<&OpenStep>| {
+            step.map_or_else(dash, |step| {
+                format!(
+                    "{:.0} ms",
+                    step.steal_ticks as f64 * 1e3 / results.ticks_per_second as f64
+                )
+            })
+        };
         let conns = |step: Option<&OpenStep>| {
             step.map_or_else(dash, |step| format!("{} / {}", step.opened, step.waited))
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} / {} | {} ; {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} / {} | {} ; {} | {} / {} |",
             fmt_count(rate),
             at(direct, 0.5),
             at(direct, 0.99),
@@ -448,6 +457,8 @@ fn ladder_markdown(results: &Results) -> String {
             dispatch(gateway),
             conns(direct),
             conns(gateway),
+            steal(direct),
+            steal(gateway),
         );
     }
     out
@@ -540,6 +551,21 @@ pub fn render(results: &Results) -> (String, Value) {
         results.plan.stall.as_millis()
     );
     markdown.push_str(&streams_markdown(results));
+    let _ = writeln!(markdown, "\n## Who used the CPUs\n");
+    for (name, key) in [
+        ("Whole answers (all phases before streaming)", "whole_answers"),
+        ("Streaming", "streams"),
+    ] {
+        let account = &results.cpu_accounts[key];
+        let _ = writeln!(
+            markdown,
+            "- {name}: {} s of wall time; the benchmark's processes used {} CPU-s, other processes {} CPU-s, the hypervisor stole {} s.",
+            account["wall_s"],
+            account["benchmark_processes_cpu_s"],
+            account["other_processes_cpu_s"],
+            account["stolen_by_the_hypervisor_s"]
+        );
+    }
     let _ = writeln!(markdown, "\n## Phases\n");
     for (name, seconds) in &results.phase_seconds {
         let _ = writeln!(markdown, "- {name}: {seconds:.1} s");
