@@ -538,7 +538,7 @@ pub fn render(results: &Results) -> (String, Value) {
     markdown.push_str(&markdown_table(&rows));
     let _ = writeln!(
         markdown,
-        "\n## Open-loop ladder\n\nLatency from each request's intended send time. A side stops after its first step with an error or a p99 over {} ms.\n",
+        "\n## Open-loop ladder\n\nLatency from each request's intended send time. Both sides run every step up to 5,000 req/s; past it, a side stops after its first step with an error or a p99 over {} ms.\n",
         results.plan.open_p99_limit.as_millis()
     );
     markdown.push_str(&ladder_markdown(results));

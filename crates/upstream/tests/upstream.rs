@@ -199,9 +199,9 @@ async fn leaves_the_usage_chunk_out_when_not_asked_for_it() {
 
 #[tokio::test]
 async fn sends_each_chunk_as_its_own_frame_the_gap_apart() {
-    let gap = Duration::from_millis(40);
+    let gap = Duration::from_millis(60);
     let address = spawn(Config {
-        chunks: 4,
+        chunks: 5,
         gap,
         ..Config::default()
     })
@@ -217,16 +217,31 @@ async fn sends_each_chunk_as_its_own_frame_the_gap_apart() {
         "{:?}",
         answer.frames
     );
-    assert_eq!(answer.frames.len(), 4 + 3);
-    // The content chunks arrive one gap apart (the timer may fire up to a
-    // millisecond late; the upper bound leaves room for a loaded machine).
-    for pair in answer.frames[..4].windows(2) {
-        let apart = pair[1].0 - pair[0].0;
-        assert!(apart >= gap - Duration::from_millis(2), "{apart:?}");
-        assert!(apart < gap + Duration::from_millis(35), "{apart:?}");
+    assert_eq!(answer.frames.len(), 5 + 3);
+    // Content chunk k is due k gaps after the first, which left after the
+    // request: it cannot arrive sooner. The upper bound leaves room for a
+    // loaded machine yet fails if the chunks were held back and sent
+    // together (the second would then arrive at 240 ms, not before 210).
+    for (index, (arrived, _)) in answer.frames[..5].iter().enumerate() {
+        let since_sent = *arrived - answer.sent;
+        let due = gap * u32::try_from(index).unwrap();
+        assert!(
+            since_sent >= due,
+            "chunk {index} after {since_sent:?}, due at {due:?}"
+        );
+        assert!(
+            since_sent < due + Duration::from_millis(100),
+            "chunk {index} after {since_sent:?}"
+        );
     }
-    // The first chunk is not held back.
-    assert!(answer.frames[0].0 - answer.sent < gap);
+    // The chunks are paced: no two of them arrived together.
+    for pair in answer.frames[..5].windows(2) {
+        assert!(
+            pair[1].0 - pair[0].0 > Duration::from_millis(5),
+            "{:?}",
+            pair[1].0 - pair[0].0
+        );
+    }
 }
 
 #[tokio::test]
