@@ -14,7 +14,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    telemetry::init(config.log_format);
+    let _log = telemetry::init(config.log_format);
 
     let portkey = match PortkeyConfig::from_env() {
         Ok(portkey) => portkey,

@@ -1,21 +1,33 @@
 //! Log set-up: JSON lines in production, readable lines locally. The level
 //! comes from `RUST_LOG` (default `info`).
+//!
+//! Lines are written to stdout by a background thread, so that a request
+//! never waits on the log's pipe; when that thread falls 128k lines behind,
+//! writers wait for it rather than lose lines.
 
 use std::io::IsTerminal;
 
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber. A second call is a no-op, so tests may
-/// call it freely.
-pub fn init(format: LogFormat) {
+/// Installs the global subscriber. Keep the guard until the process ends:
+/// dropping it writes out the lines still queued. A second call is a no-op
+/// (and returns `None`), so tests may call it freely.
+#[must_use]
+pub fn init(format: LogFormat) -> Option<WorkerGuard> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("gatewayz-log")
+        .finish(std::io::stdout());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_writer(writer)
         .with_ansi(std::io::stdout().is_terminal());
     // `try_init` fails only when a subscriber is already installed.
-    let _ = match format {
+    let installed = match format {
         LogFormat::Json => builder
             .json()
             .with_current_span(true)
@@ -23,4 +35,5 @@ pub fn init(format: LogFormat) {
             .try_init(),
         LogFormat::Pretty => builder.try_init(),
     };
+    installed.ok().map(|()| guard)
 }

@@ -2,6 +2,7 @@
 //! mode, and the calls.
 
 use std::future::ready;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -12,6 +13,7 @@ use gatewayz_domain::{
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Client, Url};
 use secrecy::{ExposeSecret, SecretString};
+use thread_local::ThreadLocal;
 use tokio::time::{Instant, timeout_at};
 
 use super::config::{PortkeyConfig, Timeouts};
@@ -47,7 +49,10 @@ const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 /// A [`ChatProvider`] that calls Portkey's `/chat/completions`.
 #[derive(Debug, Clone)]
 pub struct PortkeyProvider {
-    client: Client,
+    /// One client per thread that calls it: a pooled connection's task runs
+    /// on the thread that opened it, so a request served by one actix worker
+    /// never waits on another worker's thread.
+    clients: Arc<ThreadLocal<Client>>,
     endpoint: Url,
     custom_host: Option<HeaderValue>,
     timeouts: Timeouts,
@@ -93,32 +98,29 @@ impl PortkeyProvider {
             }
         }
         let timeouts = config.timeouts();
-        let client = Client::builder()
-            .user_agent(concat!("gatewayz/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(timeouts.connect)
-            .tcp_nodelay(true)
-            // A redirect would carry the Portkey and virtual keys to another
-            // host: a 3xx is answered as the upstream failure it is.
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_idle_timeout(std::time::Duration::from_secs(90))
-            .build()
-            .map_err(|error| {
-                // reqwest says only "builder error"; the cause (no trust
-                // store, say) is in the chain.
-                let mut message = error.to_string();
-                let mut cause = std::error::Error::source(&error);
-                while let Some(inner) = cause {
-                    message = format!("{message}: {inner}");
-                    cause = inner.source();
-                }
-                PortkeySetupError::Client(message)
-            })?;
+        let client = build_client(timeouts)?;
+        let clients = Arc::new(ThreadLocal::new());
+        // The first client proves the settings; the others are built alike.
+        clients.get_or(|| client);
         Ok(Self {
-            client,
+            clients,
             endpoint,
             custom_host,
             timeouts,
         })
+    }
+
+    /// This thread's client.
+    fn client(&self) -> Result<&Client, ChatError> {
+        self.clients
+            .get_or_try(|| build_client(self.timeouts))
+            .map_err(|error| {
+                ChatError::Unavailable(gatewayz_domain::UpstreamError::new(
+                    gatewayz_domain::ErrorSource::Gateway,
+                    None,
+                    error.to_string(),
+                ))
+            })
     }
 
     /// The headers of one call: Portkey's key always; the provider slug and
@@ -171,6 +173,30 @@ impl PortkeyProvider {
         serde_json::to_vec(&call.request)
             .map_err(|error| ValidationError::body(format!("the request cannot be encoded: {error}")).into())
     }
+}
+
+/// A pooled client with the gateway's timeouts.
+fn build_client(timeouts: Timeouts) -> Result<Client, PortkeySetupError> {
+    Client::builder()
+        .user_agent(concat!("gatewayz/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(timeouts.connect)
+        .tcp_nodelay(true)
+        // A redirect would carry the Portkey and virtual keys to another
+        // host: a 3xx is answered as the upstream failure it is.
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(std::time::Duration::from_secs(90))
+        .build()
+        .map_err(|error| {
+            // reqwest says only "builder error"; the cause (no trust store,
+            // say) is in the chain.
+            let mut message = error.to_string();
+            let mut cause = std::error::Error::source(&error);
+            while let Some(inner) = cause {
+                message = format!("{message}: {inner}");
+                cause = inner.source();
+            }
+            PortkeySetupError::Client(message)
+        })
 }
 
 /// The keys of one call, to scrub from upstream messages: an upstream that
@@ -241,7 +267,7 @@ impl ChatProvider for PortkeyProvider {
         let timeout = self.timeouts.request;
         let headers = self.headers(&call, timeout.as_millis())?;
         let response = self
-            .client
+            .client()?
             .post(self.endpoint.clone())
             .headers(headers)
             .body(Self::body(&call)?)
@@ -271,7 +297,7 @@ impl ChatProvider for PortkeyProvider {
         let mut headers = self.headers(&call, first_byte.as_millis())?;
         headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
         let send = self
-            .client
+            .client()?
             .post(self.endpoint.clone())
             .headers(headers)
             .body(Self::body(&call)?)

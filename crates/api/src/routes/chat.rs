@@ -139,6 +139,11 @@ fn parse_request(body: &[u8]) -> Result<ChatRequest, ApiError> {
                 .with_code("invalid_json"),
         );
     }
+    // The fast parser first; only a body it refuses is read again, with the
+    // path tracking that names the field at fault.
+    if let Ok(request) = serde_json::from_slice(body) {
+        return Ok(request);
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let request = serde_path_to_error::deserialize(&mut deserializer).map_err(json_error)?;
     deserializer.end().map_err(|error| {

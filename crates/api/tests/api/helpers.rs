@@ -15,7 +15,8 @@ fn init_test_log() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         if std::env::var_os("TEST_LOG").is_some() {
-            telemetry::init(gatewayz_api::config::LogFormat::Pretty);
+            // The test process's log thread lives as long as the process.
+            std::mem::forget(telemetry::init(gatewayz_api::config::LogFormat::Pretty));
         }
     });
 }
