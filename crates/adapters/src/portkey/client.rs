@@ -262,7 +262,6 @@ fn bearer(key: &SecretString) -> Result<HeaderValue, ChatError> {
 
 #[async_trait]
 impl ChatProvider for PortkeyProvider {
-    #[tracing::instrument(name = "portkey.complete", skip_all)]
     async fn complete(&self, call: ProviderCall) -> Result<ChatResponse, ChatError> {
         let timeout = self.timeouts.request;
         let headers = self.headers(&call, timeout.as_millis())?;
@@ -290,7 +289,6 @@ impl ChatProvider for PortkeyProvider {
         })
     }
 
-    #[tracing::instrument(name = "portkey.stream", skip_all)]
     async fn stream(&self, call: ProviderCall) -> Result<ChatStream, ChatError> {
         let Timeouts { first_byte, idle, .. } = self.timeouts;
         let deadline = Instant::now() + first_byte;
