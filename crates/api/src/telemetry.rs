@@ -2,8 +2,10 @@
 //! comes from `RUST_LOG` (default `info`).
 //!
 //! Lines are written to stdout by a background thread, so that a request
-//! never waits on the log's pipe; when that thread falls 128k lines behind,
-//! writers wait for it rather than lose lines.
+//! never waits on the log's pipe; when that thread falls 16,384 lines
+//! behind, writers wait for it rather than lose lines. (The queue's slots
+//! are allocated up front: tracing-appender's default of 128k lines would
+//! cost 3 MiB of idle memory.)
 
 use std::io::IsTerminal;
 
@@ -20,6 +22,7 @@ pub fn init(format: LogFormat) -> Option<WorkerGuard> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(false)
+        .buffered_lines_limit(16_384)
         .thread_name("gatewayz-log")
         .finish(std::io::stdout());
     let builder = tracing_subscriber::fmt()
