@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use secrecy::SecretString;
 use serde_json::Value;
 
 use crate::error::ValidationError;
@@ -13,10 +14,13 @@ pub const MAX_CONFIG_BYTES: usize = 8 * 1024;
 /// A Portkey config, as sent in `x-portkey-config`: a saved config's id
 /// (`pc-...`) or an inline JSON object. An inline config may hold provider
 /// keys: its `Debug` shows only its size.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct PortkeyConfig {
     /// The header value: the id, or the object as compact JSON.
     header: Arc<str>,
+    /// The credentials an inline config holds, to scrub from what an
+    /// upstream echoes.
+    secrets: Arc<[SecretString]>,
     /// Whether Portkey retries under this config (see [`Self::retries_upstream`]).
     retries: bool,
 }
@@ -53,6 +57,8 @@ impl PortkeyConfig {
             }
         };
         let retries = object.get("retry").is_some_and(retries_in) || targets_retry(&object);
+        let mut secrets = Vec::new();
+        credentials_in(&object, &mut secrets);
         let header = Value::Object(object).to_string();
         if header.len() > MAX_CONFIG_BYTES {
             return Err(invalid(format!(
@@ -67,13 +73,19 @@ impl PortkeyConfig {
         }
         Ok(Self {
             header: header.into(),
+            secrets: secrets.into(),
             retries,
         })
     }
 
     fn saved(param: &str, id: &str) -> Result<Self, ValidationError> {
         let id = id.trim();
-        if id.is_empty() || id.len() > 256 || !id.bytes().all(|byte| byte.is_ascii_graphic()) {
+        // An id is a name: not a number, a boolean or an array in disguise.
+        if id.is_empty()
+            || id.len() > 256
+            || !id.bytes().all(|byte| byte.is_ascii_graphic())
+            || serde_json::from_str::<Value>(id).is_ok()
+        {
             return Err(ValidationError::new(
                 param,
                 format!("`{param}` must be a JSON object or a saved config id (`pc-...`)"),
@@ -82,10 +94,17 @@ impl PortkeyConfig {
         }
         Ok(Self {
             header: id.into(),
+            secrets: Arc::new([]),
             // A saved config's content is not known here: it may hold retries,
             // so Portkey is left to do them (one layer of retries only).
             retries: true,
         })
+    }
+
+    /// The credentials an inline config holds (the string values of its
+    /// fields named like `api_key`, `virtual_key`, `token`, `secret`).
+    pub fn secrets(&self) -> &[SecretString] {
+        &self.secrets
     }
 
     /// The `x-portkey-config` header value.
@@ -99,6 +118,36 @@ impl PortkeyConfig {
     /// does not retry the target itself.
     pub const fn retries_upstream(&self) -> bool {
         self.retries
+    }
+}
+
+impl PartialEq for PortkeyConfig {
+    fn eq(&self, other: &Self) -> bool {
+        self.header == other.header
+    }
+}
+
+impl Eq for PortkeyConfig {}
+
+/// Collects the string values of credential-like fields, at any depth.
+fn credentials_in(object: &serde_json::Map<String, Value>, found: &mut Vec<SecretString>) {
+    const NAMES: [&str; 5] = ["key", "token", "secret", "authorization", "password"];
+    for (name, value) in object {
+        let name = name.to_ascii_lowercase();
+        match value {
+            Value::String(text) if !text.is_empty() && NAMES.iter().any(|part| name.contains(part)) => {
+                found.push(SecretString::from(text.clone()));
+            }
+            Value::Object(inner) => credentials_in(inner, found),
+            Value::Array(items) => {
+                for item in items {
+                    if let Value::Object(inner) = item {
+                        credentials_in(inner, found);
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 }
 
@@ -175,6 +224,12 @@ mod tests {
             PortkeyConfig::from_value("c", json!({"targets": [{"api_key": "sk-secret-in-config"}]})).unwrap();
         let shown = format!("{config:?}");
         assert!(!shown.contains("sk-secret"), "{shown}");
+        let secrets: Vec<_> = config
+            .secrets()
+            .iter()
+            .map(|secret| secrecy::ExposeSecret::expose_secret(secret).to_owned())
+            .collect();
+        assert_eq!(secrets, ["sk-secret-in-config"]);
         assert_eq!(shown, "PortkeyConfig(inline, 47 bytes)");
     }
 
@@ -188,6 +243,9 @@ mod tests {
             (json!("pc with spaces"), "saved config id"),
             (json!("{not json"), "not a JSON object"),
             (json!("[1, 2]"), "saved config id"),
+            (json!("[1,2]"), "saved config id"),
+            (json!("7"), "saved config id"),
+            (json!("true"), "saved config id"),
             (json!({"name": "café"}), "must be ASCII"),
             (long, "at most"),
         ];

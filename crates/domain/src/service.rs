@@ -301,6 +301,7 @@ impl ChatService {
             .clone();
         let credentials = self.keys.resolve(&route)?;
         let pricing = self.catalog.pricing(&route, &request.model);
+        context.record.update(|facts| facts.attempts = 1);
         Ok(Prepared {
             provider,
             call: ProviderCall {

@@ -208,13 +208,18 @@ struct Secrets(Vec<SecretString>);
 
 impl Secrets {
     fn of(call: &ProviderCall) -> Self {
-        match &call.credentials {
+        let mut secrets = match &call.credentials {
             Credentials::Portkey { api_key, upstream } => {
                 let (UpstreamAuth::ProviderKey(key) | UpstreamAuth::VirtualKey(key)) = upstream;
-                Self(vec![api_key.clone(), key.clone()])
+                vec![api_key.clone(), key.clone()]
             }
-            Credentials::None => Self(Vec::new()),
+            Credentials::None => Vec::new(),
+        };
+        // Keys inside an inline Portkey config are secrets too.
+        if let Some(config) = call.route.portkey_config() {
+            secrets.extend_from_slice(config.secrets());
         }
+        Self(secrets)
     }
 
     fn scrub(&self, error: ChatError) -> ChatError {

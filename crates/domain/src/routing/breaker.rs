@@ -46,6 +46,8 @@ pub(crate) struct Breaker {
     inner: Arc<dyn ChatProvider>,
     failures: u32,
     cooldown: Duration,
+    /// The model's deadline, to judge an attempt it cut.
+    deadline: Duration,
     state: Mutex<State>,
     events: Arc<dyn RoutingEvents>,
 }
@@ -72,6 +74,7 @@ impl Breaker {
             inner,
             failures: policy.breaker_failures,
             cooldown: policy.breaker_cooldown,
+            deadline: policy.deadline,
             state: Mutex::new(State::Closed { failures: 0 }),
             events,
         }
@@ -85,13 +88,21 @@ impl Breaker {
         }
         let mut permit = self.admit()?;
         call.context.record.update(|facts| facts.attempts += 1);
+        let started = Instant::now();
         let attempt = A::from(self.inner.as_ref(), call);
-        // An attempt cut by the deadline counts against the target: it was
-        // too slow for this model.
         let answer = match deadline {
-            Some(deadline) => tokio::time::timeout_at(deadline, attempt)
-                .await
-                .unwrap_or_else(|_| Err(super::deadline_passed())),
+            Some(deadline) => match tokio::time::timeout_at(deadline, attempt).await {
+                Ok(answer) => answer,
+                Err(_) => {
+                    // Cut by the deadline: too slow for this model if it had
+                    // at least half of it; else earlier targets used the time,
+                    // and the cut says nothing about this one.
+                    if deadline - started < self.deadline / 2 {
+                        permit.release();
+                    }
+                    Err(super::deadline_passed())
+                }
+            },
             None => attempt.await,
         };
         permit.settle(answer.as_ref().err());
@@ -185,7 +196,23 @@ impl Breaker {
 }
 
 impl Permit<'_> {
+    /// Leaves the circuit as if this call had not been made (a probe frees
+    /// its slot on drop).
+    fn release(&mut self) {
+        self.settled = true;
+        if self.probe {
+            self.breaker.with_state(|state| {
+                if matches!(state, State::HalfOpen { .. }) {
+                    *state = State::HalfOpen { probing: false };
+                }
+            });
+        }
+    }
+
     fn settle(&mut self, error: Option<&ChatError>) {
+        if self.settled {
+            return;
+        }
         self.settled = true;
         if self.breaker.failures > 0 {
             self.breaker.outcome(self.probe, error);

@@ -51,22 +51,26 @@ impl Retry {
             self.retries
         };
         let deadline = call.context.deadline;
-        let mut attempt = 0;
-        loop {
-            if attempt == retries {
-                return A::from(self.inner.as_ref(), call).await;
-            }
-            let error = match A::from(self.inner.as_ref(), call.clone()).await {
-                Ok(answer) => return Ok(answer),
-                Err(error) if error.is_retryable() => error,
-                Err(error) => return Err(error),
+        let mut previous: Option<ChatError> = None;
+        for attempt in 0..retries {
+            let error = match (A::from(self.inner.as_ref(), call.clone()).await, previous.take()) {
+                (Ok(answer), _) => return Ok(answer),
+                (Err(ChatError::CircuitOpen { .. }), Some(previous)) => return Err(previous),
+                (Err(error), _) if !error.is_retryable() => return Err(error),
+                (Err(error), _) => error,
             };
             let Some(wait) = self.wait(attempt, &error, deadline) else {
                 return Err(error);
             };
             self.events.retrying(&self.model, &self.target, &error, wait);
             tokio::time::sleep(wait).await;
-            attempt += 1;
+            previous = Some(error);
+        }
+        match (A::from(self.inner.as_ref(), call).await, previous) {
+            // These retries opened the circuit: what the upstream said is
+            // the answer, not that the circuit is open.
+            (Err(ChatError::CircuitOpen { .. }), Some(previous)) => Err(previous),
+            (answer, _) => answer,
         }
     }
 

@@ -54,14 +54,58 @@ impl Bound {
             self.max_tokens,
             self.default_max_tokens,
         );
-        call.context.record.update(|facts| {
+        let record = call.context.record.clone();
+        let tried = record.read(Tried::of);
+        record.update(|facts| {
             facts.provider = Some(call.route.kind());
             facts.portkey_provider = call.route.portkey_provider();
             facts.target = Some(self.name.clone());
             facts.pricing = self.spec.pricing;
+            facts.upstream_headers.clear();
         });
-        call.credentials = self.keys.resolve(&call.route)?;
-        A::from(self.inner.as_ref(), call).await
+        let answer = match self.keys.resolve(&call.route) {
+            Ok(credentials) => {
+                call.credentials = credentials;
+                A::from(self.inner.as_ref(), call).await
+            }
+            Err(error) => Err(error.into()),
+        };
+        if let Err(ChatError::CircuitOpen { .. } | ChatError::Keys(_)) = &answer {
+            // Skipped without a call: the record keeps naming the target
+            // that was actually tried before.
+            record.update(|facts| tried.restore(facts));
+        }
+        answer
+    }
+}
+
+/// The facts a skipped target must not overwrite.
+struct Tried {
+    provider: Option<crate::route::ProviderKind>,
+    portkey_provider: Option<crate::route::PortkeyProvider>,
+    target: Option<Arc<str>>,
+    pricing: Option<crate::catalog::Pricing>,
+}
+
+impl Tried {
+    fn of(facts: &crate::record::CallFacts) -> Self {
+        Self {
+            provider: facts.provider,
+            portkey_provider: facts.portkey_provider,
+            target: facts.target.clone(),
+            pricing: facts.pricing,
+        }
+    }
+
+    /// Puts the facts back, unless no target had been tried (then the
+    /// skipped one is all there is to name).
+    fn restore(self, facts: &mut crate::record::CallFacts) {
+        if self.target.is_some() {
+            facts.provider = self.provider;
+            facts.portkey_provider = self.portkey_provider;
+            facts.target = self.target;
+            facts.pricing = self.pricing;
+        }
     }
 }
 

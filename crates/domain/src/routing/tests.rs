@@ -25,6 +25,8 @@ use crate::service::{ChatCommand, ChatOutcome, ChatService};
 enum Step {
     Answer,
     Fail(fn() -> ChatError),
+    /// Fails after a while.
+    FailAfter(Duration, fn() -> ChatError),
     /// Never answers.
     Hang,
 }
@@ -73,6 +75,10 @@ impl Scripted {
         match step {
             Step::Answer => Ok(()),
             Step::Fail(error) => Err(error()),
+            Step::FailAfter(wait, error) => {
+                tokio::time::sleep(wait).await;
+                Err(error())
+            }
             Step::Hang => std::future::pending().await,
         }
     }
@@ -444,8 +450,66 @@ async fn when_every_target_fails_the_client_hears_what_an_upstream_said() {
         Scripted::default().script("model-a", [Step::Fail(failed_503)]),
         KeysBut(vec![PortkeyProvider::Anthropic]),
     );
+    let (outcome, record) = setup.ask(false).await;
+    assert_eq!(outcome.unwrap_err().kind(), "upstream_failed");
+    // b was skipped without a call: the record names a, which failed.
+    record.read(|facts| {
+        assert_eq!(facts.target.as_deref(), Some("a"));
+        assert_eq!(facts.portkey_provider, Some(PortkeyProvider::OpenAi));
+    });
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_that_open_the_circuit_answer_with_what_the_upstream_said() {
+    let setup = setup(
+        target("a", PortkeyProvider::OpenAi, "model-a"),
+        RoutingPolicy {
+            breaker_failures: 2,
+            ..policy()
+        },
+        Scripted::default().script("model-a", (0..5).map(|_| Step::Fail(failed_503))),
+        KeysBut(vec![]),
+    );
     let (outcome, _) = setup.ask(false).await;
     assert_eq!(outcome.unwrap_err().kind(), "upstream_failed");
+    assert_eq!(setup.upstream.calls().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_target_left_only_a_sliver_of_the_deadline_is_not_blamed_for_missing_it() {
+    let setup = setup(
+        group(
+            Strategy::Fallback,
+            vec![
+                target("a", PortkeyProvider::OpenAi, "model-a"),
+                target("b", PortkeyProvider::Groq, "model-b"),
+            ],
+        ),
+        RoutingPolicy {
+            retries: 0,
+            deadline: Duration::from_secs(10),
+            breaker_failures: 1,
+            ..policy()
+        },
+        Scripted::default()
+            .script(
+                "model-a",
+                [Step::FailAfter(Duration::from_secs(7), failed_503), Step::Hang],
+            )
+            .script("model-b", [Step::Hang]),
+        KeysBut(vec![]),
+    );
+    let (outcome, _) = setup.ask(false).await;
+    assert_eq!(outcome.unwrap_err().kind(), "timeout");
+    let opened: Vec<_> = setup
+        .told()
+        .into_iter()
+        .filter(|line| line.ends_with("open"))
+        .collect();
+    assert_eq!(opened, ["breaker m a open"], "b had 3 s of 10: not its failure");
+    // a's circuit is open (its failure counted); b, still closed, serves.
+    let (_, record) = setup.ask(false).await;
+    assert_eq!(served(&record), (Some("b".into()), 1));
 }
 
 #[tokio::test(start_paused = true)]
