@@ -15,6 +15,7 @@ mod resolve;
 pub mod route;
 pub mod routing;
 pub mod service;
+pub mod text;
 pub mod usage;
 pub mod validation;
 

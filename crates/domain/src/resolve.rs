@@ -13,6 +13,7 @@ use crate::catalog::Catalog;
 use crate::error::{ChatError, ValidationError};
 use crate::model::ChatRequest;
 use crate::route::{Overrides, PortkeyProvider, Route, RoutingFields};
+use crate::text::quote;
 
 /// The route a request takes, and the catalog's output limit for it.
 #[derive(Debug)]
@@ -87,9 +88,7 @@ pub(crate) fn resolve(
     }
     match default {
         Some(route) => Ok(direct(route.clone(), overrides, false)),
-        None => Err(ChatError::ModelNotFound(
-            request.model.chars().take(256).collect(),
-        )),
+        None => Err(ChatError::ModelNotFound(quote(&request.model).into_owned())),
     }
 }
 
@@ -100,14 +99,19 @@ fn split_provider_model(spec: &str) -> Result<(PortkeyProvider, String), Validat
         .ok_or_else(|| {
             ValidationError::new(
                 "model",
-                format!("`@{spec}` is not `@<portkey_provider>/<model>`, e.g. `@openai/gpt-4o-mini`"),
+                format!(
+                    "`@{}` is not `@<portkey_provider>/<model>`, e.g. `@openai/gpt-4o-mini`",
+                    quote(spec)
+                ),
             )
         })?;
     let provider = PortkeyProvider::parse(provider).ok_or_else(|| {
         ValidationError::new(
             "model",
             format!(
-                "Unsupported provider `{provider}` in `@{spec}`. Supported: {}.",
+                "Unsupported provider `{}` in `@{}`. Supported: {}.",
+                quote(provider),
+                quote(spec),
                 PortkeyProvider::supported()
             ),
         )

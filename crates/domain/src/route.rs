@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::error::ValidationError;
 use crate::model::Extra;
 use crate::portkey_config::PortkeyConfig;
+use crate::text::quote;
 
 /// The routing fields of a request body. They steer the gateway and are never
 /// forwarded upstream.
@@ -247,7 +248,8 @@ impl Route {
             None => Err(ValidationError::new(
                 "provider",
                 format!(
-                    "Unsupported provider `{name}`. Supported providers: {}.",
+                    "Unsupported provider `{}`. Supported providers: {}.",
+                    quote(name),
                     supported()
                 ),
             )
@@ -270,7 +272,8 @@ impl Route {
             ValidationError::new(
                 "portkey_provider",
                 format!(
-                    "Unsupported portkey_provider `{name}`. Supported: {}.",
+                    "Unsupported portkey_provider `{}`. Supported: {}.",
+                    quote(name),
                     PortkeyProvider::supported()
                 ),
             )

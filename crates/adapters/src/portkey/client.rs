@@ -17,6 +17,7 @@ use thread_local::ThreadLocal;
 use tokio::time::{Instant, timeout_at};
 
 use super::config::{PortkeyConfig, Timeouts};
+use super::secrets::Secrets;
 use super::{errors, stream};
 
 const API_KEY: HeaderName = HeaderName::from_static("x-portkey-api-key");
@@ -173,6 +174,69 @@ impl PortkeyProvider {
         serde_json::to_vec(&call.request)
             .map_err(|error| ValidationError::body(format!("the request cannot be encoded: {error}")).into())
     }
+
+    async fn call_complete(&self, call: &ProviderCall) -> Result<ChatResponse, ChatError> {
+        let timeout = self.timeouts.request;
+        let headers = self.headers(call, timeout.as_millis())?;
+        let response = self
+            .client()?
+            .post(self.endpoint.clone())
+            .headers(headers)
+            .body(Self::body(call)?)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|error| errors::from_transport(&error, timeout))?;
+        note_passed_headers(call, response.headers());
+        if !response.status().is_success() {
+            return Err(errors::from_status(response).await);
+        }
+        let body = errors::read_at_most(response, MAX_RESPONSE_BYTES)
+            .await
+            .map_err(|error| errors::from_transport(&error, timeout))?
+            .ok_or_else(|| {
+                errors::invalid_response(format!("the answer is larger than {MAX_RESPONSE_BYTES} bytes"))
+            })?;
+        serde_json::from_slice(&body)
+            .map_err(|_| errors::not_a::<ChatResponse>("the answer", "chat.completion", &body))
+    }
+
+    /// The stream of chunks, once Portkey answered with an event stream.
+    async fn call_stream(&self, call: &ProviderCall) -> Result<ChatStream, ChatError> {
+        let Timeouts { first_byte, idle, .. } = self.timeouts;
+        let deadline = Instant::now() + first_byte;
+        let mut headers = self.headers(call, first_byte.as_millis())?;
+        headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
+        let send = self
+            .client()?
+            .post(self.endpoint.clone())
+            .headers(headers)
+            .body(Self::body(call)?)
+            .send();
+        let response = match timeout_at(deadline, send).await {
+            Err(_) => return Err(errors::timeout(first_byte)),
+            Ok(Err(error)) => return Err(errors::from_transport(&error, first_byte)),
+            Ok(Ok(response)) => response,
+        };
+        note_passed_headers(call, response.headers());
+        if !response.status().is_success() {
+            return Err(timeout_at(deadline, errors::from_status(response))
+                .await
+                .unwrap_or_else(|_| errors::timeout(first_byte)));
+        }
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default();
+        if !content_type.starts_with("text/event-stream") {
+            return Err(errors::invalid_response(format!(
+                "a streaming request was answered with `{}`, not an event stream",
+                gatewayz_domain::text::quote(content_type)
+            )));
+        }
+        Ok(stream::chunks(response.bytes_stream(), deadline, idle))
+    }
 }
 
 /// A pooled client with the gateway's timeouts.
@@ -200,39 +264,6 @@ fn build_client(timeouts: Timeouts) -> Result<Client, PortkeySetupError> {
             }
             PortkeySetupError::Client(message)
         })
-}
-
-/// The keys of one call, to scrub from upstream messages: an upstream that
-/// echoes a key in its error must not have it reach the client or the logs.
-struct Secrets(Vec<SecretString>);
-
-impl Secrets {
-    fn of(call: &ProviderCall) -> Self {
-        let mut secrets = match &call.credentials {
-            Credentials::Portkey { api_key, upstream } => {
-                let (UpstreamAuth::ProviderKey(key) | UpstreamAuth::VirtualKey(key)) = upstream;
-                vec![api_key.clone(), key.clone()]
-            }
-            Credentials::None => Vec::new(),
-        };
-        // Keys inside an inline Portkey config are secrets too.
-        if let Some(config) = call.route.portkey_config() {
-            secrets.extend_from_slice(config.secrets());
-        }
-        Self(secrets)
-    }
-
-    fn scrub(&self, error: ChatError) -> ChatError {
-        error.map_upstream(|mut upstream| {
-            for secret in &self.0 {
-                let secret = secret.expose_secret();
-                if !secret.is_empty() && upstream.message.contains(secret) {
-                    upstream.message = upstream.message.replace(secret, "[REDACTED]");
-                }
-            }
-            upstream
-        })
-    }
 }
 
 /// Portkey's answer headers that the gateway passes on to its client.
@@ -271,75 +302,29 @@ fn bearer(key: &SecretString) -> Result<HeaderValue, ChatError> {
 #[async_trait]
 impl ChatProvider for PortkeyProvider {
     async fn complete(&self, call: ProviderCall) -> Result<ChatResponse, ChatError> {
-        let timeout = self.timeouts.request;
-        let headers = self.headers(&call, timeout.as_millis())?;
-        let response = self
-            .client()?
-            .post(self.endpoint.clone())
-            .headers(headers)
-            .body(Self::body(&call)?)
-            .timeout(timeout)
-            .send()
+        // Every error passes the scrubber: any upstream text in it may hold a key.
+        self.call_complete(&call)
             .await
-            .map_err(|error| errors::from_transport(&error, timeout))?;
-        note_passed_headers(&call, response.headers());
-        if !response.status().is_success() {
-            return Err(Secrets::of(&call).scrub(errors::from_status(response).await));
-        }
-        let body = errors::read_at_most(response, MAX_RESPONSE_BYTES)
-            .await
-            .map_err(|error| errors::from_transport(&error, timeout))?
-            .ok_or_else(|| {
-                errors::invalid_response(format!("the answer is larger than {MAX_RESPONSE_BYTES} bytes"))
-            })?;
-        serde_json::from_slice(&body).map_err(|error| {
-            errors::invalid_response(format!("the answer is not a chat.completion: {error}"))
-        })
+            .map_err(|error| Secrets::of(&call).scrub(error))
     }
 
     async fn stream(&self, call: ProviderCall) -> Result<ChatStream, ChatError> {
-        let Timeouts { first_byte, idle, .. } = self.timeouts;
-        let deadline = Instant::now() + first_byte;
-        let mut headers = self.headers(&call, first_byte.as_millis())?;
-        headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
-        let send = self
-            .client()?
-            .post(self.endpoint.clone())
-            .headers(headers)
-            .body(Self::body(&call)?)
-            .send();
-        let response = match timeout_at(deadline, send).await {
-            Err(_) => return Err(errors::timeout(first_byte)),
-            Ok(Err(error)) => return Err(errors::from_transport(&error, first_byte)),
-            Ok(Ok(response)) => response,
-        };
-        note_passed_headers(&call, response.headers());
         let secrets = Secrets::of(&call);
-        if !response.status().is_success() {
-            let error = timeout_at(deadline, errors::from_status(response))
-                .await
-                .unwrap_or_else(|_| errors::timeout(first_byte));
-            return Err(secrets.scrub(error));
-        }
-        let content_type = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or_default();
-        if !content_type.starts_with("text/event-stream") {
-            return Err(errors::invalid_response(format!(
-                "a streaming request was answered with `{content_type}`, not an event stream"
-            )));
-        }
-        let mut chunks = stream::chunks(response.bytes_stream(), deadline, idle)
-            .map(move |item| item.map_err(|error| secrets.scrub(error)))
-            .boxed();
-        // Wait for the first chunk so that a failure before it is a plain
-        // error with a real HTTP status, not an event in a 200 stream.
-        match chunks.next().await {
-            None => Ok(futures::stream::empty().boxed()),
-            Some(Err(error)) => Err(error),
-            Some(Ok(first)) => Ok(futures::stream::once(ready(Ok(first))).chain(chunks).boxed()),
+        match self.call_stream(&call).await {
+            Err(error) => Err(secrets.scrub(error)),
+            Ok(chunks) => {
+                let mut chunks = chunks
+                    .map(move |item| item.map_err(|error| secrets.scrub(error)))
+                    .boxed();
+                // Wait for the first chunk so that a failure before it is a
+                // plain error with a real HTTP status, not an event in a 200
+                // stream.
+                match chunks.next().await {
+                    None => Ok(futures::stream::empty().boxed()),
+                    Some(Err(error)) => Err(error),
+                    Some(Ok(first)) => Ok(futures::stream::once(ready(Ok(first))).chain(chunks).boxed()),
+                }
+            }
         }
     }
 }

@@ -3,6 +3,8 @@
 mod client;
 mod config;
 mod errors;
+mod secrets;
+mod sse;
 mod stream;
 
 pub use client::{PortkeyProvider, PortkeySetupError};

@@ -2,25 +2,33 @@
 //! chunk the moment it arrives, `[DONE]` ending the stream, and deadlines for
 //! the first chunk and for every gap after it.
 //!
-//! SSE framing (events split across reads, several in one read, `\r\n`,
-//! comments, multi-line `data:`) is eventsource-stream's job.
+//! Only a chunk counts against the deadlines: keep-alives (Portkey's
+//! `heartbeat` events, comments) are skipped without moving them, so an
+//! upstream that sends nothing else cannot hold a client past the first-byte
+//! timeout.
 
 use std::pin::Pin;
 use std::time::Duration;
 
-use eventsource_stream::{Event, Eventsource};
 use futures::{Stream, StreamExt};
 use gatewayz_domain::{ChatChunk, ChatError, ChatStream, ErrorSource, UpstreamError};
 use tokio::time::{Instant, timeout_at};
 
 use super::errors::{self, describe_error_body};
+use super::sse::Decoder;
 
-type Events = Pin<Box<dyn Stream<Item = Result<Event, String>> + Send>>;
+/// The largest SSE event accepted (its lines, its data and its type
+/// together): the decoder buffers an event until it ends, so an upstream that
+/// never ends one must not grow it without bound.
+pub(crate) const MAX_EVENT_BYTES: usize = 8 * 1024 * 1024;
 
-struct State {
-    events: Events,
-    /// When the next event must have arrived.
+struct State<S> {
+    bytes: Pin<Box<S>>,
+    decoder: Decoder,
+    /// When the next chunk must have arrived.
     deadline: Instant,
+    /// Since when the gateway has been waiting for it.
+    waiting_since: Instant,
     idle: Duration,
     /// Whether a chunk carried a `finish_reason`: a stream that then closes
     /// without `[DONE]` is complete, one that closes before is cut off.
@@ -28,11 +36,7 @@ struct State {
     done: bool,
 }
 
-/// The longest SSE line accepted: the parser buffers a line until it ends,
-/// so an upstream that never ends one must not grow it without bound.
-pub(crate) const MAX_LINE_BYTES: usize = 8 * 1024 * 1024;
-
-/// Reads a byte stream as chat chunks. The first event must arrive before
+/// Reads a byte stream as chat chunks. The first chunk must arrive before
 /// `first_deadline`, each later one within `idle` of the previous.
 pub(crate) fn chunks<S, B, E>(bytes: S, first_deadline: Instant, idle: Duration) -> ChatStream
 where
@@ -40,28 +44,11 @@ where
     B: AsRef<[u8]> + Send + 'static,
     E: std::fmt::Display + Send + 'static,
 {
-    let events = bytes
-        .scan(0_usize, |line, item| {
-            let item = item.map_err(|error| error.to_string()).and_then(|bytes| {
-                let data = bytes.as_ref();
-                *line = match data.iter().rposition(|byte| matches!(byte, b'\n' | b'\r')) {
-                    Some(end) => data.len() - end - 1,
-                    None => *line + data.len(),
-                };
-                if *line > MAX_LINE_BYTES {
-                    Err(format!("an event line is longer than {MAX_LINE_BYTES} bytes"))
-                } else {
-                    Ok(bytes)
-                }
-            });
-            std::future::ready(Some(item))
-        })
-        .eventsource()
-        .map(|event| event.map_err(|error| error.to_string()))
-        .boxed();
     let state = State {
-        events,
+        bytes: Box::pin(bytes),
+        decoder: Decoder::new(MAX_EVENT_BYTES),
         deadline: first_deadline,
+        waiting_since: Instant::now(),
         idle,
         finished: false,
         done: false,
@@ -77,30 +64,45 @@ where
     .boxed()
 }
 
-impl State {
+impl<S, B, E> State<S>
+where
+    S: Stream<Item = Result<B, E>>,
+    B: AsRef<[u8]>,
+    E: std::fmt::Display,
+{
     async fn next_chunk(&mut self) -> Option<Result<ChatChunk, ChatError>> {
         loop {
-            let waited_from = Instant::now();
-            let event = match timeout_at(self.deadline, self.events.next()).await {
-                Err(_) => return Some(Err(stalled(self.deadline.saturating_duration_since(waited_from)))),
+            while let Some(event) = self.decoder.next_event() {
+                // Keep-alives (Portkey's `heartbeat`) and empty events carry nothing.
+                let data = event.data.trim();
+                if data.is_empty() || !matches!(event.kind.as_str(), "message" | "error") {
+                    continue;
+                }
+                if data == "[DONE]" {
+                    self.done = true;
+                    return None;
+                }
+                let chunk = self.parse(data);
+                if chunk.is_ok() {
+                    self.waiting_since = Instant::now();
+                    self.deadline = self.waiting_since + self.idle;
+                }
+                return Some(chunk);
+            }
+            let bytes = match timeout_at(self.deadline, self.bytes.next()).await {
+                Err(_) => return Some(Err(stalled(self.deadline - self.waiting_since))),
                 Ok(None) if self.finished => return None,
                 Ok(None) => return Some(Err(cut_off("the upstream closed the stream before [DONE]"))),
                 Ok(Some(Err(error))) => {
                     return Some(Err(cut_off(&format!("the upstream stream broke: {error}"))));
                 }
-                Ok(Some(Ok(event))) => event,
+                Ok(Some(Ok(bytes))) => bytes,
             };
-            self.deadline = Instant::now() + self.idle;
-            // Keep-alives (Portkey's `heartbeat`) and empty events carry nothing.
-            let data = event.data.trim();
-            if data.is_empty() || !matches!(event.event.as_str(), "" | "message" | "error") {
-                continue;
+            if let Err(error) = self.decoder.feed(bytes.as_ref()) {
+                return Some(Err(errors::invalid_response(format!(
+                    "the upstream's event stream is invalid: {error}"
+                ))));
             }
-            if data == "[DONE]" {
-                self.done = true;
-                return None;
-            }
-            return Some(self.parse(data));
         }
     }
 
@@ -120,9 +122,11 @@ impl State {
                     ..error
                 }))
             }
-            Err(error) => Err(errors::invalid_response(format!(
-                "a stream event is not a chat.completion.chunk: {error}"
-            ))),
+            Err(_) => Err(errors::not_a::<ChatChunk>(
+                "a stream event",
+                "chat.completion.chunk",
+                data.as_bytes(),
+            )),
         }
     }
 }
@@ -131,7 +135,7 @@ fn stalled(waited: Duration) -> ChatError {
     ChatError::Timeout(UpstreamError::new(
         ErrorSource::Portkey,
         None,
-        format!("no stream event from Portkey within {} ms", waited.as_millis()),
+        format!("no stream chunk from Portkey within {} ms", waited.as_millis()),
     ))
 }
 
@@ -243,11 +247,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_line_that_never_ends_is_cut_off() {
-        let piece = vec![b'x'; 1024 * 1024];
+    async fn an_event_that_never_ends_is_an_invalid_response() {
+        // Many short `data:` lines and no blank line: each line is small,
+        // the event is not.
+        let lines = format!("data: {}\n", "x".repeat(1000)).repeat(1024);
         let bytes = stream::iter(
-            std::iter::once(Ok::<_, std::io::Error>(b"data: ".to_vec()))
-                .chain(std::iter::repeat_n(piece, MAX_LINE_BYTES / (1024 * 1024) + 2).map(Ok)),
+            std::iter::repeat_n(lines, MAX_EVENT_BYTES / (1000 * 1024) + 2)
+                .map(|part| Ok::<_, std::io::Error>(part.into_bytes())),
         );
         let items: Vec<_> = chunks(
             bytes,
@@ -257,9 +263,30 @@ mod tests {
         .collect()
         .await;
         assert!(
-            matches!(&items[..], [Err(ChatError::Unavailable(error))] if error.message.contains("longer than")),
+            matches!(&items[..], [Err(ChatError::InvalidUpstreamResponse(error))] if error.message.contains("larger than")),
             "{items:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeats_do_not_hold_off_the_first_chunk_deadline() {
+        let heartbeats = stream::unfold((), |()| async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Some((
+                Ok::<_, std::io::Error>(b"event: heartbeat\ndata: {}\n\n: ping\n\n".to_vec()),
+                (),
+            ))
+        });
+        let started = Instant::now();
+        let items: Vec<_> = chunks(
+            heartbeats,
+            started + Duration::from_millis(200),
+            Duration::from_secs(5),
+        )
+        .collect()
+        .await;
+        assert!(matches!(items[..], [Err(ChatError::Timeout(_))]), "{items:?}");
+        assert_eq!(started.elapsed(), Duration::from_millis(200));
     }
 
     #[tokio::test]
