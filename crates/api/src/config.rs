@@ -19,6 +19,8 @@ pub const ENV_VARS: &[&str] = &[
     "GATEWAYZ_API_KEYS_RELOAD_MS",
     "GATEWAYZ_SHUTDOWN_TIMEOUT",
     "GATEWAYZ_MAX_BODY_BYTES",
+    "GATEWAYZ_BODY_TIMEOUT_MS",
+    "GATEWAYZ_REQUEST_TIMEOUT_MS",
     "GATEWAYZ_DEFAULT_MAX_TOKENS",
     "GATEWAYZ_CATALOG",
     "GATEWAYZ_DEFAULT_PROVIDER",
@@ -93,6 +95,19 @@ pub struct Config {
     /// `GATEWAYZ_MAX_BODY_BYTES`: the largest request body accepted.
     #[serde(default = "default_max_body_bytes", deserialize_with = "max_body_bytes")]
     pub max_body_bytes: usize,
+    /// `GATEWAYZ_BODY_TIMEOUT_MS`: how long a client may take to send its
+    /// request body once its headers are in; past it, 408 and the
+    /// connection is closed.
+    #[serde(default = "default_body_timeout_ms", deserialize_with = "body_timeout_ms")]
+    pub body_timeout_ms: u64,
+    /// `GATEWAYZ_REQUEST_TIMEOUT_MS`: how long a request routed directly (not
+    /// through a catalog model, whose `deadline_ms` applies instead) may wait
+    /// for its answer or its stream's first chunk, over every attempt.
+    #[serde(
+        default = "default_request_timeout_ms",
+        deserialize_with = "request_timeout_ms"
+    )]
+    pub request_timeout_ms: u64,
     /// `GATEWAYZ_DEFAULT_MAX_TOKENS`: the output token limit sent to
     /// providers that require one (Anthropic) when the client set none.
     #[serde(default = "default_max_tokens", deserialize_with = "max_tokens")]
@@ -133,6 +148,14 @@ const fn default_max_body_bytes() -> usize {
     4 * 1024 * 1024
 }
 
+const fn default_body_timeout_ms() -> u64 {
+    10_000
+}
+
+const fn default_request_timeout_ms() -> u64 {
+    600_000
+}
+
 const fn default_max_tokens() -> u32 {
     gatewayz_domain::service::DEFAULT_MAX_TOKENS
 }
@@ -144,6 +167,8 @@ gatewayz_adapters::var_parsers! {
     reload_ms: u64 = "GATEWAYZ_API_KEYS_RELOAD_MS";
     shutdown_timeout: u64 = "GATEWAYZ_SHUTDOWN_TIMEOUT";
     max_body_bytes: usize = "GATEWAYZ_MAX_BODY_BYTES";
+    body_timeout_ms: u64 = "GATEWAYZ_BODY_TIMEOUT_MS";
+    request_timeout_ms: u64 = "GATEWAYZ_REQUEST_TIMEOUT_MS";
     log_format: LogFormat = "GATEWAYZ_LOG_FORMAT";
 }
 
@@ -218,6 +243,8 @@ mod tests {
         assert_eq!(config.admin_bind, "127.0.0.1:9090".parse().unwrap());
         assert_eq!(config.shutdown_timeout, 30);
         assert_eq!(config.api_keys_reload_ms, 2000);
+        assert_eq!(config.body_timeout_ms, 10_000);
+        assert_eq!(config.request_timeout_ms, 600_000);
         assert!(config.api_keys.is_none() && config.api_keys_file.is_none());
     }
 

@@ -42,12 +42,25 @@ struct Body<'a> {
     source: &'static str,
 }
 
+/// The longest message and `param` an error carries: each client or upstream
+/// value in them is cut already; this bounds the whole.
+const MESSAGE_MAX: usize = 1024;
+const PARAM_MAX: usize = 128;
+
+/// `text`, cut to `max` characters.
+fn bounded(text: String, max: usize) -> String {
+    match gatewayz_domain::text::clip(&text, max) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(cut) => cut,
+    }
+}
+
 impl ApiError {
     fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             kind,
-            message: message.into(),
+            message: bounded(message.into(), MESSAGE_MAX),
             param: None,
             code: None,
             source: ErrorSource::Gateway,
@@ -65,7 +78,7 @@ impl ApiError {
         code: &'static str,
     ) -> Self {
         Self {
-            param: error.param,
+            param: error.param.map(|param| bounded(param, PARAM_MAX)),
             code: Some(error.code.map_or(Cow::Borrowed(code), Cow::Owned)),
             source: error.source,
             ..Self::new(status, kind, message)
@@ -74,7 +87,7 @@ impl ApiError {
 
     #[must_use]
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
-        self.param = Some(param.into());
+        self.param = Some(bounded(param.into(), PARAM_MAX));
         self
     }
 
@@ -120,6 +133,20 @@ impl ApiError {
             format!("Request body is larger than the limit of {limit} bytes"),
         )
         .with_code("payload_too_large")
+    }
+
+    /// 408: the body did not arrive in time. The connection is closed: what
+    /// is left of the body would be read as the next request.
+    pub fn body_timeout(timeout: Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            format!(
+                "The request body did not arrive within {} ms",
+                timeout.as_millis()
+            ),
+        )
+        .with_code("request_timeout")
     }
 
     /// 415: a body that is declared as something other than JSON.
@@ -191,6 +218,9 @@ impl ResponseError for ApiError {
         if let Some(seconds) = self.retry_after {
             response.insert_header((header::RETRY_AFTER, seconds));
         }
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            response.force_close();
+        }
         response.json(self.envelope())
     }
 }
@@ -199,7 +229,7 @@ impl From<ValidationError> for ApiError {
     fn from(error: ValidationError) -> Self {
         let ValidationError { param, message, code } = error;
         Self {
-            param,
+            param: param.map(|param| bounded(param, PARAM_MAX)),
             code,
             ..Self::invalid_request(message)
         }

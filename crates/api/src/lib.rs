@@ -10,6 +10,7 @@ pub mod routes;
 pub mod sse;
 pub mod startup;
 pub mod telemetry;
+pub mod trace_context;
 
 pub use config::Config;
 pub use startup::Application;

@@ -77,7 +77,7 @@ pub async fn track(
         "request",
         request_id = %request_id,
         method = %request.method(),
-        path = %request.path(),
+        path = %gatewayz_domain::text::quote(request.path()),
     );
     let record = CallRecord::default();
     request.extensions_mut().insert(RequestId(request_id.clone()));

@@ -37,6 +37,16 @@ impl ClientProbe {
         Ok(Self(Rc::new(tokio::net::TcpStream::from_std(socket)?)))
     }
 
+    /// Closes the connection without an answer: the client is gone, and a
+    /// client that only half-closed its side must not read a status that is
+    /// meant for the logs (499). The server's own write then fails, and the
+    /// connection ends.
+    pub fn close(&self) {
+        if let Err(error) = socket2::SockRef::from(&*self.0).shutdown(std::net::Shutdown::Both) {
+            tracing::debug!(%error, "closing a left client's connection");
+        }
+    }
+
     /// Resolves when the client has closed its side of the connection (or it
     /// broke). Never resolves while the connection is open, or when the
     /// client has already sent more bytes (a pipelined request): those are

@@ -74,7 +74,8 @@ pub fn chat_service(
         ChatService::new(providers, Arc::new(keys) as Arc<dyn KeyResolver>)
             .with_catalog(Arc::new(catalog))
             .with_default_route(default_route)
-            .with_default_max_tokens(config.default_max_tokens),
+            .with_default_max_tokens(config.default_max_tokens)
+            .with_request_timeout(Duration::from_millis(config.request_timeout_ms.max(1))),
     )
 }
 
@@ -136,6 +137,7 @@ impl Application {
         let chat = web::Data::new(ChatState {
             service: service.with_routing_events(events),
             max_body_bytes: config.max_body_bytes,
+            body_timeout: Duration::from_millis(config.body_timeout_ms.max(1)),
             started_at: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |elapsed| elapsed.as_secs()),

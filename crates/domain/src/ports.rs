@@ -22,8 +22,10 @@ pub type ChatStream = BoxStream<'static, Result<ChatChunk, ChatError>>;
 pub struct RequestContext {
     /// The gateway's request id (taken from `x-request-id` or generated).
     pub request_id: String,
-    /// The client's W3C `traceparent`, forwarded so traces join up.
+    /// The client's W3C `traceparent` and `tracestate`, forwarded so traces
+    /// join up; the API passes on only values in the W3C format.
     pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
     /// When the gateway received the request: `gateway_usage.request_ms`
     /// counts from here.
     pub received: Instant,
@@ -42,6 +44,7 @@ impl RequestContext {
         Self {
             request_id: request_id.into(),
             traceparent: None,
+            tracestate: None,
             received: Instant::now(),
             record: CallRecord::default(),
             overrides: Overrides::default(),

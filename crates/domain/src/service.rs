@@ -1,7 +1,7 @@
 //! The chat use case: validate, route, authenticate, call.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::catalog::{Catalog, Pricing};
 use crate::error::ChatError;
@@ -110,7 +110,16 @@ pub struct ChatService {
     /// targets: retries, fallbacks, breakers. Shared by clones, so circuit
     /// state is per process.
     routers: Arc<Vec<Arc<dyn ChatProvider>>>,
+    /// The adapters as requests routed to them directly call them: under
+    /// [`Self::with_request_timeout`]'s deadline.
+    direct: Providers,
+    request_timeout: Duration,
 }
+
+/// How long a request routed directly (not through a catalog model, whose
+/// routing has its own deadline) may wait for its answer or its stream's
+/// first chunk.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// A call ready to be made, with what is needed to report on it.
 struct Prepared {
@@ -138,7 +147,19 @@ impl ChatService {
             default_max_tokens: DEFAULT_MAX_TOKENS,
             events: Arc::new(NoEvents),
             routers: Arc::default(),
+            direct: Providers::default(),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
+        .rebuild()
+    }
+
+    /// The deadline of a request routed directly to an adapter: its answer,
+    /// or its stream's first chunk, within `timeout` (a stream's later gaps
+    /// are the adapter's idle timeout's to bound).
+    #[must_use]
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self.rebuild()
     }
 
     /// Routes model ids through `catalog` and prices what it prices.
@@ -171,6 +192,16 @@ impl ChatService {
                 .map(|entry| routing::build(entry, &wiring))
                 .collect(),
         );
+        let mut direct = Providers::default();
+        for kind in self.providers.enabled() {
+            if let Some(provider) = self.providers.get(kind) {
+                direct = direct.with(
+                    kind,
+                    routing::with_deadline(provider.clone(), self.request_timeout, "the request deadline"),
+                );
+            }
+        }
+        self.direct = direct;
         self
     }
 
@@ -295,7 +326,7 @@ impl ChatService {
         }
         limit_output(&mut request, &route, resolved.max_tokens, self.default_max_tokens);
         let provider = self
-            .providers
+            .direct
             .get(route.kind())
             .ok_or(ChatError::ProviderDisabled(route.kind()))?
             .clone();
@@ -393,6 +424,47 @@ mod tests {
         assert!(
             matches!(result, Err(ChatError::Invalid(error)) if error.param.as_deref() == Some("messages"))
         );
+    }
+
+    /// An upstream that never answers.
+    struct Silent;
+
+    #[async_trait::async_trait]
+    impl ChatProvider for Silent {
+        async fn complete(&self, _: ProviderCall) -> Result<ChatResponse, ChatError> {
+            std::future::pending().await
+        }
+
+        async fn stream(&self, _: ProviderCall) -> Result<ChatStream, ChatError> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_directly_routed_request_without_an_answer_ends_at_the_request_deadline() {
+        let mut keys = MockKeyResolver::new();
+        keys.expect_resolve().returning(|_| Ok(Credentials::None));
+        let service = ChatService::new(
+            Providers::default().with(ProviderKind::Demo, Arc::new(Silent)),
+            Arc::new(keys),
+        )
+        .with_request_timeout(Duration::from_secs(7));
+
+        for stream in [false, true] {
+            let started = tokio::time::Instant::now();
+            let result = service.execute(command(valid(stream), Some("demo"))).await;
+
+            assert_eq!(started.elapsed(), Duration::from_secs(7));
+            let Err(ChatError::Timeout(error)) = result else {
+                panic!("not a timeout");
+            };
+            assert_eq!(error.source, crate::error::ErrorSource::Gateway);
+            assert!(
+                error.message.contains("the request deadline of 7000 ms"),
+                "{}",
+                error.message
+            );
+        }
     }
 
     #[tokio::test]

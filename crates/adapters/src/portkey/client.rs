@@ -28,6 +28,7 @@ const TRACE_ID: HeaderName = HeaderName::from_static("x-portkey-trace-id");
 const CUSTOM_HOST: HeaderName = HeaderName::from_static("x-portkey-custom-host");
 const REQUEST_TIMEOUT: HeaderName = HeaderName::from_static("x-portkey-request-timeout");
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// Why the adapter cannot be built from its configuration.
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +160,14 @@ impl PortkeyProvider {
             .and_then(|value| HeaderValue::from_str(value).ok())
         {
             headers.insert(TRACEPARENT, traceparent);
+            if let Some(tracestate) = call
+                .context
+                .tracestate
+                .as_deref()
+                .and_then(|value| HeaderValue::from_str(value).ok())
+            {
+                headers.insert(TRACESTATE, tracestate);
+            }
         }
         if let Some(custom_host) = &self.custom_host {
             headers.insert(CUSTOM_HOST, custom_host.clone());

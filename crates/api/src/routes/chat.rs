@@ -6,6 +6,7 @@ use actix_web::http::header::{self, ContentType};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use futures::StreamExt;
+use gatewayz_domain::text::quote;
 use gatewayz_domain::{
     CallRecord, ChatCommand, ChatOutcome, ChatRequest, ChatService, RequestContext, RoutingFields,
 };
@@ -16,12 +17,15 @@ use crate::error::ApiError;
 use crate::middleware::RequestId;
 use crate::probe::ClientProbe;
 use crate::sse::event_stream;
+use crate::trace_context;
 
 /// What the chat and model routes need, shared by every worker.
 #[derive(Debug, Clone)]
 pub struct ChatState {
     pub service: ChatService,
     pub max_body_bytes: usize,
+    /// How long the body may take to arrive.
+    pub body_timeout: std::time::Duration,
     /// Unix time the gateway started: the `created` of its models.
     pub started_at: u64,
 }
@@ -34,7 +38,12 @@ pub async fn chat_completions(
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
     require_json(&request)?;
-    let body = read_body(&request, payload, state.max_body_bytes).await?;
+    let body = tokio::time::timeout(
+        state.body_timeout,
+        read_body(&request, payload, state.max_body_bytes),
+    )
+    .await
+    .map_err(|_| ApiError::body_timeout(state.body_timeout))??;
     let mut chat_request = parse_request(&body)?;
     let routing = RoutingFields::take_from(&mut chat_request.extra)?;
     let record = request
@@ -46,11 +55,8 @@ pub async fn chat_completions(
         received: started,
         record: record.clone(),
         request_id: RequestId::of(&request),
-        traceparent: request
-            .headers()
-            .get("traceparent")
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned),
+        traceparent: trace_context::traceparent(request.headers()),
+        tracestate: trace_context::tracestate(request.headers()),
         ..RequestContext::default()
     };
     let command = ChatCommand {
@@ -69,6 +75,7 @@ pub async fn chat_completions(
             outcome = execution => outcome?,
             () = probe.gone() => {
                 record.update(|facts| facts.client_gone = true);
+                probe.close();
                 return Err(ApiError::client_closed());
             }
         },
@@ -110,9 +117,9 @@ fn require_json(request: &HttpRequest) -> Result<(), ApiError> {
     if essence.eq_ignore_ascii_case(ContentType::json().0.essence_str()) {
         return Ok(());
     }
-    let shown: String = declared.chars().take(100).collect();
     Err(ApiError::unsupported_media_type(format!(
-        "Content-Type must be application/json, got `{shown}`"
+        "Content-Type must be application/json, got `{}`",
+        quote(declared)
     )))
 }
 
@@ -145,21 +152,36 @@ fn parse_request(body: &[u8]) -> Result<ChatRequest, ApiError> {
         return Ok(request);
     }
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let request = serde_path_to_error::deserialize(&mut deserializer).map_err(json_error)?;
+    let request =
+        serde_path_to_error::deserialize(&mut deserializer).map_err(|error| json_error(&error, body))?;
     deserializer.end().map_err(|error| {
         ApiError::invalid_request(format!("Malformed JSON body: {error}")).with_code("invalid_json")
     })?;
     Ok(request)
 }
 
-fn json_error(error: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+/// The error for a body that is not a chat-completion request: the field at
+/// fault as `param`, and the client's value quoted at most
+/// [`gatewayz_domain::text::QUOTE_MAX`] characters long.
+fn json_error(error: &serde_path_to_error::Error<serde_json::Error>, body: &[u8]) -> ApiError {
     let inner = error.inner();
+    let path = error.path().to_string();
+    let parent = (path != ".").then(|| quote(&path).into_owned());
     if inner.classify() != Category::Data {
+        // serde_json reports a value of a type an enum cannot start with
+        // (`"role": 5`) as a syntax error; the JSON itself may be fine.
+        if let Some(param) = parent
+            && inner.classify() == Category::Syntax
+            && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
+        {
+            return ApiError::invalid_request(format!("Invalid type for `{param}`")).with_param(param);
+        }
         return ApiError::invalid_request(format!("Malformed JSON body: {inner}")).with_code("invalid_json");
     }
     let message = inner.to_string();
-    let path = error.path().to_string();
-    let parent = (path != ".").then_some(path);
+    let message = message
+        .rsplit_once(" at line ")
+        .map_or(message.as_str(), |(message, _)| message);
     if let Some(field) = message
         .strip_prefix("missing field `")
         .and_then(|rest| rest.split('`').next())
@@ -169,10 +191,31 @@ fn json_error(error: serde_path_to_error::Error<serde_json::Error>) -> ApiError 
             .with_param(param)
             .with_code("missing_required_parameter");
     }
+    if let Some(field) = message
+        .strip_prefix("duplicate field `")
+        .and_then(|rest| rest.split('`').next())
+    {
+        let param = parent.map_or_else(|| field.to_owned(), |parent| format!("{parent}.{field}"));
+        return ApiError::invalid_request(format!("Duplicate parameter: `{param}` is given more than once"))
+            .with_param(param)
+            .with_code("duplicate_parameter");
+    }
     match parent {
-        Some(param) => {
-            ApiError::invalid_request(format!("Invalid value for `{param}`: {message}")).with_param(param)
-        }
+        Some(param) => ApiError::invalid_request(format!(
+            "Invalid value for `{param}`: {}",
+            shorten_serde_message(message)
+        ))
+        .with_param(param),
         None => ApiError::invalid_request("Request body must be a JSON object").with_code("invalid_json"),
+    }
+}
+
+/// serde's message with the client's value cut short: what precedes the last
+/// `, expected ` quotes the value, what follows it is the gateway's own
+/// description of what it accepts.
+fn shorten_serde_message(message: &str) -> String {
+    match message.rsplit_once(", expected ") {
+        Some((value, expected)) => format!("{}, expected {expected}", quote(value)),
+        None => quote(message).into_owned(),
     }
 }

@@ -7,6 +7,8 @@ pub mod models;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
+use gatewayz_domain::text::quote;
+
 use crate::error::ApiError;
 
 /// Registers every route, with OpenAI-shaped answers for unknown paths and
@@ -38,13 +40,16 @@ pub fn configure(config: &mut web::ServiceConfig) {
 }
 
 pub(crate) async fn not_found(request: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::not_found(format!("Unknown path `{}`", request.path())))
+    Err(ApiError::not_found(format!(
+        "Unknown path `{}`",
+        quote(request.path())
+    )))
 }
 
 async fn method_not_allowed(request: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::method_not_allowed(format!(
         "Method {} is not allowed on `{}`",
-        request.method(),
-        request.path()
+        quote(request.method().as_str()),
+        quote(request.path())
     )))
 }

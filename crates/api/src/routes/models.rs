@@ -3,6 +3,7 @@
 
 use actix_web::{HttpResponse, web};
 use gatewayz_domain::ModelEntry;
+use gatewayz_domain::text::quote;
 use serde::Serialize;
 
 use crate::auth::Authenticated;
@@ -51,7 +52,10 @@ pub async fn get_model(
     state: web::Data<ChatState>,
 ) -> Result<HttpResponse, ApiError> {
     let entry = state.service.catalog().get(&id).ok_or_else(|| {
-        ApiError::model_not_found(format!("The model `{id}` does not exist on this gateway"))
+        ApiError::model_not_found(format!(
+            "The model `{}` does not exist on this gateway",
+            quote(&id)
+        ))
     })?;
     Ok(HttpResponse::Ok().json(Model::of(entry, state.started_at)))
 }

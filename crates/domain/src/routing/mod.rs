@@ -160,6 +160,22 @@ pub(crate) fn build(entry: &ModelEntry, wiring: &Wiring<'_>) -> Arc<dyn ChatProv
     Arc::new(Deadline {
         inner: root,
         deadline: entry.policy.deadline,
+        name: "the model's deadline",
+    })
+}
+
+/// `provider` with one deadline, named `name` in its error, for the answer or
+/// a stream's first chunk: the net under a request routed to an adapter
+/// directly, which has no catalog deadline.
+pub(crate) fn with_deadline(
+    provider: Arc<dyn ChatProvider>,
+    deadline: Duration,
+    name: &'static str,
+) -> Arc<dyn ChatProvider> {
+    Arc::new(Deadline {
+        inner: provider,
+        deadline,
+        name,
     })
 }
 
@@ -244,6 +260,8 @@ fn target(
 struct Deadline {
     inner: Arc<dyn ChatProvider>,
     deadline: Duration,
+    /// What the deadline is called in its error.
+    name: &'static str,
 }
 
 impl Deadline {
@@ -271,7 +289,8 @@ impl Deadline {
                     crate::error::ErrorSource::Gateway,
                     None,
                     format!(
-                        "no target answered within the model's deadline of {} ms ({} attempts){last}",
+                        "no target answered within {} of {} ms ({} attempts){last}",
+                        self.name,
                         self.deadline.as_millis(),
                         record.read(|facts| facts.attempts)
                     ),
