@@ -11,6 +11,7 @@ mod chat;
 mod deploy;
 mod errors;
 mod helpers;
+mod hostile_upstream;
 mod lifecycle;
 mod ops;
 mod peers;
