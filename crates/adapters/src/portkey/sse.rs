@@ -71,6 +71,9 @@ impl Decoder {
     /// [`SseError::NotUtf8`] when a complete event is not UTF-8. The decoder
     /// must not be fed after an error.
     pub(crate) fn feed(&mut self, mut bytes: &[u8]) -> Result<(), SseError> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
         if self.after_cr && bytes.first() == Some(&b'\n') {
             bytes = &bytes[1..];
         }
@@ -109,10 +112,14 @@ impl Decoder {
         self.ready.pop_front()
     }
 
+    /// The bytes the event being read holds.
+    fn held(&self) -> usize {
+        self.line.len() + self.data.len() + self.kind.len()
+    }
+
     /// The bytes the event being read holds, plus `more`, must fit.
     fn check(&self, more: usize) -> Result<(), SseError> {
-        let held = self.line.len() + self.data.len() + self.kind.len();
-        if held.saturating_add(more) > self.limit {
+        if self.held().saturating_add(more) > self.limit {
             return Err(SseError::TooLarge(self.limit));
         }
         Ok(())
@@ -167,6 +174,8 @@ impl Decoder {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn decode(parts: &[&[u8]]) -> Result<Vec<Event>, SseError> {
@@ -204,7 +213,7 @@ mod tests {
 
     #[test]
     fn every_line_ending_works_even_split_across_reads() {
-        let events = decode(&[b"data: a\r", b"\n\r", b"\ndata: b\r\rdata: c\n", b"\n"]).unwrap();
+        let events = decode(&[b"data: a\r", b"", b"\n\r", b"\ndata: b\r\rdata: c\n", b"\n"]).unwrap();
         assert_eq!(
             events,
             [
@@ -251,5 +260,70 @@ mod tests {
             decode(&[b"data: \xc3", b"\xa9\n\n"]).unwrap(),
             [event("message", "é")]
         );
+    }
+
+    /// `bytes` fed in pieces cut at `cuts`; the events, or the first error.
+    fn decode_split(bytes: &[u8], cuts: &[usize], limit: usize) -> Result<Vec<Event>, SseError> {
+        let mut cuts: Vec<usize> = cuts.iter().map(|cut| cut % (bytes.len() + 1)).collect();
+        cuts.sort_unstable();
+        let mut decoder = Decoder::new(limit);
+        let mut events = Vec::new();
+        let mut from = 0;
+        for cut in cuts.into_iter().chain([bytes.len()]) {
+            decoder.feed(&bytes[from..cut])?;
+            assert!(decoder.held() <= limit, "holds {} over {limit}", decoder.held());
+            events.extend(std::iter::from_fn(|| decoder.next_event()));
+            from = cut;
+        }
+        Ok(events)
+    }
+
+    /// An event stream's text: each event's `event:` line, its data lines,
+    /// comments, and a blank line, with any line ending.
+    fn stream_text() -> impl Strategy<Value = String> {
+        let line_end = prop_oneof![Just("\n"), Just("\r\n"), Just("\r")];
+        let event = (
+            proptest::option::of("[a-z]{1,8}"),
+            proptest::collection::vec("[^\r\n]{0,20}", 1..4),
+            proptest::option::of("[^\r\n]{0,10}"),
+            line_end,
+        );
+        proptest::collection::vec(event, 0..8).prop_map(|events| {
+            let mut text = String::new();
+            for (kind, data, comment, end) in events {
+                if let Some(comment) = comment {
+                    text += &format!(":{comment}{end}");
+                }
+                if let Some(kind) = kind {
+                    text += &format!("event: {kind}{end}");
+                }
+                for line in data {
+                    text += &format!("data: {line}{end}");
+                }
+                text += end;
+            }
+            text
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_split_anywhere_never_panic_nor_pass_the_bound(
+            bytes in proptest::collection::vec(any::<u8>(), 0..4096),
+            cuts in proptest::collection::vec(any::<usize>(), 0..16),
+            limit in 1_usize..512,
+        ) {
+            let _ = decode_split(&bytes, &cuts, limit);
+        }
+
+        #[test]
+        fn a_valid_stream_split_anywhere_gives_the_same_events(
+            text in stream_text(),
+            cuts in proptest::collection::vec(any::<usize>(), 0..16),
+        ) {
+            let whole = decode_split(text.as_bytes(), &[], 1 << 20).unwrap();
+            let split = decode_split(text.as_bytes(), &cuts, 1 << 20).unwrap();
+            prop_assert_eq!(whole, split);
+        }
     }
 }

@@ -219,3 +219,90 @@ fn shorten_serde_message(message: &str) -> String {
         None => quote(message).into_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    /// A refusal is a 400 whose message and `param` stay short, whatever the
+    /// client sent.
+    fn assert_bounded_refusal(error: &ApiError) {
+        assert_eq!(error.status().as_u16(), 400, "{error}");
+        let body = error.to_json();
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            !message.is_empty() && message.chars().count() <= 1025,
+            "{message}"
+        );
+        let param = body["error"]["param"].as_str().unwrap_or_default();
+        assert!(param.chars().count() <= 129, "{param}");
+    }
+
+    /// JSON values shaped like a chat request, with wrong types and long
+    /// strings where they may do harm.
+    fn request_like() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(serde_json::Value::from),
+            ".{0,40}".prop_map(serde_json::Value::from),
+            (1_usize..3000).prop_map(|len| serde_json::Value::from("r".repeat(len))),
+        ];
+        let value = leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map(
+                    prop_oneof![Just("role".to_owned()), Just("content".to_owned()), ".{0,8}"],
+                    inner,
+                    0..4
+                )
+                .prop_map(|map| serde_json::Value::Object(map.into_iter().collect())),
+            ]
+        });
+        (value.clone(), value.clone(), value).prop_map(|(model, messages, max_tokens)| {
+            json!({"model": model, "messages": messages, "max_tokens": max_tokens})
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_are_a_request_or_a_bounded_400(
+            bytes in proptest::collection::vec(any::<u8>(), 0..2048),
+        ) {
+            if let Err(error) = parse_request(&bytes) {
+                assert_bounded_refusal(&error);
+            }
+        }
+
+        #[test]
+        fn request_shaped_json_is_a_request_or_a_bounded_400(body in request_like()) {
+            let bytes = serde_json::to_vec(&body).unwrap();
+            if let Err(error) = parse_request(&bytes) {
+                assert_bounded_refusal(&error);
+            }
+        }
+    }
+
+    #[test]
+    fn a_duplicate_field_and_a_wrong_typed_role_name_their_param() {
+        let cases: [(&[u8], &str); 3] = [
+            (br#"{"model": "a", "model": "b", "messages": []}"#, "model"),
+            (
+                br#"{"model": "a", "messages": [{"role": 5, "content": "x"}]}"#,
+                "messages[0].role",
+            ),
+            (
+                br#"{"model": "a", "messages": [], "max_tokens": "many"}"#,
+                "max_tokens",
+            ),
+        ];
+        for (body, param) in cases {
+            let error = parse_request(body).err().unwrap();
+            assert_eq!(error.to_json()["error"]["param"], param, "{error}");
+        }
+    }
+}
