@@ -47,6 +47,7 @@ pub struct Metrics {
     fallbacks: IntCounterVec,
     breaker_transitions: IntCounterVec,
     breaker_state: IntGaugeVec,
+    http_refusals: IntCounterVec,
 }
 
 const CALL_LABELS: &[&str] = &["provider", "portkey_provider", "model"];
@@ -147,9 +148,18 @@ impl Metrics {
                 ),
                 &["model", "target"],
             )?,
+            http_refusals: IntCounterVec::new(
+                Opts::new(
+                    "gatewayz_http_refusals_total",
+                    "Requests the HTTP layer refused before routing (unparsable, head too large, \
+                     head too slow), by reason",
+                ),
+                &["reason"],
+            )?,
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 15] = [
+            Box::new(metrics.http_refusals.clone()),
             Box::new(metrics.retries.clone()),
             Box::new(metrics.fallbacks.clone()),
             Box::new(metrics.breaker_transitions.clone()),
@@ -188,15 +198,14 @@ impl Metrics {
             None => "none",
         };
         let call = [provider, portkey_provider, model];
-        let status_class = match outcome.status {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
-        };
         self.requests
-            .with_label_values(&[outcome.route, provider, portkey_provider, model, status_class])
+            .with_label_values(&[
+                outcome.route,
+                provider,
+                portkey_provider,
+                model,
+                status_class(outcome.status),
+            ])
             .inc();
         self.request_duration
             .with_label_values(&[outcome.route, provider, portkey_provider, model])
@@ -236,6 +245,16 @@ impl Metrics {
         }
     }
 
+    /// The HTTP layer refused a request before it reached a route (`reason`
+    /// is one of a few fixed codes) and answered `status`: counted as a
+    /// refusal, and as an answered request of route `other`.
+    pub fn http_refused(&self, reason: &'static str, status: u16) {
+        self.http_refusals.with_label_values(&[reason]).inc();
+        self.requests
+            .with_label_values(&["other", "none", "none", "none", status_class(status)])
+            .inc();
+    }
+
     /// The gateway keys file was re-read: taken (`true`) or rejected.
     pub fn key_reload(&self, taken: bool) {
         self.key_reloads
@@ -250,6 +269,16 @@ impl Metrics {
         // format's rules, which these never do.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut text);
         String::from_utf8(text).unwrap_or_default()
+    }
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
     }
 }
 
@@ -347,5 +376,22 @@ mod tests {
             assert!(text.contains(line), "missing {line}\n{text}");
         }
         assert!(!text.contains("my-private-model-name"));
+    }
+
+    #[test]
+    fn a_refusal_of_the_http_layer_counts_by_reason_and_as_an_answered_request_of_route_other() {
+        let metrics = Metrics::new().unwrap();
+
+        metrics.http_refused("request_timeout", 408);
+        metrics.http_refused("request_timeout", 408);
+
+        let text = metrics.render();
+        for line in [
+            r#"gatewayz_http_refusals_total{reason="request_timeout"} 2"#,
+            r#"gatewayz_requests_total{model="none",portkey_provider="none",provider="none",route="other",status_class="4xx"} 2"#,
+            "gatewayz_in_flight_requests 0",
+        ] {
+            assert!(text.contains(line), "missing {line}\n{text}");
+        }
     }
 }

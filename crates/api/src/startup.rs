@@ -17,6 +17,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::auth::{GatewayKeys, KeySetupError, LOCAL_DEV_KEY};
 use crate::config::Config;
+use crate::http_refusals;
 use crate::middleware::track;
 use crate::probe::ClientProbe;
 use crate::routes::admin::Readiness;
@@ -79,6 +80,22 @@ pub fn chat_service(
     )
 }
 
+/// HTTP settings of the public listener that `Config` does not hold.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpSettings {
+    /// How long a new connection has to send its first request head before
+    /// the gateway answers 408 and closes it (actix's default, 5 s).
+    pub request_head_timeout: Duration,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            request_head_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
 /// A bound, ready-to-run gateway: the public listener and the admin one.
 pub struct Application {
     address: SocketAddr,
@@ -111,6 +128,18 @@ impl Application {
     /// When a listener cannot be bound, the metrics cannot be set up, or the
     /// gateway keys are unusable for the bind address.
     pub fn build(config: &Config, service: ChatService) -> Result<Self, StartupError> {
+        Self::build_with(config, service, HttpSettings::default())
+    }
+
+    /// [`Application::build`] with HTTP settings that `Config` does not hold.
+    ///
+    /// # Errors
+    /// As [`Application::build`].
+    pub fn build_with(
+        config: &Config,
+        service: ChatService,
+        http: HttpSettings,
+    ) -> Result<Self, StartupError> {
         let keys = GatewayKeys::from_config(
             config.api_keys.as_ref(),
             config.api_keys_file.as_deref(),
@@ -144,19 +173,21 @@ impl Application {
         });
         let public_metrics = metrics.clone();
         let admin_metrics = metrics.clone();
-        let server = HttpServer::new(move || {
-            App::new()
-                .wrap(from_fn(track))
-                .app_data(public_metrics.clone())
-                .app_data(keys_data.clone())
-                .app_data(chat.clone())
-                .configure(routes::configure)
-        })
-        .on_connect(ClientProbe::attach)
-        .shutdown_timeout(config.shutdown_timeout)
-        .disable_signals()
-        .listen(listener)?
-        .run();
+        let server = http_refusals::serve(
+            listener,
+            config.shutdown_timeout,
+            http.request_head_timeout,
+            metrics.clone(),
+            ClientProbe::attach,
+            move || {
+                App::new()
+                    .wrap(from_fn(track))
+                    .app_data(public_metrics.clone())
+                    .app_data(keys_data.clone())
+                    .app_data(chat.clone())
+                    .configure(routes::configure)
+            },
+        )?;
         let admin_readiness = web::Data::new(readiness.clone());
         let admin = HttpServer::new(move || {
             App::new()

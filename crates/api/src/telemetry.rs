@@ -1,5 +1,8 @@
 //! Log set-up: JSON lines in production, readable lines locally. The level
-//! comes from `RUST_LOG` (default `info`).
+//! comes from `RUST_LOG` (default `info`). actix-http's HTTP/1 dispatcher is
+//! silenced unless `RUST_LOG` names `actix_http`: it logs each request it
+//! refuses (malformed, head too large) as an `ERROR` without a request id,
+//! and the gateway logs those itself (see [`crate::http_refusals`]).
 //!
 //! Lines are written to stdout by a background thread, so that a request
 //! never waits on the log's pipe; when that thread falls 16,384 lines
@@ -14,12 +17,34 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+/// The directive that silences actix-http's dispatcher. Its other `ERROR`
+/// lines are of no use here: a failed write or read is a client that left
+/// (the access line says 499), and the gateway's bodies never fail.
+const QUIET_DISPATCHER: &str = "actix_http::h1::dispatcher=off";
+
+/// The filter for a `RUST_LOG` value (`info` when unset or invalid).
+fn log_filter(rust_log: Option<&str>) -> EnvFilter {
+    let quieted = |directives: &str| {
+        if directives.contains("actix_http") {
+            directives.to_owned()
+        } else if directives.trim().is_empty() {
+            QUIET_DISPATCHER.to_owned()
+        } else {
+            format!("{directives},{QUIET_DISPATCHER}")
+        }
+    };
+    EnvFilter::builder()
+        .parse(quieted(rust_log.unwrap_or("info")))
+        .or_else(|_| EnvFilter::builder().parse(quieted("info")))
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+}
+
 /// Installs the global subscriber. Keep the guard until the process ends:
 /// dropping it writes out the lines still queued. A second call is a no-op
 /// (and returns `None`), so tests may call it freely.
 #[must_use]
 pub fn init(format: LogFormat) -> Option<WorkerGuard> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = log_filter(std::env::var(EnvFilter::DEFAULT_ENV).ok().as_deref());
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(false)
         .buffered_lines_limit(16_384)
@@ -39,4 +64,34 @@ pub fn init(format: LogFormat) -> Option<WorkerGuard> {
         LogFormat::Pretty => builder.try_init(),
     };
     installed.ok().map(|()| guard)
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+
+    /// Whether, under `RUST_LOG=rust_log`, actix's dispatcher errors and the
+    /// access lines are logged.
+    fn logged(rust_log: Option<&str>) -> (bool, bool) {
+        let subscriber = tracing_subscriber::registry().with(log_filter(rust_log));
+        tracing::subscriber::with_default(subscriber, || {
+            (
+                tracing::enabled!(target: "actix_http::h1::dispatcher", Level::ERROR),
+                tracing::enabled!(target: "gatewayz::access", Level::INFO),
+            )
+        })
+    }
+
+    #[test]
+    fn actix_dispatcher_errors_are_silenced_unless_rust_log_names_actix_http() {
+        assert_eq!(logged(None), (false, true));
+        assert_eq!(logged(Some("debug")), (false, true));
+        assert_eq!(logged(Some("warn")), (false, false));
+        assert_eq!(logged(Some("not a filter[")), (false, true));
+        assert_eq!(logged(Some("info,actix_http=error")), (true, true));
+        assert_eq!(logged(Some("warn,actix_http::h1=trace")), (true, false));
+    }
 }

@@ -10,6 +10,7 @@ mod chain;
 mod chat;
 mod deploy;
 mod errors;
+mod framing;
 mod helpers;
 mod hostile_upstream;
 mod lifecycle;
