@@ -20,6 +20,13 @@ lint:
 bench:
     cargo build --release --bin gatewayz --bin gatewayz-upstream --bin gatewayz-bench && target/release/gatewayz-bench --out docs/benchmarks
 
+# Reliability soak (issue #12): 10 minutes of mixed traffic with injected
+# upstream failures through the release gateway at 200 req/s; fails on an
+# unexpected answer or RSS growth over 1.5x after warm-up, and writes the
+# result into docs/reliability.md (which explains it).
+soak:
+    cargo build --release --bin gatewayz --bin gatewayz-upstream --bin gatewayz-bench && target/release/gatewayz-bench --reliability-soak 600 --report docs/reliability.md
+
 # Everything CI does.
 ci:
     bash .ci/run

@@ -1,6 +1,7 @@
 //! One keep-alive HTTP/1.1 connection per [`Conn`] (hyper's raw client
 //! connection: no pool, no extra task hop), and the two kinds of call: a
-//! whole answer, or a stream read event by event.
+//! whole answer, or a stream read event by event; or, for callers that judge
+//! the answer themselves, the bare response.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,11 +10,13 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
-use hyper::{Method, Request, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::sse::{Event, Parser};
@@ -64,6 +67,8 @@ impl Target {
 #[derive(Debug)]
 pub struct Conn {
     sender: SendRequest<Full<Bytes>>,
+    /// The task that drives the socket: aborting it closes the socket.
+    driver: AbortHandle,
 }
 
 /// Opens a connection to `address` (TCP_NODELAY, as a real client would).
@@ -73,11 +78,12 @@ pub async fn connect(address: SocketAddr) -> anyhow::Result<Conn> {
         .with_context(|| format!("cannot connect to {address}"))?;
     stream.set_nodelay(true)?;
     let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(async move {
+    let driver = tokio::spawn(async move {
         // The connection ends when the sender is dropped or the peer closes.
         let _ = connection.await;
-    });
-    Ok(Conn { sender })
+    })
+    .abort_handle();
+    Ok(Conn { sender, driver })
 }
 
 /// Everything timed about one stream.
@@ -114,11 +120,22 @@ impl Conn {
         self.sender.is_closed()
     }
 
-    /// Sends one request and reads the whole answer, which must be a 200.
-    pub async fn call(&mut self, target: &Target) -> anyhow::Result<()> {
+    /// Closes the socket at once, whatever is being read: a client that
+    /// leaves.
+    pub fn abandon(self) {
+        self.driver.abort();
+    }
+
+    /// Sends one request and returns the response, its body unread.
+    pub async fn send(&mut self, target: &Target) -> anyhow::Result<Response<Incoming>> {
         let request = target.request()?;
         self.sender.ready().await?;
-        let response = self.sender.send_request(request).await?;
+        Ok(self.sender.send_request(request).await?)
+    }
+
+    /// Sends one request and reads the whole answer, which must be a 200.
+    pub async fn call(&mut self, target: &Target) -> anyhow::Result<()> {
+        let response = self.send(target).await?;
         let status = response.status();
         let body = response.into_body().collect().await?.to_bytes();
         if status != StatusCode::OK {

@@ -1,14 +1,18 @@
 //! Load shapes for whole (non-streamed) answers: back-to-back calls at
 //! concurrency 1, a closed loop of many connections, and an open loop at a
-//! fixed arrival rate.
+//! fixed arrival rate, whose pacer and connection pool the reliability soak
+//! shares.
 
+use std::net::SocketAddr;
 use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::Semaphore;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until, timeout};
 
@@ -169,13 +173,113 @@ pub struct OpenStep {
     pub steal_ticks: u64,
 }
 
-struct Shared {
-    pool: Mutex<Vec<Conn>>,
-    results: Mutex<(Hist, u64, u64, Option<String>)>,
-    dispatch: Mutex<Hist>,
+/// Keep-alive connections shared by the requests of an open loop: a
+/// request takes a free one, or opens one (counted), and gives it back once
+/// its answer is read. At most `max` are in use; a request that finds them
+/// all busy waits for one (counted).
+#[derive(Debug)]
+pub struct Pool {
+    address: SocketAddr,
+    free: Mutex<Vec<Conn>>,
+    slots: Semaphore,
     opened: AtomicU64,
     waited: AtomicU64,
-    slots: Semaphore,
+}
+
+impl Pool {
+    /// A pool of `warm` connections to `address`, at most `max` in use.
+    pub fn new(address: SocketAddr, warm: Vec<Conn>, max: usize) -> Self {
+        Self {
+            address,
+            free: Mutex::new(warm),
+            slots: Semaphore::new(max),
+            opened: AtomicU64::new(0),
+            waited: AtomicU64::new(0),
+        }
+    }
+
+    /// A connection and the slot it holds until dropped; `counted` says
+    /// whether opening or waiting counts.
+    pub async fn take(&self, counted: bool) -> anyhow::Result<(SemaphorePermit<'_>, Conn)> {
+        let slot = match self.slots.try_acquire() {
+            Ok(slot) => slot,
+            Err(_) => {
+                self.waited.fetch_add(u64::from(counted), Ordering::Relaxed);
+                self.slots.acquire().await?
+            }
+        };
+        let free = {
+            let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+            loop {
+                match free.pop() {
+                    Some(conn) if conn.is_closed() => continue,
+                    other => break other,
+                }
+            }
+        };
+        let conn = match free {
+            Some(conn) => conn,
+            None => {
+                self.opened.fetch_add(u64::from(counted), Ordering::Relaxed);
+                connect(self.address).await?
+            }
+        };
+        Ok((slot, conn))
+    }
+
+    /// Returns a connection whose answer was read to the end.
+    pub fn give_back(&self, conn: Conn) {
+        self.free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(conn);
+    }
+
+    /// Connections opened because none was free, and requests that waited
+    /// for a slot, among the counted ones.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.opened.load(Ordering::Relaxed),
+            self.waited.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Hands out `count` intended send times, `period` apart from `start`, each
+/// at its time, from a thread of its own: sub-millisecond sleeps, which
+/// tokio's 1 ms timer cannot do. The thread returns how late it was at
+/// worst; it stops early when the receiver is dropped.
+pub fn pace(
+    start: Instant,
+    period: Duration,
+    count: u64,
+) -> (UnboundedReceiver<Instant>, JoinHandle<Duration>) {
+    let (sender, intended) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let pacer = std::thread::spawn(move || {
+        // The default 50 µs of timer slack would be added to every sleep.
+        let _ = rustix::thread::set_current_timer_slack(NonZeroU64::new(1));
+        let mut late = Duration::ZERO;
+        for index in 0..count {
+            let due = start + period.mul_f64(index as f64);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            } else {
+                late = late.max(now - due);
+            }
+            if sender.send(due).is_err() {
+                break;
+            }
+        }
+        late
+    });
+    (intended, pacer)
+}
+
+struct Shared {
+    pool: Pool,
+    results: Mutex<(Hist, u64, u64, Option<String>)>,
+    dispatch: Mutex<Hist>,
     in_flight: AtomicUsize,
     most_in_flight: AtomicUsize,
 }
@@ -203,12 +307,9 @@ pub async fn open_loop(
         pool.push(conn);
     }
     let shared = Arc::new(Shared {
-        pool: Mutex::new(pool),
+        pool: Pool::new(target.address, pool, MAX_CONNECTIONS),
         results: Mutex::new((hist()?, 0, 0, None)),
         dispatch: Mutex::new(hist()?),
-        opened: AtomicU64::new(0),
-        waited: AtomicU64::new(0),
-        slots: Semaphore::new(MAX_CONNECTIONS),
         in_flight: AtomicUsize::new(0),
         most_in_flight: AtomicUsize::new(0),
     });
@@ -216,25 +317,7 @@ pub async fn open_loop(
     let period = Duration::from_secs_f64(1.0 / rate);
     let start = Instant::now() + Duration::from_millis(20);
     let measure_from = start + warmup;
-    let (sender, mut intended) = tokio::sync::mpsc::unbounded_channel::<Instant>();
-    let pacer = std::thread::spawn(move || {
-        // The default 50 µs of timer slack would be added to every sleep.
-        let _ = rustix::thread::set_current_timer_slack(NonZeroU64::new(1));
-        let mut late = Duration::ZERO;
-        for index in 0..count {
-            let due = start + period.mul_f64(index as f64);
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
-            } else {
-                late = late.max(now - due);
-            }
-            if sender.send(due).is_err() {
-                break;
-            }
-        }
-        late
-    });
+    let (mut intended, pacer) = pace(start, period, count);
     let watched = pids.to_vec();
     let before = tokio::spawn(async move {
         sleep_until(measure_from).await;
@@ -256,7 +339,7 @@ pub async fn open_loop(
                     Instant::now().saturating_duration_since(due),
                 );
             }
-            let result = timeout(REQUEST_TIMEOUT, one_request(&target, &shared, measured)).await;
+            let result = timeout(REQUEST_TIMEOUT, one_request(&target, &shared.pool, measured)).await;
             let finished = Instant::now();
             let mut results = shared.results.lock().unwrap_or_else(PoisonError::into_inner);
             match result {
@@ -294,6 +377,7 @@ pub async fn open_loop(
         &mut *shared.dispatch.lock().unwrap_or_else(PoisonError::into_inner),
         hist()?,
     );
+    let (opened, waited) = shared.pool.counts();
     Ok(OpenStep {
         rate,
         duration,
@@ -302,8 +386,8 @@ pub async fn open_loop(
         errors: results.2,
         first_error: results.3.take(),
         latency,
-        opened: shared.opened.load(Ordering::Relaxed),
-        waited: shared.waited.load(Ordering::Relaxed),
+        opened,
+        waited,
         most_in_flight: shared.most_in_flight.load(Ordering::Relaxed),
         pacer_late_max,
         dispatch,
@@ -316,35 +400,9 @@ pub async fn open_loop(
     })
 }
 
-async fn one_request(target: &Target, shared: &Shared, measured: bool) -> anyhow::Result<()> {
-    let _slot = match shared.slots.try_acquire() {
-        Ok(slot) => slot,
-        Err(_) => {
-            shared.waited.fetch_add(u64::from(measured), Ordering::Relaxed);
-            shared.slots.acquire().await?
-        }
-    };
-    let free = {
-        let mut pool = shared.pool.lock().unwrap_or_else(PoisonError::into_inner);
-        loop {
-            match pool.pop() {
-                Some(conn) if conn.is_closed() => continue,
-                other => break other,
-            }
-        }
-    };
-    let mut conn = match free {
-        Some(conn) => conn,
-        None => {
-            shared.opened.fetch_add(u64::from(measured), Ordering::Relaxed);
-            connect(target.address).await?
-        }
-    };
+async fn one_request(target: &Target, pool: &Pool, measured: bool) -> anyhow::Result<()> {
+    let (_slot, mut conn) = pool.take(measured).await?;
     conn.call(target).await?;
-    shared
-        .pool
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .push(conn);
+    pool.give_back(conn);
     Ok(())
 }

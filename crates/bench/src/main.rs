@@ -5,12 +5,16 @@
 //! The driver starts `gatewayz-upstream` twice (plain, and streaming 64
 //! chunks 20 ms apart) and the real `gatewayz` binary in front of each, all
 //! taken from the directory of this binary (`target/release`).
+//!
+//! `--reliability-soak SECONDS` is another mode: mixed traffic, injected
+//! upstream failures, a pass/fail verdict (`docs/reliability.md`).
 
 mod client;
 mod load;
 mod machine;
 mod plan;
 mod procs;
+mod reliability;
 mod report;
 mod run;
 mod sse;
@@ -29,6 +33,7 @@ gatewayz-bench: Gatewayz against a direct call to a local upstream
 
 Usage: gatewayz-bench [--out DIR] [--quick] [--gateway-bin PATH] [--upstream-bin PATH] [--threads N]
        gatewayz-bench --soak SECONDS [--soak-streams N | --soak-rate R]
+       gatewayz-bench --reliability-soak SECONDS [--reliability-rate R] [--report FILE]
 
   --out DIR            where latest.md and latest.json go [default: docs/benchmarks]
   --quick              a short smoke run of the driver (numbers not meaningful)
@@ -40,6 +45,14 @@ Usage: gatewayz-bench [--out DIR] [--quick] [--gateway-bin PATH] [--upstream-bin
                        for SECONDS: a 64-connection closed loop, or with --soak-streams N,
                        N concurrent streams of 64 chunks 20 ms apart, one after the other,
                        or with --soak-rate R, an open loop of R requests a second
+  --reliability-soak SECONDS
+                       pass or fail: mixed traffic (whole answers, streams, clients that leave,
+                       upstream 500s, 429s and cut streams) through the gateway at a fixed rate
+                       for SECONDS (600 for `just soak`, 60 for a smoke run), every answer
+                       judged, the gateway's RSS read every 30 s; exits non-zero on a failure
+  --reliability-rate R requests a second of the reliability soak [default: 200]
+  --report FILE        write the reliability soak's result between the markers of FILE
+                       (docs/reliability.md), or as FILE when it does not exist
 ";
 
 /// The command line.
@@ -54,6 +67,9 @@ pub struct Args {
     pub soak: Option<std::time::Duration>,
     pub soak_streams: Option<usize>,
     pub soak_rate: Option<f64>,
+    pub reliability_soak: Option<std::time::Duration>,
+    pub reliability_rate: f64,
+    pub report: Option<PathBuf>,
 }
 
 fn parse_args() -> anyhow::Result<Option<Args>> {
@@ -71,6 +87,9 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
         soak: None,
         soak_streams: None,
         soak_rate: None,
+        reliability_soak: None,
+        reliability_rate: reliability::DEFAULT_RATE,
+        report: None,
     };
     let mut given = std::env::args().skip(1);
     while let Some(arg) = given.next() {
@@ -88,6 +107,11 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
             "--soak" => args.soak = Some(std::time::Duration::from_secs_f64(value()?.parse()?)),
             "--soak-streams" => args.soak_streams = Some(value()?.parse()?),
             "--soak-rate" => args.soak_rate = Some(value()?.parse()?),
+            "--reliability-soak" => {
+                args.reliability_soak = Some(std::time::Duration::from_secs_f64(value()?.parse()?));
+            }
+            "--reliability-rate" => args.reliability_rate = value()?.parse()?,
+            "--report" => args.report = Some(value()?.into()),
             other => bail!("unknown option {other}; see --help"),
         }
     }
@@ -130,6 +154,9 @@ fn main_inner() -> anyhow::Result<()> {
     if let Some(duration) = args.soak {
         return runtime.block_on(run::soak(&args, duration));
     }
+    if let Some(duration) = args.reliability_soak {
+        return reliability_soak(&args, &runtime, duration);
+    }
     let results = runtime.block_on(run::run(&args))?;
     std::fs::create_dir_all(&args.out)?;
     let (markdown, json) = report::render(&results);
@@ -143,6 +170,38 @@ fn main_inner() -> anyhow::Result<()> {
         md_path.display(),
         json_path.display()
     );
+    Ok(())
+}
+
+/// Runs the reliability soak, prints and writes its result, and fails when
+/// its verdict does.
+fn reliability_soak(
+    args: &Args,
+    runtime: &tokio::runtime::Runtime,
+    duration: std::time::Duration,
+) -> anyhow::Result<()> {
+    let soak = runtime.block_on(reliability::run(args, duration, args.reliability_rate))?;
+    let mut command = format!(
+        "gatewayz-bench --reliability-soak {} --reliability-rate {}",
+        duration.as_secs_f64(),
+        args.reliability_rate
+    );
+    if let Some(report) = &args.report {
+        command.push_str(&format!(" --report {}", report.display()));
+    }
+    let markdown = reliability::render(&soak, &command);
+    print_report(&markdown);
+    if let Some(report) = &args.report {
+        reliability::write_into(report, &markdown)?;
+        eprintln!("gatewayz-bench: wrote the result into {}", report.display());
+    }
+    if !soak.verdict.passed() {
+        bail!(
+            "the reliability soak failed: {}",
+            soak.verdict.failures.join("; ")
+        );
+    }
+    eprintln!("gatewayz-bench: the reliability soak passed");
     Ok(())
 }
 

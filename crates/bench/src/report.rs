@@ -46,7 +46,7 @@ fn fmt_signed_us(value: f64) -> String {
     format!("{sign}{}", fmt_us(value.abs()))
 }
 
-fn fmt_count(value: f64) -> String {
+pub(crate) fn fmt_count(value: f64) -> String {
     let digits = format!("{:.0}", value.max(0.0));
     let mut grouped = String::new();
     for (index, digit) in digits.chars().enumerate() {
@@ -58,7 +58,7 @@ fn fmt_count(value: f64) -> String {
     grouped
 }
 
-fn fmt_mib(kib: u64) -> String {
+pub(crate) fn fmt_mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
 

@@ -17,6 +17,9 @@ Options:
   --chunks N        content chunks in a streamed answer [default: 16]
   --gap-ms N        N ms between two content chunks of a stream [default: 0]
   --threads N       runtime worker threads; 1 is a single-threaded runtime [default: 1]
+  --faults          honour a request body's \"upstream_fault\" field: \"500\", \"429\" or
+                    any other 4xx/5xx status answers that status with an OpenAI error
+                    body; \"cut\" closes a stream's connection halfway through
   -h, --help        print this help
 ";
 
@@ -33,6 +36,9 @@ pub struct Config {
     /// schedule does not drift when one write is late.
     pub gap: Duration,
     pub threads: usize,
+    /// Whether a request may ask for a failure (see [`crate::Fault`]); off,
+    /// the body is not even scanned for it.
+    pub faults: bool,
 }
 
 impl Default for Config {
@@ -43,6 +49,7 @@ impl Default for Config {
             chunks: 16,
             gap: Duration::ZERO,
             threads: 1,
+            faults: false,
         }
     }
 }
@@ -81,6 +88,13 @@ impl Command {
             };
             if matches!(name.as_str(), "-h" | "--help") {
                 return Ok(Self::Help);
+            }
+            if name == "--faults" {
+                if inline.is_some() {
+                    return Err(ArgsError("--faults takes no value".to_owned()));
+                }
+                config.faults = true;
+                continue;
             }
             let value = inline
                 .or_else(|| args.next())
@@ -128,6 +142,7 @@ mod tests {
             "--gap-ms",
             "20",
             "--threads=2",
+            "--faults",
         ]);
         assert_eq!(
             command,
@@ -137,6 +152,7 @@ mod tests {
                 chunks: 64,
                 gap: Duration::from_millis(20),
                 threads: 2,
+                faults: true,
             }))
         );
     }
@@ -149,6 +165,17 @@ mod tests {
         );
         assert!(
             matches!(parse_args(&["--gap-ms"]), Err(ArgsError(message)) if message.contains("needs a value"))
+        );
+    }
+
+    #[test]
+    fn faults_is_a_switch_without_a_value() {
+        let faults = |command| matches!(command, Ok(Command::Run(Config { faults, .. })) if faults);
+        assert!(faults(parse_args(&["--faults"])));
+        assert!(faults(parse_args(&["--faults", "--chunks", "2"])));
+        assert!(!faults(parse_args(&["--chunks", "2"])));
+        assert!(
+            matches!(parse_args(&["--faults=yes"]), Err(ArgsError(message)) if message.contains("no value"))
         );
     }
 

@@ -1,4 +1,5 @@
-//! Reading a request's two flags without parsing its JSON.
+//! Reading a request's flags (and, for reliability runs, its fault) without
+//! parsing its JSON.
 
 /// Whether `body` sets the JSON key `key` (given with its quotes, e.g.
 /// `"stream"`) to `true`, whitespace allowed around the colon.
@@ -21,6 +22,23 @@ pub fn is_true(body: &[u8], key: &[u8]) -> bool {
     false
 }
 
+/// The string value of the JSON key `key` (given with its quotes), when it
+/// has one, as written: escapes are not decoded (the values looked for hold
+/// none). The same reasoning as [`is_true`] tells a key from a value.
+pub fn string_value<'a>(body: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let mut rest = body;
+    while let Some(at) = find(rest, key) {
+        rest = &rest[at + key.len()..];
+        if let Some(value) = skip_space(rest).strip_prefix(b":")
+            && let Some(string) = skip_space(value).strip_prefix(b"\"")
+            && let Some(end) = string.iter().position(|byte| *byte == b'"')
+        {
+            return Some(&string[..end]);
+        }
+    }
+    None
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     if needle.is_empty() {
         return None;
@@ -38,7 +56,7 @@ fn skip_space(bytes: &[u8]) -> &[u8] {
 
 #[cfg(test)]
 mod tests {
-    use super::is_true;
+    use super::{is_true, string_value};
 
     const STREAM: &[u8] = b"\"stream\"";
 
@@ -71,5 +89,28 @@ mod tests {
         assert!(is_true(body, b"\"include_usage\""));
         let body = br#"{"stream":true,"stream_options":{"include_usage": false}}"#;
         assert!(!is_true(body, b"\"include_usage\""));
+    }
+
+    #[test]
+    fn reads_a_string_value_with_or_without_spaces() {
+        const FAULT: &[u8] = b"\"upstream_fault\"";
+        assert_eq!(
+            string_value(br#"{"model":"m","upstream_fault":"500"}"#, FAULT),
+            Some(&b"500"[..])
+        );
+        assert_eq!(
+            string_value(b"{\"upstream_fault\" :\n \"cut\", \"stream\": true}", FAULT),
+            Some(&b"cut"[..])
+        );
+        assert_eq!(string_value(br#"{"upstream_fault":""}"#, FAULT), Some(&b""[..]));
+    }
+
+    #[test]
+    fn no_string_value_when_absent_mentioned_or_not_a_string() {
+        const FAULT: &[u8] = b"\"upstream_fault\"";
+        assert_eq!(string_value(br#"{"model":"m"}"#, FAULT), None);
+        assert_eq!(string_value(br#"{"upstream_fault":500}"#, FAULT), None);
+        let body = br#"{"messages":[{"content":"say \"upstream_fault\": \"500\""}],"upstream_fault":"429"}"#;
+        assert_eq!(string_value(body, FAULT), Some(&b"429"[..]));
     }
 }

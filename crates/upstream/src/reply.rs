@@ -1,7 +1,7 @@
 //! Response bodies: a whole JSON answer, or SSE events paced and flushed one
-//! by one.
+//! by one (and, on request, cut off halfway).
 
-use std::convert::Infallible;
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,6 +11,20 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep, sleep_until};
+
+/// The error a cut stream ends with: hyper then closes the connection
+/// without ending the chunked body, as an upstream that dies mid-stream
+/// would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamCut;
+
+impl fmt::Display for StreamCut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the stream was cut on request")
+    }
+}
+
+impl std::error::Error for StreamCut {}
 
 /// The body of any answer.
 #[derive(Debug)]
@@ -28,12 +42,12 @@ impl Reply {
 
 impl Body for Reply {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = StreamCut;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, StreamCut>>> {
         match self.get_mut() {
             Self::Full(bytes) => Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
             Self::Sse(body) => Pin::new(body).poll_frame(cx),
@@ -72,6 +86,8 @@ pub struct SseBody {
     yielded: bool,
     /// The timer, and the event it is armed for.
     sleep: Option<(usize, Pin<Box<Sleep>>)>,
+    /// The event in place of which the stream is cut, if it is.
+    cut: Option<usize>,
 }
 
 impl SseBody {
@@ -85,7 +101,15 @@ impl SseBody {
             next: 0,
             yielded: false,
             sleep: None,
+            cut: None,
         }
+    }
+
+    /// Cuts the stream when event `index` is due, instead of sending it.
+    #[must_use]
+    pub fn cut_at(mut self, index: usize) -> Self {
+        self.cut = Some(index);
+        self
     }
 
     fn due(&self, index: usize) -> Option<Instant> {
@@ -99,12 +123,12 @@ impl SseBody {
 
 impl Body for SseBody {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = StreamCut;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, StreamCut>>> {
         let this = self.get_mut();
         let Some(event) = this.events.get(this.next).cloned() else {
             return Poll::Ready(None);
@@ -127,6 +151,10 @@ impl Body for SseBody {
                 none => &mut none.insert((index, Box::pin(sleep_until(deadline)))).1,
             };
             ready!(sleep.as_mut().poll(cx));
+        }
+        if this.cut == Some(this.next) {
+            this.next = this.events.len();
+            return Poll::Ready(Some(Err(StreamCut)));
         }
         this.next += 1;
         this.yielded = false;

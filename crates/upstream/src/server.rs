@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -16,6 +16,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::args::Config;
+use crate::fault::{self, Fault};
 use crate::flags::is_true;
 use crate::reply::{Reply, SseBody};
 use crate::responses::Responses;
@@ -24,6 +25,7 @@ struct Shared {
     responses: Responses,
     delay: Duration,
     gap: Duration,
+    faults: bool,
 }
 
 /// A bound upstream, ready to serve.
@@ -39,6 +41,7 @@ impl std::fmt::Debug for Shared {
             .field("content_chunks", &self.responses.content_chunks())
             .field("delay", &self.delay)
             .field("gap", &self.gap)
+            .field("faults", &self.faults)
             .finish()
     }
 }
@@ -59,6 +62,7 @@ impl Upstream {
                 responses: Responses::new(config.chunks, created),
                 delay: config.delay,
                 gap: config.gap,
+                faults: config.faults,
             }),
         })
     }
@@ -113,10 +117,25 @@ async fn answer(request: Request<Incoming>, shared: Arc<Shared>) -> Result<Respo
         Ok(body) => body.to_bytes(),
         Err(_) => return Ok(error(StatusCode::BAD_REQUEST, "the request body broke off")),
     };
+    let fault = if shared.faults {
+        match Fault::requested(&body) {
+            Ok(fault) => fault,
+            Err(_) => return Ok(error(StatusCode::BAD_REQUEST, "unknown upstream_fault")),
+        }
+    } else {
+        None
+    };
     if !shared.delay.is_zero() {
         tokio::time::sleep(shared.delay).await;
     }
-    if !is_true(&body, b"\"stream\"") {
+    if let Some(Fault::Status(status)) = fault {
+        return Ok(injected(status));
+    }
+    let stream = is_true(&body, b"\"stream\"");
+    if fault == Some(Fault::Cut) && !stream {
+        return Ok(error(StatusCode::BAD_REQUEST, "only a stream can be cut"));
+    }
+    if !stream {
         let mut response = Response::new(Reply::full(shared.responses.completion()));
         response
             .headers_mut()
@@ -124,7 +143,11 @@ async fn answer(request: Request<Incoming>, shared: Arc<Shared>) -> Result<Respo
         return Ok(response);
     }
     let events = shared.responses.stream(is_true(&body, b"\"include_usage\""));
-    let body = SseBody::new(events, shared.responses.content_chunks(), shared.gap);
+    let chunks = shared.responses.content_chunks();
+    let mut body = SseBody::new(events, chunks, shared.gap);
+    if fault == Some(Fault::Cut) {
+        body = body.cut_at(Fault::cut_after(chunks));
+    }
     let mut response = Response::new(Reply::Sse(body));
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -141,5 +164,17 @@ fn error(status: StatusCode, message: &'static str) -> Response<Reply> {
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// The answer to a request that asked for `status`.
+fn injected(status: StatusCode) -> Response<Reply> {
+    let mut response = Response::new(Reply::full(fault::error_body(status)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        headers.insert(RETRY_AFTER, HeaderValue::from(fault::RETRY_AFTER_SECONDS));
+    }
     response
 }

@@ -1,5 +1,5 @@
-//! The upstream over real loopback sockets: answers' shapes, and the pacing
-//! and framing of streams.
+//! The upstream over real loopback sockets: answers' shapes, the pacing
+//! and framing of streams, and the failures a request may ask for.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test.
 
@@ -10,7 +10,7 @@ use bytes::Bytes;
 use gatewayz_upstream::{Config, Upstream};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
-use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
@@ -35,8 +35,11 @@ struct Answer {
     status: StatusCode,
     content_type: Option<String>,
     content_length: Option<String>,
+    retry_after: Option<String>,
     /// Each body frame with the moment it arrived.
     frames: Vec<(Instant, Bytes)>,
+    /// Whether the body ended with an error rather than its end.
+    broke: bool,
     sent: Instant,
 }
 
@@ -70,20 +73,35 @@ async fn call(address: SocketAddr, method: &str, path: &str, body: &str) -> Answ
             .get(name)
             .map(|value: &hyper::header::HeaderValue| value.to_str().unwrap().to_owned())
     };
-    let (status, content_type, content_length) =
-        (response.status(), header(CONTENT_TYPE), header(CONTENT_LENGTH));
+    let (status, content_type, content_length, retry_after) = (
+        response.status(),
+        header(CONTENT_TYPE),
+        header(CONTENT_LENGTH),
+        header(RETRY_AFTER),
+    );
     let mut body = response.into_body();
     let mut frames = Vec::new();
+    let mut broke = false;
     while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame.unwrap().into_data() {
-            frames.push((Instant::now(), data));
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    frames.push((Instant::now(), data));
+                }
+            }
+            Err(_) => {
+                broke = true;
+                break;
+            }
         }
     }
     Answer {
         status,
         content_type,
         content_length,
+        retry_after,
         frames,
+        broke,
         sent,
     }
 }
@@ -257,4 +275,147 @@ async fn waits_the_delay_before_answering() {
 
     assert_eq!(answer.status, StatusCode::OK);
     assert!(answer.frames[0].0 - answer.sent >= delay);
+}
+
+fn with_fault(body: &str, fault: &str) -> String {
+    let (head, _) = body.rsplit_once('}').unwrap();
+    format!(r#"{head},"upstream_fault":"{fault}"}}"#)
+}
+
+fn faulty(chunks: usize) -> Config {
+    Config {
+        chunks,
+        faults: true,
+        ..Config::default()
+    }
+}
+
+#[tokio::test]
+async fn answers_the_status_a_request_asks_for_with_an_openai_error_body() {
+    let address = spawn(faulty(4)).await;
+
+    for body in [GATEWAY_BODY, STREAM_BODY] {
+        let failed = call(address, "POST", "/v1/chat/completions", &with_fault(body, "500")).await;
+        let limited = call(address, "POST", "/v1/chat/completions", &with_fault(body, "429")).await;
+
+        assert_eq!(failed.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(failed.content_type.as_deref(), Some("application/json"));
+        assert_eq!(failed.json()["error"]["type"], "server_error");
+        assert!(failed.json()["error"]["message"].is_string());
+        assert_eq!(failed.json()["provider"], "openai");
+        assert_eq!(failed.retry_after, None);
+        assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(limited.json()["error"]["type"], "rate_limit_error");
+        assert_eq!(limited.json()["error"]["code"], "rate_limit_exceeded");
+        assert_eq!(limited.retry_after.as_deref(), Some("1"));
+    }
+}
+
+#[tokio::test]
+async fn cuts_a_stream_halfway_closing_the_connection_before_finish_usage_and_done() {
+    let address = spawn(faulty(6)).await;
+
+    let answer = call(
+        address,
+        "POST",
+        "/v1/chat/completions",
+        &with_fault(STREAM_BODY, "cut"),
+    )
+    .await;
+
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.content_type.as_deref(), Some("text/event-stream"));
+    assert!(answer.broke, "the body ended cleanly");
+    let events = events(&answer);
+    assert_eq!(events.len(), 3, "{events:?}");
+    for (index, event) in events.iter().enumerate() {
+        let chunk: Value = serde_json::from_str(event).unwrap();
+        assert_eq!(chunk["choices"][0]["delta"]["content"], format!("tok{index} "));
+    }
+}
+
+#[tokio::test]
+async fn the_same_connection_serves_a_good_answer_after_an_injected_status() {
+    let address = spawn(faulty(2)).await;
+    let stream = TcpStream::connect(address).await.unwrap();
+    let (mut sender, connection) = http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(connection);
+    let mut statuses = Vec::new();
+
+    for body in [with_fault(GATEWAY_BODY, "503"), GATEWAY_BODY.to_owned()] {
+        sender.ready().await.unwrap();
+        let request = Request::post("/v1/chat/completions")
+            .header("host", address.to_string())
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        statuses.push(response.status());
+        response.into_body().collect().await.unwrap();
+    }
+
+    assert_eq!(statuses, [StatusCode::SERVICE_UNAVAILABLE, StatusCode::OK]);
+}
+
+#[tokio::test]
+async fn refuses_an_unknown_fault_and_a_cut_of_a_whole_answer() {
+    let address = spawn(faulty(2)).await;
+
+    let unknown = call(
+        address,
+        "POST",
+        "/v1/chat/completions",
+        &with_fault(GATEWAY_BODY, "slow"),
+    )
+    .await;
+    let whole_cut = call(
+        address,
+        "POST",
+        "/v1/chat/completions",
+        &with_fault(GATEWAY_BODY, "cut"),
+    )
+    .await;
+
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
+    assert!(
+        unknown.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("upstream_fault")
+    );
+    assert_eq!(whole_cut.status, StatusCode::BAD_REQUEST);
+    assert!(
+        whole_cut.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cut")
+    );
+}
+
+#[tokio::test]
+async fn ignores_the_fault_field_unless_started_with_faults() {
+    let address = spawn(Config {
+        chunks: 2,
+        ..Config::default()
+    })
+    .await;
+
+    let whole = call(
+        address,
+        "POST",
+        "/v1/chat/completions",
+        &with_fault(GATEWAY_BODY, "500"),
+    )
+    .await;
+    let stream = call(
+        address,
+        "POST",
+        "/v1/chat/completions",
+        &with_fault(STREAM_BODY, "cut"),
+    )
+    .await;
+
+    assert_eq!(whole.status, StatusCode::OK);
+    assert_eq!(whole.json()["object"], "chat.completion");
+    assert!(!stream.broke);
+    assert_eq!(events(&stream).last().map(String::as_str), Some("[DONE]"));
 }
