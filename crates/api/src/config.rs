@@ -19,6 +19,7 @@ pub const ENV_VARS: &[&str] = &[
     "GATEWAYZ_API_KEYS_RELOAD_MS",
     "GATEWAYZ_SHUTDOWN_TIMEOUT",
     "GATEWAYZ_MAX_BODY_BYTES",
+    "GATEWAYZ_REQUEST_HEAD_TIMEOUT_MS",
     "GATEWAYZ_BODY_TIMEOUT_MS",
     "GATEWAYZ_REQUEST_TIMEOUT_MS",
     "GATEWAYZ_DEFAULT_MAX_TOKENS",
@@ -95,6 +96,14 @@ pub struct Config {
     /// `GATEWAYZ_MAX_BODY_BYTES`: the largest request body accepted.
     #[serde(default = "default_max_body_bytes", deserialize_with = "max_body_bytes")]
     pub max_body_bytes: usize,
+    /// `GATEWAYZ_REQUEST_HEAD_TIMEOUT_MS`: how long a connection may take to
+    /// send a whole request head (its first, or the next on a kept-alive
+    /// connection); past it, 408 and the connection is closed.
+    #[serde(
+        default = "default_request_head_timeout_ms",
+        deserialize_with = "request_head_timeout_ms"
+    )]
+    pub request_head_timeout_ms: u64,
     /// `GATEWAYZ_BODY_TIMEOUT_MS`: how long a client may take to send its
     /// request body once its headers are in; past it, 408 and the
     /// connection is closed.
@@ -148,6 +157,10 @@ const fn default_max_body_bytes() -> usize {
     4 * 1024 * 1024
 }
 
+const fn default_request_head_timeout_ms() -> u64 {
+    5_000
+}
+
 const fn default_body_timeout_ms() -> u64 {
     10_000
 }
@@ -167,6 +180,7 @@ gatewayz_adapters::var_parsers! {
     reload_ms: u64 = "GATEWAYZ_API_KEYS_RELOAD_MS";
     shutdown_timeout: u64 = "GATEWAYZ_SHUTDOWN_TIMEOUT";
     max_body_bytes: usize = "GATEWAYZ_MAX_BODY_BYTES";
+    request_head_timeout_ms: u64 = "GATEWAYZ_REQUEST_HEAD_TIMEOUT_MS";
     body_timeout_ms: u64 = "GATEWAYZ_BODY_TIMEOUT_MS";
     request_timeout_ms: u64 = "GATEWAYZ_REQUEST_TIMEOUT_MS";
     log_format: LogFormat = "GATEWAYZ_LOG_FORMAT";
@@ -243,6 +257,7 @@ mod tests {
         assert_eq!(config.admin_bind, "127.0.0.1:9090".parse().unwrap());
         assert_eq!(config.shutdown_timeout, 30);
         assert_eq!(config.api_keys_reload_ms, 2000);
+        assert_eq!(config.request_head_timeout_ms, 5_000);
         assert_eq!(config.body_timeout_ms, 10_000);
         assert_eq!(config.request_timeout_ms, 600_000);
         assert!(config.api_keys.is_none() && config.api_keys_file.is_none());

@@ -181,9 +181,17 @@ impl ApiError {
         self.status
     }
 
-    /// The JSON body, also used for SSE error events.
-    pub fn to_json(&self) -> serde_json::Value {
+    /// The JSON body, as a value to look into.
+    #[cfg(test)]
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self.envelope()).unwrap_or_default()
+    }
+
+    /// The JSON body as written to the client, fields in their usual order
+    /// (`message`, `type`, `param`, `code`, `source`).
+    pub fn to_body(&self) -> Vec<u8> {
+        // Serializing the gateway's own types into memory cannot fail.
+        serde_json::to_vec(&self.envelope()).unwrap_or_default()
     }
 
     fn envelope(&self) -> Envelope<'_> {

@@ -170,7 +170,7 @@ impl Refusals {
             access!(tracing::Level::INFO);
         }
 
-        let body = serde_json::to_vec(&error.to_json()).unwrap_or_default();
+        let body = error.to_body();
         let mut answer = Vec::with_capacity(256 + body.len());
         answer.extend_from_slice(found.status_line);
         answer.extend_from_slice(b"\r\ncontent-type: application/json\r\ncontent-length: ");

@@ -29,7 +29,7 @@ pub fn event_stream(chunks: ChatStream) -> impl Stream<Item = Result<Bytes, Infa
                     *failed = true;
                     let error = ApiError::from(error);
                     span.in_scope(|| tracing::error!(error = %error, "stream failed after it began"));
-                    data_event(&error.to_json())
+                    Bytes::from([b"data: ".as_slice(), &error.to_body(), b"\n\n"].concat())
                 }
             };
             ready(Some(event))

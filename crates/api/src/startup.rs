@@ -80,22 +80,6 @@ pub fn chat_service(
     )
 }
 
-/// HTTP settings of the public listener that `Config` does not hold.
-#[derive(Debug, Clone, Copy)]
-pub struct HttpSettings {
-    /// How long a new connection has to send its first request head before
-    /// the gateway answers 408 and closes it (actix's default, 5 s).
-    pub request_head_timeout: Duration,
-}
-
-impl Default for HttpSettings {
-    fn default() -> Self {
-        Self {
-            request_head_timeout: Duration::from_secs(5),
-        }
-    }
-}
-
 /// A bound, ready-to-run gateway: the public listener and the admin one.
 pub struct Application {
     address: SocketAddr,
@@ -128,18 +112,6 @@ impl Application {
     /// When a listener cannot be bound, the metrics cannot be set up, or the
     /// gateway keys are unusable for the bind address.
     pub fn build(config: &Config, service: ChatService) -> Result<Self, StartupError> {
-        Self::build_with(config, service, HttpSettings::default())
-    }
-
-    /// [`Application::build`] with HTTP settings that `Config` does not hold.
-    ///
-    /// # Errors
-    /// As [`Application::build`].
-    pub fn build_with(
-        config: &Config,
-        service: ChatService,
-        http: HttpSettings,
-    ) -> Result<Self, StartupError> {
         let keys = GatewayKeys::from_config(
             config.api_keys.as_ref(),
             config.api_keys_file.as_deref(),
@@ -176,7 +148,7 @@ impl Application {
         let server = http_refusals::serve(
             listener,
             config.shutdown_timeout,
-            http.request_head_timeout,
+            Duration::from_millis(config.request_head_timeout_ms.max(1)),
             metrics.clone(),
             ClientProbe::attach,
             move || {

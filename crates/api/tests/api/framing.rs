@@ -5,14 +5,12 @@
 
 use std::time::Duration;
 
-use gatewayz_api::startup::HttpSettings;
-use gatewayz_api::{Application, Config};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::binary;
-use crate::helpers::{KEY, TestApp, assert_openai_error, demo_service, eventually, sample};
+use crate::helpers::{TestApp, assert_openai_error, demo_service, eventually, sample};
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -135,22 +133,8 @@ async fn assert_still_serves(app: &TestApp) {
 
 /// The demo gateway with `request_head_timeout`.
 async fn gateway_with_head_timeout(request_head_timeout: Duration) -> TestApp {
-    let vars = [
-        ("GATEWAYZ_BIND", "127.0.0.1:0"),
-        ("GATEWAYZ_ADMIN_BIND", "127.0.0.1:0"),
-        ("GATEWAYZ_API_KEYS", KEY),
-    ]
-    .map(|(name, value)| (name.to_owned(), value.to_owned()));
-    let config = Config::from_vars(vars).unwrap();
-    let settings = HttpSettings { request_head_timeout };
-    let application = Application::build_with(&config, demo_service(), settings).unwrap();
-    let app = TestApp {
-        address: format!("http://{}", application.address()),
-        admin: format!("http://{}", application.admin_address()),
-        client: reqwest::Client::builder().timeout(DEADLINE).build().unwrap(),
-    };
-    tokio::spawn(application.run_until_stopped());
-    app
+    let millis = request_head_timeout.as_millis().to_string();
+    TestApp::spawn(demo_service(), &[("GATEWAYZ_REQUEST_HEAD_TIMEOUT_MS", &millis)]).await
 }
 
 #[tokio::test]
