@@ -12,6 +12,7 @@ mod deploy;
 mod errors;
 mod framing;
 mod helpers;
+mod hostile_client;
 mod hostile_upstream;
 mod lifecycle;
 mod ops;
