@@ -19,7 +19,11 @@ use gatewayz_adapters::metrics::{Metrics, RequestOutcome};
 use gatewayz_domain::{CallFacts, CallRecord, ProviderKind};
 use tracing::Instrument;
 
+use gatewayz_domain::text::quote;
+
 use crate::auth::KeyId;
+use crate::probe::ClientProbe;
+use crate::routes::chat::ChatState;
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 const PROVIDER_HEADER: HeaderName = HeaderName::from_static("x-gatewayz-provider");
@@ -28,6 +32,38 @@ const TARGET_HEADER: HeaderName = HeaderName::from_static("x-gatewayz-target");
 
 /// The status logged for a request whose client left before its answer.
 pub const CLIENT_CLOSED: u16 = 499;
+
+/// Put in a request's extensions by the handler that read its whole body.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyRead;
+
+/// Whether the request comes with a body (chunked, or a non-zero length).
+fn sends_body(request: &ServiceRequest) -> bool {
+    let headers = request.headers();
+    headers.contains_key(actix_web::http::header::TRANSFER_ENCODING)
+        || headers
+            .get(actix_web::http::header::CONTENT_LENGTH)
+            .is_some_and(|length| length.as_bytes() != b"0")
+}
+
+/// The answer to a request whose body was not read (refused first, or cut
+/// by its deadline) closes the connection, and the rest of the body gets
+/// the body deadline to arrive: actix-http reads it to its end before it
+/// closes (a chunked one with no deadline of its own), so a client that
+/// stalls its body would otherwise hold the connection for good.
+fn leave_body_unread<B>(response: &mut ServiceResponse<B>) {
+    response
+        .response_mut()
+        .head_mut()
+        .set_connection_type(actix_web::http::ConnectionType::Close);
+    let request = response.request();
+    if let (Some(probe), Some(state)) = (
+        request.conn_data::<ClientProbe>(),
+        request.app_data::<web::Data<ChatState>>(),
+    ) {
+        probe.close_after(state.body_timeout);
+    }
+}
 
 /// The id of the request being served, as stored in the request extensions.
 #[derive(Debug, Clone)]
@@ -76,8 +112,8 @@ pub async fn track(
     let span = tracing::info_span!(
         "request",
         request_id = %request_id,
-        method = %request.method(),
-        path = %gatewayz_domain::text::quote(request.path()),
+        method = %quote(request.method().as_str()),
+        path = %quote(request.path()),
     );
     let record = CallRecord::default();
     request.extensions_mut().insert(RequestId(request_id.clone()));
@@ -86,6 +122,7 @@ pub async fn track(
     if let Some(metrics) = &metrics {
         metrics.request_started();
     }
+    let sends_body = sends_body(&request);
     // No clone of the request here: routing needs it unshared.
     let mut tracker = Tracker {
         started: Instant::now(),
@@ -113,6 +150,9 @@ pub async fn track(
         }
     };
 
+    if sends_body && response.request().extensions().get::<BodyRead>().is_none() {
+        leave_body_unread(&mut response);
+    }
     tracker.status = response.status().as_u16();
     tracker.key_id = response
         .request()
@@ -212,7 +252,7 @@ impl Tracker {
                     $level,
                     request_id = %self.request_id,
                     key_id = self.key_id.as_deref(),
-                    method = %self.method,
+                    method = %quote(self.method.as_str()),
                     route = self.route,
                     provider = facts.provider.map(ProviderKind::as_str),
                     portkey_provider = facts.portkey_provider.map(|provider| provider.name()),

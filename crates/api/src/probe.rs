@@ -47,6 +47,23 @@ impl ClientProbe {
         }
     }
 
+    /// Shuts the connection `after` from now, if the server has not closed
+    /// it by then. Not at once: an answer written on a socket closed with
+    /// the client's bytes still unread is lost to a reset.
+    pub fn close_after(&self, after: std::time::Duration) {
+        // Weak: the connection's own end (its last handle dropped) must not
+        // wait for this timer.
+        let socket = Rc::downgrade(&self.0);
+        actix_web::rt::spawn(async move {
+            actix_web::rt::time::sleep(after).await;
+            if let Some(socket) = socket.upgrade()
+                && let Err(error) = socket2::SockRef::from(&*socket).shutdown(std::net::Shutdown::Both)
+            {
+                tracing::debug!(%error, "closing a connection whose body was not read");
+            }
+        });
+    }
+
     /// Resolves when the client has closed its side of the connection (or it
     /// broke). Never resolves while the connection is open, or when the
     /// client has already sent more bytes (a pipelined request): those are

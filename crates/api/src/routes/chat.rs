@@ -14,7 +14,7 @@ use serde_json::error::Category;
 
 use crate::auth::Authenticated;
 use crate::error::ApiError;
-use crate::middleware::RequestId;
+use crate::middleware::{BodyRead, RequestId};
 use crate::probe::ClientProbe;
 use crate::sse::event_stream;
 use crate::trace_context;
@@ -44,6 +44,7 @@ pub async fn chat_completions(
     )
     .await
     .map_err(|_| ApiError::body_timeout(state.body_timeout))??;
+    request.extensions_mut().insert(BodyRead);
     let mut chat_request = parse_request(&body)?;
     let routing = RoutingFields::take_from(&mut chat_request.extra)?;
     let record = request
