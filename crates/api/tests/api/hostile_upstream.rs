@@ -39,6 +39,13 @@ fn sse(body: String) -> ResponseTemplate {
     ResponseTemplate::new(200).set_body_raw(body.into_bytes(), "text/event-stream")
 }
 
+/// The `data:` of each event of an SSE body.
+fn data_events(text: &str) -> Vec<&str> {
+    text.split("\n\n")
+        .filter_map(|event| event.strip_prefix("data: "))
+        .collect()
+}
+
 /// The stand-in answers each model as `answers` says.
 async fn portkey(answers: Vec<(&str, ResponseTemplate)>) -> MockServer {
     let server = MockServer::start().await;
@@ -109,10 +116,7 @@ async fn keys_an_upstream_echoes_reach_neither_the_client_nor_the_log() {
 
     let (status, text) = post(&gateway.address, &body("echo-stream", true)).await;
     assert_eq!(status, 200, "{text}");
-    let events: Vec<&str> = text
-        .split("\n\n")
-        .filter_map(|event| event.strip_prefix("data: "))
-        .collect();
+    let events = data_events(&text);
     assert_eq!(events.len(), 3, "{text}");
     let error: Value = serde_json::from_str(events[1]).unwrap();
     assert_eq!(error["error"]["param"], "[REDACTED]", "{text}");
@@ -186,10 +190,7 @@ async fn an_event_that_never_ends_is_a_502_before_the_first_chunk_and_an_error_e
     let response = app.post_chat(&body("after-a-chunk", true)).await;
     assert_eq!(response.status().as_u16(), 200);
     let text = response.text().await.unwrap();
-    let events: Vec<&str> = text
-        .split("\n\n")
-        .filter_map(|event| event.strip_prefix("data: "))
-        .collect();
+    let events = data_events(&text);
     assert_eq!(events.len(), 3, "{text}");
     let error: Value = serde_json::from_str(events[1]).unwrap();
     assert_eq!(error["error"]["code"], "invalid_upstream_response", "{error}");
