@@ -3,7 +3,7 @@
 //! - [`catalog`]: the model catalog, read from TOML at start.
 //! - [`demo::DemoProvider`]: a deterministic in-process provider for demos and tests.
 //! - [`metrics::Metrics`]: Prometheus metrics of every request.
-//! - [`portkey::PortkeyProvider`]: chat completions through Portkey over HTTP.
+//! - [`portkey::PortkeyClient`]: chat completions through Portkey over HTTP.
 //! - [`env_keys::EnvKeyResolver`]: Portkey and provider keys read once from the environment.
 //! - [`mock`] (feature `mocks`): mockall mocks of the ports.
 
@@ -22,4 +22,4 @@ pub mod mock {
 
 pub use demo::DemoProvider;
 pub use env_keys::{EnvKeyResolver, KeyConfigError};
-pub use portkey::{PortkeyConfig, PortkeyProvider};
+pub use portkey::{PortkeyClient, PortkeySettings};

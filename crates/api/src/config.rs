@@ -326,7 +326,7 @@ mod tests {
         format!(
             "{:?} {:?} {:?}",
             Config::from_vars(vars.clone()).unwrap(),
-            gatewayz_adapters::PortkeyConfig::from_vars(vars.clone()).unwrap(),
+            gatewayz_adapters::PortkeySettings::from_vars(vars.clone()).unwrap(),
             gatewayz_adapters::EnvKeyResolver::from_vars(vars).unwrap()
         )
     }

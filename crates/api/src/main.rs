@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use gatewayz_adapters::{EnvKeyResolver, PortkeyConfig};
+use gatewayz_adapters::{EnvKeyResolver, PortkeySettings};
 use gatewayz_api::{Application, Config, startup, telemetry};
 
 #[actix_web::main]
@@ -16,7 +16,7 @@ async fn main() -> ExitCode {
     };
     let _log = telemetry::init(config.log_format);
 
-    let portkey = match PortkeyConfig::from_env() {
+    let portkey = match PortkeySettings::from_env() {
         Ok(portkey) => portkey,
         Err(error) => {
             tracing::error!(%error, "invalid Portkey configuration");

@@ -11,7 +11,7 @@ use actix_web::{App, HttpServer, web};
 use gatewayz_adapters::catalog::{self, CatalogError};
 use gatewayz_adapters::metrics::Metrics;
 use gatewayz_adapters::portkey::PortkeySetupError;
-use gatewayz_adapters::{DemoProvider, EnvKeyResolver, PortkeyConfig, PortkeyProvider};
+use gatewayz_adapters::{DemoProvider, EnvKeyResolver, PortkeyClient, PortkeySettings};
 use gatewayz_domain::{ChatService, KeyResolver, ProviderKind, Providers, RoutingEvents, ValidationError};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -54,7 +54,7 @@ pub enum StartupError {
 /// built from their settings.
 pub fn chat_service(
     config: &Config,
-    portkey: &PortkeyConfig,
+    portkey: &PortkeySettings,
     keys: EnvKeyResolver,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<ChatService, StartupError> {
@@ -70,7 +70,7 @@ pub fn chat_service(
     }
     let providers = Providers::default()
         .with(ProviderKind::Demo, Arc::new(DemoProvider))
-        .with(ProviderKind::Portkey, Arc::new(PortkeyProvider::new(portkey)?));
+        .with(ProviderKind::Portkey, Arc::new(PortkeyClient::new(portkey)?));
     Ok(
         ChatService::new(providers, Arc::new(keys) as Arc<dyn KeyResolver>)
             .with_catalog(Arc::new(catalog))

@@ -1,4 +1,4 @@
-//! [`PortkeyProvider`]: one pooled HTTP client, the Portkey headers of each
+//! [`PortkeyClient`]: one pooled HTTP client, the Portkey headers of each
 //! mode, and the calls.
 
 use std::future::ready;
@@ -16,7 +16,7 @@ use secrecy::{ExposeSecret, SecretString};
 use thread_local::ThreadLocal;
 use tokio::time::{Instant, timeout_at};
 
-use super::config::{PortkeyConfig, Timeouts};
+use super::settings::{PortkeySettings, Timeouts};
 use super::secrets::Secrets;
 use super::{errors, stream};
 
@@ -50,7 +50,7 @@ const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 
 /// A [`ChatProvider`] that calls Portkey's `/chat/completions`.
 #[derive(Debug, Clone)]
-pub struct PortkeyProvider {
+pub struct PortkeyClient {
     /// One client per thread that calls it: a pooled connection's task runs
     /// on the thread that opened it, so a request served by one actix worker
     /// never waits on another worker's thread.
@@ -60,16 +60,16 @@ pub struct PortkeyProvider {
     timeouts: Timeouts,
 }
 
-impl PortkeyProvider {
+impl PortkeyClient {
     /// Builds the adapter and its connection pool.
     ///
     /// # Errors
     /// A [`PortkeySetupError`] naming the setting that is unusable.
-    pub fn new(config: &PortkeyConfig) -> Result<Self, PortkeySetupError> {
-        let base = config.portkey_base_url.as_str().trim_end_matches('/');
+    pub fn new(settings: &PortkeySettings) -> Result<Self, PortkeySetupError> {
+        let base = settings.portkey_base_url.as_str().trim_end_matches('/');
         let endpoint = Url::parse(&format!("{base}/chat/completions"))
-            .map_err(|_| PortkeySetupError::BaseUrl(config.portkey_base_url.to_string()))?;
-        let custom_host = config
+            .map_err(|_| PortkeySetupError::BaseUrl(settings.portkey_base_url.to_string()))?;
+        let custom_host = settings
             .portkey_custom_host
             .as_deref()
             .map(str::trim)
@@ -80,26 +80,26 @@ impl PortkeyProvider {
         for (name, value) in [
             (
                 "GATEWAYZ_UPSTREAM_CONNECT_TIMEOUT_MS",
-                config.gatewayz_upstream_connect_timeout_ms,
+                settings.gatewayz_upstream_connect_timeout_ms,
             ),
             (
                 "GATEWAYZ_UPSTREAM_REQUEST_TIMEOUT_MS",
-                config.gatewayz_upstream_request_timeout_ms,
+                settings.gatewayz_upstream_request_timeout_ms,
             ),
             (
                 "GATEWAYZ_UPSTREAM_FIRST_BYTE_TIMEOUT_MS",
-                config.gatewayz_upstream_first_byte_timeout_ms,
+                settings.gatewayz_upstream_first_byte_timeout_ms,
             ),
             (
                 "GATEWAYZ_UPSTREAM_IDLE_TIMEOUT_MS",
-                config.gatewayz_upstream_idle_timeout_ms,
+                settings.gatewayz_upstream_idle_timeout_ms,
             ),
         ] {
             if !(1..=MAX_TIMEOUT_MS).contains(&value) {
                 return Err(PortkeySetupError::Timeout { name, value });
             }
         }
-        let timeouts = config.timeouts();
+        let timeouts = settings.timeouts();
         let client = build_client(timeouts)?;
         let clients = Arc::new(ThreadLocal::new());
         // The first client proves the settings; the others are built alike.
@@ -309,7 +309,7 @@ fn bearer(key: &SecretString) -> Result<HeaderValue, ChatError> {
 }
 
 #[async_trait]
-impl ChatProvider for PortkeyProvider {
+impl ChatProvider for PortkeyClient {
     async fn complete(&self, call: ProviderCall) -> Result<ChatResponse, ChatError> {
         // Every error passes the scrubber: any upstream text in it may hold a key.
         self.call_complete(&call)

@@ -1,11 +1,11 @@
 //! The Portkey adapter: chat completions through Portkey's gateway over HTTP.
 
 mod client;
-mod config;
+mod settings;
 mod errors;
 mod secrets;
 mod sse;
 mod stream;
 
-pub use client::{PortkeyProvider, PortkeySetupError};
-pub use config::{DEFAULT_BASE_URL, PortkeyConfig, Timeouts};
+pub use client::{PortkeyClient, PortkeySetupError};
+pub use settings::{DEFAULT_BASE_URL, PortkeySettings, Timeouts};

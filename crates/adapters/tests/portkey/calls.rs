@@ -207,12 +207,12 @@ async fn a_slow_answer_times_out_at_the_request_deadline() {
 
 /// The error of a call to a Portkey at `address`.
 async fn complete_at(address: std::net::SocketAddr) -> ChatError {
-    let config = gatewayz_adapters::PortkeyConfig::from_vars([(
+    let config = gatewayz_adapters::PortkeySettings::from_vars([(
         "PORTKEY_BASE_URL".to_owned(),
         format!("http://{address}/v1"),
     )])
     .unwrap();
-    gatewayz_adapters::PortkeyProvider::new(&config)
+    gatewayz_adapters::PortkeyClient::new(&config)
         .unwrap()
         .complete(openai_call(chat_body()))
         .await
@@ -280,8 +280,8 @@ fn timeouts_outside_one_ms_to_a_day_stop_the_start() {
         ("GATEWAYZ_UPSTREAM_IDLE_TIMEOUT_MS", "18446744073709551615"),
     ] {
         let config =
-            gatewayz_adapters::PortkeyConfig::from_vars([(name.to_owned(), value.to_owned())]).unwrap();
-        let error = gatewayz_adapters::PortkeyProvider::new(&config).unwrap_err();
+            gatewayz_adapters::PortkeySettings::from_vars([(name.to_owned(), value.to_owned())]).unwrap();
+        let error = gatewayz_adapters::PortkeyClient::new(&config).unwrap_err();
         assert!(error.to_string().starts_with(name), "{error}");
     }
 }

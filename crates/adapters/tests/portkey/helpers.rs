@@ -1,4 +1,4 @@
-use gatewayz_adapters::{EnvKeyResolver, PortkeyConfig, PortkeyProvider};
+use gatewayz_adapters::{EnvKeyResolver, PortkeyClient, PortkeySettings};
 use gatewayz_domain::{KeyResolver, PortkeyProvider as Upstream, ProviderCall, RequestContext, Route};
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -10,14 +10,14 @@ pub const OPENAI_KEY: &str = "sk-test-openai-key";
 pub const ANTHROPIC_KEY: &str = "sk-ant-test-key";
 
 /// The adapter pointed at `server`, with `vars` on top of the defaults.
-pub fn provider(server: &MockServer, vars: &[(&str, &str)]) -> PortkeyProvider {
+pub fn provider(server: &MockServer, vars: &[(&str, &str)]) -> PortkeyClient {
     let base = format!("{}/v1", server.uri());
     let all = [("PORTKEY_BASE_URL", base.as_str())]
         .iter()
         .chain(vars)
         .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
         .collect::<std::collections::BTreeMap<_, _>>();
-    PortkeyProvider::new(&PortkeyConfig::from_vars(all).unwrap()).unwrap()
+    PortkeyClient::new(&PortkeySettings::from_vars(all).unwrap()).unwrap()
 }
 
 pub fn keys() -> EnvKeyResolver {

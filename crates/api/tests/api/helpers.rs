@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use gatewayz_adapters::mock::{MockChatProvider, MockKeyResolver};
-use gatewayz_adapters::{DemoProvider, EnvKeyResolver, PortkeyConfig};
+use gatewayz_adapters::{DemoProvider, EnvKeyResolver, PortkeySettings};
 use gatewayz_api::{Application, Config, startup, telemetry};
 use gatewayz_domain::{ChatService, Credentials, ProviderKind, Providers};
 use serde_json::{Value, json};
@@ -43,7 +43,7 @@ impl TestApp {
     pub async fn production(vars: &[(&str, &str)]) -> Self {
         let all = with_defaults(vars);
         let config = Config::from_vars(all.clone()).expect("test configuration is valid");
-        let portkey = PortkeyConfig::from_vars(all.clone()).expect("Portkey configuration is valid");
+        let portkey = PortkeySettings::from_vars(all.clone()).expect("Portkey configuration is valid");
         let keys = EnvKeyResolver::from_vars(all.clone()).expect("keys are valid");
         let env = |name: &str| all.get(name).cloned();
         let service = startup::chat_service(&config, &portkey, keys, env).expect("the service wires");

@@ -9,7 +9,7 @@ pub const DEFAULT_BASE_URL: &str = "https://api.portkey.ai/v1";
 
 /// `PORTKEY_*` and `GATEWAYZ_UPSTREAM_*` variables.
 #[derive(Debug, Clone, Deserialize)]
-pub struct PortkeyConfig {
+pub struct PortkeySettings {
     /// `PORTKEY_BASE_URL`: where Portkey's API lives.
     #[serde(default = "default_base_url", deserialize_with = "base_url")]
     pub portkey_base_url: Url,
@@ -31,7 +31,7 @@ pub struct PortkeyConfig {
     pub gatewayz_upstream_idle_timeout_ms: u64,
 }
 
-impl PortkeyConfig {
+impl PortkeySettings {
     /// Reads the settings from the process environment.
     ///
     /// # Errors
@@ -58,7 +58,7 @@ impl PortkeyConfig {
     }
 }
 
-impl Default for PortkeyConfig {
+impl Default for PortkeySettings {
     fn default() -> Self {
         Self {
             portkey_base_url: default_base_url(),
@@ -122,11 +122,11 @@ mod tests {
 
     #[test]
     fn defaults_point_at_hosted_portkey_with_the_documented_timeouts() {
-        let config = PortkeyConfig::from_vars(vars(&[])).unwrap();
-        assert_eq!(config.portkey_base_url.as_str(), DEFAULT_BASE_URL);
-        assert_eq!(config.portkey_custom_host, None);
+        let settings = PortkeySettings::from_vars(vars(&[])).unwrap();
+        assert_eq!(settings.portkey_base_url.as_str(), DEFAULT_BASE_URL);
+        assert_eq!(settings.portkey_custom_host, None);
         assert_eq!(
-            config.timeouts(),
+            settings.timeouts(),
             Timeouts {
                 connect: Duration::from_secs(5),
                 request: Duration::from_secs(300),
@@ -142,7 +142,7 @@ mod tests {
             ("PORTKEY_BASE_URL", "not a url"),
             ("GATEWAYZ_UPSTREAM_IDLE_TIMEOUT_MS", "soon"),
         ] {
-            let err = PortkeyConfig::from_vars(vars(&[(name, value)])).unwrap_err();
+            let err = PortkeySettings::from_vars(vars(&[(name, value)])).unwrap_err();
             assert!(err.to_string().contains(name), "{err}");
         }
     }
