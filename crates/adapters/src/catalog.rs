@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use gatewayz_domain::{
-    Catalog, GroupSpec, ModelEntry, Node, PortkeyConfig, PortkeyProvider, Pricing, RoutingPolicy, Strategy,
-    Target, TargetSpec,
+    Catalog, GroupSpec, ModelEntry, Node, PortkeyRouting, Pricing, RoutingPolicy, Strategy, Target,
+    TargetSpec, Upstream,
 };
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -163,15 +163,15 @@ enum ProviderName {
 }
 
 /// A `portkey_provider` name, checked as it is read.
-struct ProviderSlug(PortkeyProvider);
+struct ProviderSlug(Upstream);
 
 impl<'de> Deserialize<'de> for ProviderSlug {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let name = String::deserialize(deserializer)?;
-        PortkeyProvider::parse(&name).map(Self).ok_or_else(|| {
+        Upstream::parse(&name).map(Self).ok_or_else(|| {
             de::Error::custom(format!(
                 "unknown portkey_provider `{name}`; supported: {}",
-                PortkeyProvider::ALL.map(PortkeyProvider::name).join(", ")
+                Upstream::ALL.map(Upstream::name).join(", ")
             ))
         })
     }
@@ -596,9 +596,9 @@ fn raw_target_fields(raw: &RawNode) -> Option<(&'static str, usize)> {
 
 /// A target's Portkey config: a saved config's id, or a table (or its JSON
 /// text), checked as a request's `portkey_config` is.
-fn portkey_config(value: toml::Value) -> Result<PortkeyConfig, String> {
+fn portkey_config(value: toml::Value) -> Result<PortkeyRouting, String> {
     let json = serde_json::to_value(&value).map_err(|error| error.to_string())?;
-    PortkeyConfig::from_value("portkey_config", json)
+    PortkeyRouting::from_value("portkey_config", json)
         .map_err(|error| error.message.replace("`portkey_config` ", ""))
 }
 
@@ -652,7 +652,7 @@ mod tests {
             catalog.get("demo-1").and_then(ModelEntry::primary),
             Some(Target::Demo { .. })
         ));
-        for provider in PortkeyProvider::ALL {
+        for provider in Upstream::ALL {
             assert!(
                 catalog.models().iter().any(
                     |entry| matches!(entry.primary(), Some(Target::Portkey { provider: p, .. }) if *p == provider)
@@ -661,7 +661,7 @@ mod tests {
             );
         }
         let route = Route::Portkey {
-            provider: PortkeyProvider::OpenAi,
+            provider: Upstream::OpenAi,
             virtual_key: None,
             config: None,
         };
@@ -692,7 +692,7 @@ max_tokens = 300
             panic!("one target: {entry:?}")
         };
         assert!(
-            matches!(&spec.target, Target::Portkey { provider: PortkeyProvider::GoogleAi, model, virtual_key: Some(_), config: None } if model == "gemini-1.5-pro")
+            matches!(&spec.target, Target::Portkey { provider: Upstream::GoogleAi, model, virtual_key: Some(_), config: None } if model == "gemini-1.5-pro")
         );
         assert_eq!(spec.name, "google-ai/gemini-1.5-pro");
         assert_eq!(entry.max_tokens, Some(300));
@@ -861,7 +861,7 @@ provider = "demo"
             .into_iter()
             .map(|spec| {
                 let config = match &spec.target {
-                    Target::Portkey { config, .. } => config.as_ref().map(|c| c.header().to_owned()),
+                    Target::Portkey { config, .. } => config.as_ref().map(|c| c.as_str().to_owned()),
                     Target::Demo { .. } => None,
                 };
                 (
@@ -897,7 +897,7 @@ provider = "demo"
         assert!(matches!(
             entry.primary(),
             Some(Target::Portkey {
-                provider: PortkeyProvider::OpenAi,
+                provider: Upstream::OpenAi,
                 ..
             })
         ));

@@ -1,6 +1,6 @@
 //! Portkey and provider keys, read once from the environment at start.
 
-use gatewayz_domain::{Credentials, KeyError, KeyResolver, PortkeyProvider, Route, UpstreamAuth};
+use gatewayz_domain::{Credentials, KeyError, KeyResolver, Route, Upstream, UpstreamAuth};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -20,34 +20,34 @@ struct KeyVars {
 }
 
 impl KeyVars {
-    fn provider_key(&self, provider: PortkeyProvider) -> Option<&SecretString> {
+    fn provider_key(&self, provider: Upstream) -> Option<&SecretString> {
         match provider {
-            PortkeyProvider::OpenAi => self.provider_openai_api_key.as_ref(),
-            PortkeyProvider::Anthropic => self.provider_anthropic_api_key.as_ref(),
-            PortkeyProvider::DeepInfra => self.deepinfra_api_key.as_ref(),
-            PortkeyProvider::GoogleAi => self.provider_google_ai_key.as_ref(),
-            PortkeyProvider::Cohere => self.provider_cohere_api_key.as_ref(),
-            PortkeyProvider::TogetherAi => self.provider_together_ai_key.as_ref(),
-            PortkeyProvider::PerplexityAi => self.provider_perplexity_ai_api_key.as_ref(),
-            PortkeyProvider::MistralAi => self.provider_mistral_ai_api_key.as_ref(),
-            PortkeyProvider::Groq => self.provider_groq_api_key.as_ref(),
+            Upstream::OpenAi => self.provider_openai_api_key.as_ref(),
+            Upstream::Anthropic => self.provider_anthropic_api_key.as_ref(),
+            Upstream::DeepInfra => self.deepinfra_api_key.as_ref(),
+            Upstream::GoogleAi => self.provider_google_ai_key.as_ref(),
+            Upstream::Cohere => self.provider_cohere_api_key.as_ref(),
+            Upstream::TogetherAi => self.provider_together_ai_key.as_ref(),
+            Upstream::PerplexityAi => self.provider_perplexity_ai_api_key.as_ref(),
+            Upstream::MistralAi => self.provider_mistral_ai_api_key.as_ref(),
+            Upstream::Groq => self.provider_groq_api_key.as_ref(),
         }
         .filter(|key| !key.expose_secret().is_empty())
     }
 }
 
 /// The environment variable that holds `provider`'s key.
-pub const fn provider_key_var(provider: PortkeyProvider) -> &'static str {
+pub const fn provider_key_var(provider: Upstream) -> &'static str {
     match provider {
-        PortkeyProvider::OpenAi => "PROVIDER_OPENAI_API_KEY",
-        PortkeyProvider::Anthropic => "PROVIDER_ANTHROPIC_API_KEY",
-        PortkeyProvider::DeepInfra => "DEEPINFRA_API_KEY",
-        PortkeyProvider::GoogleAi => "PROVIDER_GOOGLE_AI_KEY",
-        PortkeyProvider::Cohere => "PROVIDER_COHERE_API_KEY",
-        PortkeyProvider::TogetherAi => "PROVIDER_TOGETHER_AI_KEY",
-        PortkeyProvider::PerplexityAi => "PROVIDER_PERPLEXITY_AI_API_KEY",
-        PortkeyProvider::MistralAi => "PROVIDER_MISTRAL_AI_API_KEY",
-        PortkeyProvider::Groq => "PROVIDER_GROQ_API_KEY",
+        Upstream::OpenAi => "PROVIDER_OPENAI_API_KEY",
+        Upstream::Anthropic => "PROVIDER_ANTHROPIC_API_KEY",
+        Upstream::DeepInfra => "DEEPINFRA_API_KEY",
+        Upstream::GoogleAi => "PROVIDER_GOOGLE_AI_KEY",
+        Upstream::Cohere => "PROVIDER_COHERE_API_KEY",
+        Upstream::TogetherAi => "PROVIDER_TOGETHER_AI_KEY",
+        Upstream::PerplexityAi => "PROVIDER_PERPLEXITY_AI_API_KEY",
+        Upstream::MistralAi => "PROVIDER_MISTRAL_AI_API_KEY",
+        Upstream::Groq => "PROVIDER_GROQ_API_KEY",
     }
 }
 
@@ -93,7 +93,7 @@ impl EnvKeyResolver {
     /// header, so it must be visible ASCII.
     fn checked(vars: KeyVars) -> Result<Self, KeyConfigError> {
         let portkey = std::iter::once(("PORTKEY_API_KEY", vars.portkey_api_key.as_ref()));
-        let providers = PortkeyProvider::ALL
+        let providers = Upstream::ALL
             .into_iter()
             .map(|provider| (provider_key_var(provider), vars.provider_key(provider)));
         if let Some((name, _)) = portkey
@@ -153,7 +153,7 @@ mod tests {
         EnvKeyResolver::from_vars(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))).unwrap()
     }
 
-    fn portkey(provider: PortkeyProvider, virtual_key: Option<&str>) -> Route {
+    fn portkey(provider: Upstream, virtual_key: Option<&str>) -> Route {
         Route::Portkey {
             provider,
             virtual_key: virtual_key.map(SecretString::from),
@@ -199,7 +199,7 @@ mod tests {
 
     #[test]
     fn every_provider_reads_its_own_variable() {
-        for provider in PortkeyProvider::ALL {
+        for provider in Upstream::ALL {
             let var = provider_key_var(provider);
             let keys = resolver(&[("PORTKEY_API_KEY", "pk"), (var, "secret-for-this-one")]);
             let (_, key, mode) = exposed(keys.resolve(&portkey(provider, None)).unwrap());
@@ -214,10 +214,7 @@ mod tests {
     #[test]
     fn a_virtual_key_overrides_the_provider_key() {
         let keys = resolver(&[("PORTKEY_API_KEY", "pk"), ("PROVIDER_OPENAI_API_KEY", "sk")]);
-        let resolved = exposed(
-            keys.resolve(&portkey(PortkeyProvider::OpenAi, Some("vk-1")))
-                .unwrap(),
-        );
+        let resolved = exposed(keys.resolve(&portkey(Upstream::OpenAi, Some("vk-1"))).unwrap());
         assert_eq!(resolved, ("pk".into(), "vk-1".into(), "virtual"));
     }
 
@@ -228,7 +225,7 @@ mod tests {
             &[("PORTKEY_API_KEY", ""), ("PROVIDER_OPENAI_API_KEY", "sk")],
         ] {
             let err = resolver(vars)
-                .resolve(&portkey(PortkeyProvider::OpenAi, None))
+                .resolve(&portkey(Upstream::OpenAi, None))
                 .unwrap_err();
             assert_eq!(err, KeyError::PortkeyKeyMissing);
         }
@@ -237,7 +234,7 @@ mod tests {
     #[test]
     fn a_missing_provider_key_names_the_variable_and_the_virtual_key_alternative() {
         let err = resolver(&[("PORTKEY_API_KEY", "pk")])
-            .resolve(&portkey(PortkeyProvider::GoogleAi, None))
+            .resolve(&portkey(Upstream::GoogleAi, None))
             .unwrap_err();
         let message = err.to_string();
         assert!(

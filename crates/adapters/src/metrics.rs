@@ -331,7 +331,7 @@ impl RoutingEvents for Metrics {
 
 #[cfg(test)]
 mod tests {
-    use gatewayz_domain::{PortkeyProvider, ProviderKind};
+    use gatewayz_domain::{ProviderKind, Upstream};
 
     use super::*;
 
@@ -340,7 +340,7 @@ mod tests {
         let metrics = Metrics::new().unwrap();
         let facts = CallFacts {
             provider: Some(ProviderKind::Portkey),
-            portkey_provider: Some(PortkeyProvider::OpenAi),
+            portkey_provider: Some(Upstream::OpenAi),
             model: Some("my-private-model-name".into()),
             catalog_model: false,
             stream: true,

@@ -340,7 +340,7 @@ fn whole_seconds(duration: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use actix_web::body::to_bytes;
-    use gatewayz_domain::PortkeyProvider;
+    use gatewayz_domain::Upstream;
     use serde_json::{Value, json};
 
     use super::*;
@@ -373,7 +373,7 @@ mod tests {
         );
 
         let missing = KeyError::ProviderKeyMissing {
-            provider: PortkeyProvider::OpenAi,
+            provider: Upstream::OpenAi,
             env_var: "PROVIDER_OPENAI_API_KEY",
         };
         let (status, body) = rendered(ChatError::Keys(missing).into()).await;

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use secrecy::SecretString;
 
 use crate::model::Usage;
-use crate::portkey_config::PortkeyConfig;
-use crate::route::{PortkeyProvider, ProviderKind, Route};
+use crate::portkey_routing::PortkeyRouting;
+use crate::route::{ProviderKind, Route, Upstream};
 use crate::routing::{RoutingPolicy, Strategy};
 
 /// Prices in US dollars per million tokens.
@@ -34,12 +34,12 @@ pub enum Target {
         model: String,
     },
     Portkey {
-        provider: PortkeyProvider,
+        provider: Upstream,
         model: String,
         /// A Portkey virtual key for this target, read at start.
         virtual_key: Option<SecretString>,
         /// A Portkey config sent with this target's calls.
-        config: Option<PortkeyConfig>,
+        config: Option<PortkeyRouting>,
     },
 }
 
@@ -175,7 +175,7 @@ impl ModelEntry {
 }
 
 /// The key prices are found by: what is actually called upstream.
-type PriceKey = (ProviderKind, Option<PortkeyProvider>, String);
+type PriceKey = (ProviderKind, Option<Upstream>, String);
 
 /// The catalog: models by public id, prices by upstream model.
 #[derive(Debug, Clone, Default)]
@@ -251,7 +251,7 @@ mod tests {
         ModelEntry::single(id, target, pricing)
     }
 
-    fn portkey(provider: PortkeyProvider, model: &str) -> Target {
+    fn portkey(provider: Upstream, model: &str) -> Target {
         Target::Portkey {
             provider,
             model: model.into(),
@@ -279,17 +279,17 @@ mod tests {
         };
         let catalog = Catalog::new(vec![entry(
             "fast",
-            portkey(PortkeyProvider::OpenAi, "gpt-4o-mini"),
+            portkey(Upstream::OpenAi, "gpt-4o-mini"),
             Some(pricing),
         )])
         .unwrap();
         let openai = Route::Portkey {
-            provider: PortkeyProvider::OpenAi,
+            provider: Upstream::OpenAi,
             virtual_key: None,
             config: None,
         };
         let groq = Route::Portkey {
-            provider: PortkeyProvider::Groq,
+            provider: Upstream::Groq,
             virtual_key: None,
             config: None,
         };

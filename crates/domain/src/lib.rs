@@ -8,7 +8,7 @@
 pub mod catalog;
 pub mod error;
 pub mod model;
-pub mod portkey_config;
+pub mod portkey_routing;
 pub mod ports;
 pub mod record;
 mod resolve;
@@ -25,13 +25,13 @@ pub use model::{
     ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Delta, Message, MessageContent, Role,
     StreamOptions, Usage,
 };
-pub use portkey_config::PortkeyConfig;
+pub use portkey_routing::PortkeyRouting;
 pub use ports::{
     ChatProvider, ChatStream, Credentials, KeyResolver, NoEvents, ProviderCall, RequestContext,
     RoutingEvents, UpstreamAuth,
 };
 pub use record::{CallFacts, CallRecord};
-pub use route::{Overrides, PortkeyProvider, ProviderKind, Route, RoutingFields};
+pub use route::{Overrides, ProviderKind, Route, RoutingFields, Upstream};
 pub use routing::{BreakerState, RoutingPolicy, Strategy};
 pub use service::{ChatCommand, ChatOutcome, ChatService, Providers};
 

@@ -12,7 +12,7 @@
 use crate::catalog::Catalog;
 use crate::error::{ChatError, ValidationError};
 use crate::model::ChatRequest;
-use crate::route::{Overrides, PortkeyProvider, Route, RoutingFields};
+use crate::route::{Overrides, Route, RoutingFields, Upstream};
 use crate::text::quote;
 
 /// The route a request takes, and the catalog's output limit for it.
@@ -92,7 +92,7 @@ pub(crate) fn resolve(
     }
 }
 
-fn split_provider_model(spec: &str) -> Result<(PortkeyProvider, String), ValidationError> {
+fn split_provider_model(spec: &str) -> Result<(Upstream, String), ValidationError> {
     let (provider, model) = spec
         .split_once('/')
         .filter(|(provider, model)| !provider.is_empty() && !model.is_empty())
@@ -105,14 +105,14 @@ fn split_provider_model(spec: &str) -> Result<(PortkeyProvider, String), Validat
                 ),
             )
         })?;
-    let provider = PortkeyProvider::parse(provider).ok_or_else(|| {
+    let provider = Upstream::parse(provider).ok_or_else(|| {
         ValidationError::new(
             "model",
             format!(
                 "Unsupported provider `{}` in `@{}`. Supported: {}.",
                 quote(provider),
                 quote(spec),
-                PortkeyProvider::supported()
+                Upstream::supported()
             ),
         )
         .with_code("unsupported_provider")
@@ -131,7 +131,7 @@ mod tests {
 
     fn catalog() -> Catalog {
         let claude = Target::Portkey {
-            provider: PortkeyProvider::Anthropic,
+            provider: Upstream::Anthropic,
             model: "claude-3-5-sonnet-latest".into(),
             virtual_key: Some(SecretString::from("vk-catalog")),
             config: None,
@@ -170,7 +170,7 @@ mod tests {
         }
     }
 
-    type Summary = (ProviderKind, Option<PortkeyProvider>, Option<String>);
+    type Summary = (ProviderKind, Option<Upstream>, Option<String>);
 
     fn summary(route: &Route) -> Summary {
         let virtual_key = match route {
@@ -185,12 +185,12 @@ mod tests {
     #[test]
     fn the_precedence_is_fields_then_at_syntax_then_catalog_then_default() {
         let default = Route::Portkey {
-            provider: PortkeyProvider::Groq,
+            provider: Upstream::Groq,
             virtual_key: None,
             config: None,
         };
-        use PortkeyProvider::*;
         use ProviderKind::{Demo, Portkey};
+        use Upstream::*;
         let cases: Vec<(&str, RoutingFields, Option<&Route>, Summary, &str)> = vec![
             // Explicit fields win over everything, and keep the model as sent.
             (

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::error::ValidationError;
 use crate::model::Extra;
-use crate::portkey_config::PortkeyConfig;
+use crate::portkey_routing::PortkeyRouting;
 use crate::text::quote;
 
 /// The routing fields of a request body. They steer the gateway and are never
@@ -19,8 +19,8 @@ pub struct RoutingFields {
     pub portkey_provider: Option<String>,
     /// A Portkey virtual key id. Treated as a secret: never logged.
     pub portkey_virtual_key: Option<SecretString>,
-    /// A Portkey config sent as `x-portkey-config`.
-    pub portkey_config: Option<PortkeyConfig>,
+    /// A Portkey config: routing that Portkey applies itself.
+    pub portkey_config: Option<PortkeyRouting>,
 }
 
 impl RoutingFields {
@@ -43,7 +43,7 @@ impl RoutingFields {
         let portkey_virtual_key = take("portkey_virtual_key")?;
         let portkey_config = match extra.remove("portkey_config") {
             None | Some(Value::Null) => None,
-            Some(value) => Some(PortkeyConfig::from_value("portkey_config", value)?),
+            Some(value) => Some(PortkeyRouting::from_value("portkey_config", value)?),
         };
         // The virtual key is sent as a header value; its text is never echoed.
         if portkey_virtual_key
@@ -80,7 +80,7 @@ pub(crate) fn json_type(value: &Value) -> &'static str {
 pub enum ProviderKind {
     /// The deterministic in-process provider, for demos and tests.
     Demo,
-    /// Portkey's gateway, which forwards to the upstream [`PortkeyProvider`].
+    /// Portkey's gateway, which forwards to the upstream [`Upstream`].
     Portkey,
 }
 
@@ -107,7 +107,7 @@ impl fmt::Display for ProviderKind {
 
 /// The upstream providers Gatewayz reaches through Portkey.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PortkeyProvider {
+pub enum Upstream {
     OpenAi,
     Anthropic,
     DeepInfra,
@@ -119,7 +119,7 @@ pub enum PortkeyProvider {
     Groq,
 }
 
-impl PortkeyProvider {
+impl Upstream {
     pub const ALL: [Self; 9] = [
         Self::OpenAi,
         Self::Anthropic,
@@ -162,23 +162,14 @@ impl PortkeyProvider {
         }
     }
 
-    /// The slug Portkey expects in `x-portkey-provider`. Portkey has no
-    /// `google-ai` slug: Gemini is `google`.
-    pub const fn slug(self) -> &'static str {
-        match self {
-            Self::GoogleAi => "google",
-            other => other.name(),
-        }
-    }
-
     /// Whether the upstream rejects a request without an output token limit
     /// (Anthropic's Messages API requires `max_tokens`).
     pub const fn requires_max_tokens(self) -> bool {
         matches!(self, Self::Anthropic)
     }
 
-    /// Parses a client-facing name; Portkey's own `google` slug is accepted
-    /// as an alias of `google-ai`.
+    /// Parses a client-facing name; `google` (Portkey's own name for
+    /// Gemini) is accepted as an alias of `google-ai`.
     pub fn parse(name: &str) -> Option<Self> {
         if name == "google" {
             return Some(Self::GoogleAi);
@@ -192,7 +183,7 @@ impl PortkeyProvider {
     }
 }
 
-impl fmt::Display for PortkeyProvider {
+impl fmt::Display for Upstream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
@@ -202,7 +193,7 @@ impl fmt::Display for PortkeyProvider {
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
     pub virtual_key: Option<SecretString>,
-    pub config: Option<PortkeyConfig>,
+    pub config: Option<PortkeyRouting>,
 }
 
 /// A resolved destination for one request.
@@ -210,11 +201,11 @@ pub struct Overrides {
 pub enum Route {
     Demo,
     Portkey {
-        provider: PortkeyProvider,
+        provider: Upstream,
         /// Overrides the provider key from the environment when present.
         virtual_key: Option<SecretString>,
-        /// Sent as `x-portkey-config`.
-        config: Option<PortkeyConfig>,
+        /// Routing that Portkey applies itself.
+        config: Option<PortkeyRouting>,
     },
 }
 
@@ -257,24 +248,24 @@ impl Route {
         }
     }
 
-    fn parse_portkey_provider(name: Option<&str>) -> Result<PortkeyProvider, ValidationError> {
+    fn parse_portkey_provider(name: Option<&str>) -> Result<Upstream, ValidationError> {
         let Some(name) = name else {
             return Err(ValidationError::new(
                 "portkey_provider",
                 format!(
                     "`portkey_provider` is required when `provider` is `portkey`. Supported: {}.",
-                    PortkeyProvider::supported()
+                    Upstream::supported()
                 ),
             )
             .with_code("missing_provider"));
         };
-        PortkeyProvider::parse(name).ok_or_else(|| {
+        Upstream::parse(name).ok_or_else(|| {
             ValidationError::new(
                 "portkey_provider",
                 format!(
                     "Unsupported portkey_provider `{}`. Supported: {}.",
                     quote(name),
-                    PortkeyProvider::supported()
+                    Upstream::supported()
                 ),
             )
             .with_code("unsupported_provider")
@@ -290,7 +281,7 @@ impl Route {
     }
 
     /// The Portkey config sent with this route, if any.
-    pub const fn portkey_config(&self) -> Option<&PortkeyConfig> {
+    pub const fn portkey_config(&self) -> Option<&PortkeyRouting> {
         match self {
             Self::Portkey { config, .. } => config.as_ref(),
             Self::Demo => None,
@@ -316,7 +307,7 @@ impl Route {
     }
 
     /// The upstream provider behind Portkey, if this is a Portkey route.
-    pub const fn portkey_provider(&self) -> Option<PortkeyProvider> {
+    pub const fn portkey_provider(&self) -> Option<Upstream> {
         match self {
             Self::Demo => None,
             Self::Portkey { provider, .. } => Some(*provider),
@@ -346,7 +337,7 @@ mod tests {
         .unwrap();
         let fields = RoutingFields::take_from(&mut extra).unwrap();
         assert_eq!(
-            fields.portkey_config.as_ref().map(PortkeyConfig::header),
+            fields.portkey_config.as_ref().map(PortkeyRouting::as_str),
             Some(r#"{"retry":{"attempts":2}}"#)
         );
         assert_eq!(fields.provider.as_deref(), Some("portkey"));
@@ -364,20 +355,17 @@ mod tests {
     }
 
     #[test]
-    fn google_ai_and_google_both_route_to_portkeys_google_slug() {
+    fn google_ai_and_google_both_route_to_google_ai() {
         for name in ["google-ai", "google"] {
             let route = Route::from_fields(fields(Some("portkey"), Some(name))).unwrap();
-            assert_eq!(
-                route.portkey_provider().map(PortkeyProvider::slug),
-                Some("google")
-            );
+            assert_eq!(route.portkey_provider(), Some(Upstream::GoogleAi));
         }
     }
 
     #[test]
     fn every_supported_portkey_provider_parses_by_its_name() {
-        for provider in PortkeyProvider::ALL {
-            assert_eq!(PortkeyProvider::parse(provider.name()), Some(provider));
+        for provider in Upstream::ALL {
+            assert_eq!(Upstream::parse(provider.name()), Some(provider));
             assert_eq!(provider.qualified(), format!("portkey/{}", provider.name()));
         }
     }

@@ -217,7 +217,7 @@ impl ChatService {
     }
 
     /// Sets the output token limit sent to providers that require one (see
-    /// [`crate::PortkeyProvider::requires_max_tokens`]) when the client set
+    /// [`crate::Upstream::requires_max_tokens`]) when the client set
     /// neither `max_tokens` nor `max_completion_tokens`.
     #[must_use]
     pub fn with_default_max_tokens(mut self, max_tokens: u32) -> Self {
@@ -349,7 +349,7 @@ impl ChatService {
 
 /// Sets `max_tokens` when the client set no output limit: the catalog
 /// model's own limit, or `default` for providers that require one (see
-/// [`crate::PortkeyProvider::requires_max_tokens`]).
+/// [`crate::Upstream::requires_max_tokens`]).
 pub(crate) fn limit_output(request: &mut ChatRequest, route: &Route, model_limit: Option<u32>, default: u32) {
     if request.output_token_limit().is_none() {
         let required = route
@@ -368,7 +368,7 @@ mod tests {
     use crate::error::KeyError;
     use crate::model::{Message, Role};
     use crate::ports::{Credentials, MockChatProvider, MockKeyResolver};
-    use crate::route::PortkeyProvider;
+    use crate::route::Upstream;
 
     fn command(body: serde_json::Value, provider: Option<&str>) -> ChatCommand {
         ChatCommand {
@@ -508,7 +508,7 @@ mod tests {
         provider
             .expect_complete()
             .withf(|call| {
-                call.route.portkey_provider() == Some(PortkeyProvider::Anthropic)
+                call.route.portkey_provider() == Some(Upstream::Anthropic)
                     && matches!(call.credentials, Credentials::None)
             })
             .times(1)

@@ -1,34 +1,19 @@
-//! [`PortkeyClient`]: one pooled HTTP client, the Portkey headers of each
-//! mode, and the calls.
+//! [`PortkeyClient`]: one pooled HTTP client per thread, and the calls.
 
 use std::future::ready;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use gatewayz_domain::{
-    ChatError, ChatProvider, ChatResponse, ChatStream, Credentials, KeyError, ProviderCall, Route,
-    UpstreamAuth, ValidationError,
-};
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use gatewayz_domain::{ChatError, ChatProvider, ChatResponse, ChatStream, ProviderCall, ValidationError};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use reqwest::{Client, Url};
-use secrecy::{ExposeSecret, SecretString};
 use thread_local::ThreadLocal;
 use tokio::time::{Instant, timeout_at};
 
-use super::settings::{PortkeySettings, Timeouts};
 use super::secrets::Secrets;
-use super::{errors, stream};
-
-const API_KEY: HeaderName = HeaderName::from_static("x-portkey-api-key");
-const PROVIDER: HeaderName = HeaderName::from_static("x-portkey-provider");
-const VIRTUAL_KEY: HeaderName = HeaderName::from_static("x-portkey-virtual-key");
-const CONFIG: HeaderName = HeaderName::from_static("x-portkey-config");
-const TRACE_ID: HeaderName = HeaderName::from_static("x-portkey-trace-id");
-const CUSTOM_HOST: HeaderName = HeaderName::from_static("x-portkey-custom-host");
-const REQUEST_TIMEOUT: HeaderName = HeaderName::from_static("x-portkey-request-timeout");
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+use super::settings::{PortkeySettings, Timeouts};
+use super::{errors, headers, stream};
 
 /// Why the adapter cannot be built from its configuration.
 #[derive(Debug, thiserror::Error)]
@@ -125,60 +110,6 @@ impl PortkeyClient {
             })
     }
 
-    /// The headers of one call: Portkey's key always; the provider slug and
-    /// the provider key, or the virtual key alone; trace and timeout hints.
-    /// Nothing else of the client's request is passed on.
-    fn headers(&self, call: &ProviderCall, timeout_ms: u128) -> Result<HeaderMap, ChatError> {
-        let (Credentials::Portkey { api_key, upstream }, Route::Portkey { provider, config, .. }) =
-            (&call.credentials, &call.route)
-        else {
-            return Err(ChatError::Keys(KeyError::PortkeyKeyMissing));
-        };
-        let mut headers = HeaderMap::with_capacity(8);
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(API_KEY, sensitive(api_key.expose_secret())?);
-        match upstream {
-            UpstreamAuth::ProviderKey(key) => {
-                headers.insert(PROVIDER, HeaderValue::from_static(provider.slug()));
-                headers.insert(AUTHORIZATION, bearer(key)?);
-            }
-            UpstreamAuth::VirtualKey(key) => {
-                headers.insert(VIRTUAL_KEY, sensitive(key.expose_secret())?);
-            }
-        }
-        if let Some(config) = config {
-            // A config may carry provider keys: treated as a secret.
-            headers.insert(CONFIG, sensitive(config.header())?);
-        }
-        if let Ok(trace_id) = HeaderValue::from_str(&call.context.request_id) {
-            headers.insert(TRACE_ID, trace_id);
-        }
-        if let Some(traceparent) = call
-            .context
-            .traceparent
-            .as_deref()
-            .and_then(|value| HeaderValue::from_str(value).ok())
-        {
-            headers.insert(TRACEPARENT, traceparent);
-            if let Some(tracestate) = call
-                .context
-                .tracestate
-                .as_deref()
-                .and_then(|value| HeaderValue::from_str(value).ok())
-            {
-                headers.insert(TRACESTATE, tracestate);
-            }
-        }
-        if let Some(custom_host) = &self.custom_host {
-            headers.insert(CUSTOM_HOST, custom_host.clone());
-        }
-        headers.insert(
-            REQUEST_TIMEOUT,
-            HeaderValue::from(u64::try_from(timeout_ms).unwrap_or(u64::MAX)),
-        );
-        Ok(headers)
-    }
-
     fn body(call: &ProviderCall) -> Result<Vec<u8>, ChatError> {
         serde_json::to_vec(&call.request)
             .map_err(|error| ValidationError::body(format!("the request cannot be encoded: {error}")).into())
@@ -186,7 +117,7 @@ impl PortkeyClient {
 
     async fn call_complete(&self, call: &ProviderCall) -> Result<ChatResponse, ChatError> {
         let timeout = self.timeouts.request;
-        let headers = self.headers(call, timeout.as_millis())?;
+        let headers = headers::of_call(call, self.custom_host.as_ref(), timeout.as_millis())?;
         let response = self
             .client()?
             .post(self.endpoint.clone())
@@ -196,7 +127,7 @@ impl PortkeyClient {
             .send()
             .await
             .map_err(|error| errors::from_transport(&error, timeout))?;
-        note_passed_headers(call, response.headers());
+        headers::note_passed_on(call, response.headers());
         if !response.status().is_success() {
             return Err(errors::from_status(response).await);
         }
@@ -214,7 +145,7 @@ impl PortkeyClient {
     async fn call_stream(&self, call: &ProviderCall) -> Result<ChatStream, ChatError> {
         let Timeouts { first_byte, idle, .. } = self.timeouts;
         let deadline = Instant::now() + first_byte;
-        let mut headers = self.headers(call, first_byte.as_millis())?;
+        let mut headers = headers::of_call(call, self.custom_host.as_ref(), first_byte.as_millis())?;
         headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
         let send = self
             .client()?
@@ -227,7 +158,7 @@ impl PortkeyClient {
             Ok(Err(error)) => return Err(errors::from_transport(&error, first_byte)),
             Ok(Ok(response)) => response,
         };
-        note_passed_headers(call, response.headers());
+        headers::note_passed_on(call, response.headers());
         if !response.status().is_success() {
             return Err(timeout_at(deadline, errors::from_status(response))
                 .await
@@ -273,39 +204,6 @@ fn build_client(timeouts: Timeouts) -> Result<Client, PortkeySetupError> {
             }
             PortkeySetupError::Client(message)
         })
-}
-
-/// Portkey's answer headers that the gateway passes on to its client.
-const PASSED_ON: [&str; 3] = [
-    "x-portkey-trace-id",
-    "x-portkey-cache-status",
-    "x-portkey-retry-attempt-count",
-];
-
-fn note_passed_headers(call: &ProviderCall, headers: &HeaderMap) {
-    let found: Vec<(&'static str, String)> = PASSED_ON
-        .into_iter()
-        .filter_map(|name| {
-            let value = headers.get(name)?.to_str().ok()?;
-            Some((name, value.to_owned()))
-        })
-        .collect();
-    if !found.is_empty() {
-        call.context.record.update(|facts| facts.upstream_headers = found);
-    }
-}
-
-/// A header value marked sensitive, so that no HTTP library prints it.
-fn sensitive(value: &str) -> Result<HeaderValue, ChatError> {
-    let mut value = HeaderValue::from_str(value).map_err(|_| {
-        ValidationError::body("a credential contains characters that are not allowed in an HTTP header")
-    })?;
-    value.set_sensitive(true);
-    Ok(value)
-}
-
-fn bearer(key: &SecretString) -> Result<HeaderValue, ChatError> {
-    sensitive(&format!("Bearer {}", key.expose_secret()))
 }
 
 #[async_trait]

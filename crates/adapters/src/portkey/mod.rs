@@ -1,9 +1,10 @@
 //! The Portkey adapter: chat completions through Portkey's gateway over HTTP.
 
 mod client;
-mod settings;
 mod errors;
+mod headers;
 mod secrets;
+mod settings;
 mod sse;
 mod stream;
 

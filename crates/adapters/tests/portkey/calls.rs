@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use gatewayz_domain::{ChatError, ChatProvider, PortkeyProvider as Upstream};
+use gatewayz_domain::{ChatError, ChatProvider, Upstream};
 use serde_json::{Value, json};
 use wiremock::ResponseTemplate;
 
@@ -88,7 +88,7 @@ async fn virtual_key_mode_sends_the_virtual_key_instead_of_provider_and_key() {
 #[tokio::test]
 async fn a_portkey_config_is_sent_as_x_portkey_config_beside_the_usual_headers() {
     let server = server_answering(ResponseTemplate::new(200).set_body_json(completion_json())).await;
-    let config = gatewayz_domain::PortkeyConfig::from_value(
+    let config = gatewayz_domain::PortkeyRouting::from_value(
         "portkey_config",
         serde_json::json!({"strategy": {"mode": "fallback"}, "targets": [{"provider": "openai"}]}),
     )

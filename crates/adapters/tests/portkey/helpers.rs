@@ -1,5 +1,5 @@
 use gatewayz_adapters::{EnvKeyResolver, PortkeyClient, PortkeySettings};
-use gatewayz_domain::{KeyResolver, PortkeyProvider as Upstream, ProviderCall, RequestContext, Route};
+use gatewayz_domain::{KeyResolver, ProviderCall, RequestContext, Route, Upstream};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};

@@ -1,9 +1,7 @@
 //! The seed system's eight unit tests, under their original names.
 
 use gatewayz_adapters::EnvKeyResolver;
-use gatewayz_domain::{
-    ChatProvider, Credentials, KeyError, KeyResolver, PortkeyProvider as Upstream, UpstreamAuth,
-};
+use gatewayz_domain::{ChatProvider, Credentials, KeyError, KeyResolver, Upstream, UpstreamAuth};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use wiremock::ResponseTemplate;

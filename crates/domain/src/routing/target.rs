@@ -82,7 +82,7 @@ impl Bound {
 /// The facts a skipped target must not overwrite.
 struct Tried {
     provider: Option<crate::route::ProviderKind>,
-    portkey_provider: Option<crate::route::PortkeyProvider>,
+    portkey_provider: Option<crate::route::Upstream>,
     target: Option<Arc<str>>,
     pricing: Option<crate::catalog::Pricing>,
 }

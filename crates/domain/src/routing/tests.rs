@@ -14,10 +14,10 @@ use super::*;
 use crate::catalog::{Catalog, GroupSpec, Pricing, Target};
 use crate::error::{ErrorSource, KeyError, UpstreamError};
 use crate::model::{ChatChunk, Message, Role};
-use crate::portkey_config::PortkeyConfig;
+use crate::portkey_routing::PortkeyRouting;
 use crate::ports::{Credentials, RequestContext};
 use crate::record::CallRecord;
-use crate::route::{PortkeyProvider, ProviderKind, Route, RoutingFields};
+use crate::route::{ProviderKind, Route, RoutingFields, Upstream};
 use crate::service::{ChatCommand, ChatOutcome, ChatService};
 
 /// What the scripted upstream does for one call.
@@ -63,7 +63,7 @@ impl Scripted {
         let config = call
             .route
             .portkey_config()
-            .map(|config| config.header().to_owned());
+            .map(|config| config.as_str().to_owned());
         self.calls.lock().unwrap().push((model.clone(), config));
         let step = self
             .scripts
@@ -116,7 +116,7 @@ impl ChatProvider for Scripted {
 }
 
 /// Keys for every provider but the ones listed.
-struct KeysBut(Vec<PortkeyProvider>);
+struct KeysBut(Vec<Upstream>);
 
 impl KeyResolver for KeysBut {
     fn resolve(&self, route: &Route) -> Result<Credentials, KeyError> {
@@ -190,7 +190,7 @@ fn rate_limited_after_60s() -> ChatError {
     }
 }
 
-fn target(name: &str, provider: PortkeyProvider, model: &str) -> Node {
+fn target(name: &str, provider: Upstream, model: &str) -> Node {
     Node::Target(TargetSpec {
         name: name.into(),
         target: Target::Portkey {
@@ -289,7 +289,7 @@ fn served(record: &CallRecord) -> (Option<String>, u32) {
 #[tokio::test(start_paused = true)]
 async fn a_retryable_failure_is_retried_after_a_jittered_backoff() {
     let setup = setup(
-        target("a", PortkeyProvider::OpenAi, "model-a"),
+        target("a", Upstream::OpenAi, "model-a"),
         policy(),
         Scripted::default().script("model-a", [Step::Fail(failed_503), Step::Fail(unavailable)]),
         KeysBut(vec![]),
@@ -326,8 +326,8 @@ async fn refusals_are_neither_retried_nor_passed_to_another_target() {
             group(
                 Strategy::Fallback,
                 vec![
-                    target("a", PortkeyProvider::OpenAi, "model-a"),
-                    target("b", PortkeyProvider::Groq, "model-b"),
+                    target("a", Upstream::OpenAi, "model-a"),
+                    target("b", Upstream::Groq, "model-b"),
                 ],
             ),
             policy(),
@@ -346,7 +346,7 @@ async fn refusals_are_neither_retried_nor_passed_to_another_target() {
 #[tokio::test(start_paused = true)]
 async fn a_short_retry_after_is_waited_out_and_a_long_one_moves_on() {
     let short = setup(
-        target("a", PortkeyProvider::OpenAi, "model-a"),
+        target("a", Upstream::OpenAi, "model-a"),
         policy(),
         Scripted::default().script("model-a", [Step::Fail(rate_limited_after_1s)]),
         KeysBut(vec![]),
@@ -360,8 +360,8 @@ async fn a_short_retry_after_is_waited_out_and_a_long_one_moves_on() {
         group(
             Strategy::Fallback,
             vec![
-                target("a", PortkeyProvider::OpenAi, "model-a"),
-                target("b", PortkeyProvider::Groq, "model-b"),
+                target("a", Upstream::OpenAi, "model-a"),
+                target("b", Upstream::Groq, "model-b"),
             ],
         ),
         policy(),
@@ -380,7 +380,7 @@ async fn a_short_retry_after_is_waited_out_and_a_long_one_moves_on() {
 #[tokio::test(start_paused = true)]
 async fn a_long_retry_after_on_the_last_target_reaches_the_client() {
     let setup = setup(
-        target("a", PortkeyProvider::OpenAi, "model-a"),
+        target("a", Upstream::OpenAi, "model-a"),
         policy(),
         Scripted::default().script("model-a", [Step::Fail(rate_limited_after_60s)]),
         KeysBut(vec![]),
@@ -396,7 +396,7 @@ async fn fallback_goes_in_order_and_the_serving_target_is_recorded_and_priced() 
         input_per_million: 2.0,
         output_per_million: 0.0,
     };
-    let Node::Target(mut priced) = target("c", PortkeyProvider::Groq, "model-c") else {
+    let Node::Target(mut priced) = target("c", Upstream::Groq, "model-c") else {
         unreachable!("a target")
     };
     priced.pricing = Some(pricing);
@@ -404,8 +404,8 @@ async fn fallback_goes_in_order_and_the_serving_target_is_recorded_and_priced() 
         group(
             Strategy::Fallback,
             vec![
-                target("a", PortkeyProvider::OpenAi, "model-a"),
-                target("b", PortkeyProvider::Anthropic, "model-b"),
+                target("a", Upstream::OpenAi, "model-a"),
+                target("b", Upstream::Anthropic, "model-b"),
                 Node::Target(priced),
             ],
         ),
@@ -414,7 +414,7 @@ async fn fallback_goes_in_order_and_the_serving_target_is_recorded_and_priced() 
             ..policy()
         },
         Scripted::default().script("model-a", [Step::Fail(failed_503)]),
-        KeysBut(vec![PortkeyProvider::Anthropic]),
+        KeysBut(vec![Upstream::Anthropic]),
     );
 
     let (outcome, record) = setup.ask(false).await;
@@ -426,7 +426,7 @@ async fn fallback_goes_in_order_and_the_serving_target_is_recorded_and_priced() 
     assert_eq!(setup.upstream.calls(), ["model-a", "model-c"]);
     assert_eq!(served(&record), (Some("c".into()), 2));
     assert_eq!(response.extra["gateway_usage"]["cost_usd"], 2.0);
-    record.read(|facts| assert_eq!(facts.portkey_provider, Some(PortkeyProvider::Groq)));
+    record.read(|facts| assert_eq!(facts.portkey_provider, Some(Upstream::Groq)));
     assert_eq!(
         setup.told(),
         ["fallback m a upstream_failed", "fallback m b credentials"]
@@ -439,8 +439,8 @@ async fn when_every_target_fails_the_client_hears_what_an_upstream_said() {
         group(
             Strategy::Fallback,
             vec![
-                target("a", PortkeyProvider::OpenAi, "model-a"),
-                target("b", PortkeyProvider::Anthropic, "model-b"),
+                target("a", Upstream::OpenAi, "model-a"),
+                target("b", Upstream::Anthropic, "model-b"),
             ],
         ),
         RoutingPolicy {
@@ -448,21 +448,21 @@ async fn when_every_target_fails_the_client_hears_what_an_upstream_said() {
             ..policy()
         },
         Scripted::default().script("model-a", [Step::Fail(failed_503)]),
-        KeysBut(vec![PortkeyProvider::Anthropic]),
+        KeysBut(vec![Upstream::Anthropic]),
     );
     let (outcome, record) = setup.ask(false).await;
     assert_eq!(outcome.unwrap_err().kind(), "upstream_failed");
     // b was skipped without a call: the record names a, which failed.
     record.read(|facts| {
         assert_eq!(facts.target.as_deref(), Some("a"));
-        assert_eq!(facts.portkey_provider, Some(PortkeyProvider::OpenAi));
+        assert_eq!(facts.portkey_provider, Some(Upstream::OpenAi));
     });
 }
 
 #[tokio::test(start_paused = true)]
 async fn retries_that_open_the_circuit_answer_with_what_the_upstream_said() {
     let setup = setup(
-        target("a", PortkeyProvider::OpenAi, "model-a"),
+        target("a", Upstream::OpenAi, "model-a"),
         RoutingPolicy {
             breaker_failures: 2,
             ..policy()
@@ -481,8 +481,8 @@ async fn a_target_left_only_a_sliver_of_the_deadline_is_not_blamed_for_missing_i
         group(
             Strategy::Fallback,
             vec![
-                target("a", PortkeyProvider::OpenAi, "model-a"),
-                target("b", PortkeyProvider::Groq, "model-b"),
+                target("a", Upstream::OpenAi, "model-a"),
+                target("b", Upstream::Groq, "model-b"),
             ],
         ),
         RoutingPolicy {
@@ -518,8 +518,8 @@ async fn a_stream_that_fails_before_its_first_chunk_falls_back() {
         group(
             Strategy::Fallback,
             vec![
-                target("a", PortkeyProvider::OpenAi, "model-a"),
-                target("b", PortkeyProvider::Groq, "model-b"),
+                target("a", Upstream::OpenAi, "model-a"),
+                target("b", Upstream::Groq, "model-b"),
             ],
         ),
         RoutingPolicy {
@@ -544,8 +544,8 @@ async fn the_circuit_opens_skips_its_target_and_one_probe_closes_it() {
         group(
             Strategy::Fallback,
             vec![
-                target("a", PortkeyProvider::OpenAi, "model-a"),
-                target("b", PortkeyProvider::Groq, "model-b"),
+                target("a", Upstream::OpenAi, "model-a"),
+                target("b", Upstream::Groq, "model-b"),
             ],
         ),
         RoutingPolicy {
@@ -628,7 +628,7 @@ async fn the_circuit_opens_skips_its_target_and_one_probe_closes_it() {
 #[tokio::test(start_paused = true)]
 async fn an_open_circuit_with_nowhere_else_to_go_says_when_to_come_back() {
     let setup = setup(
-        target("a", PortkeyProvider::OpenAi, "model-a"),
+        target("a", Upstream::OpenAi, "model-a"),
         RoutingPolicy {
             retries: 0,
             breaker_failures: 1,
@@ -654,8 +654,8 @@ async fn every_attempt_fits_in_one_deadline() {
         group(
             Strategy::Fallback,
             vec![
-                target("a", PortkeyProvider::OpenAi, "model-a"),
-                target("b", PortkeyProvider::Groq, "model-b"),
+                target("a", Upstream::OpenAi, "model-a"),
+                target("b", Upstream::Groq, "model-b"),
             ],
         ),
         RoutingPolicy {
@@ -693,7 +693,7 @@ async fn every_attempt_fits_in_one_deadline() {
 #[tokio::test(start_paused = true)]
 async fn a_backoff_that_would_end_past_the_deadline_is_not_waited() {
     let setup = setup(
-        target("a", PortkeyProvider::OpenAi, "model-a"),
+        target("a", Upstream::OpenAi, "model-a"),
         RoutingPolicy {
             deadline: Duration::from_millis(500),
             ..policy()
@@ -710,14 +710,14 @@ async fn a_backoff_that_would_end_past_the_deadline_is_not_waited() {
 #[tokio::test(start_paused = true)]
 async fn a_portkey_config_that_retries_leaves_retrying_to_portkey() {
     let setup = setup(
-        target("a", PortkeyProvider::OpenAi, "model-a"),
+        target("a", Upstream::OpenAi, "model-a"),
         policy(),
         Scripted::default().script("model-a", [Step::Fail(failed_503)]),
         KeysBut(vec![]),
     );
     let routing = RoutingFields {
         portkey_config: Some(
-            PortkeyConfig::from_value("portkey_config", json!({"retry": {"attempts": 3}})).unwrap(),
+            PortkeyRouting::from_value("portkey_config", json!({"retry": {"attempts": 3}})).unwrap(),
         ),
         ..RoutingFields::default()
     };
@@ -738,8 +738,8 @@ async fn a_loadbalance_pool_tries_its_other_member_when_the_first_fails() {
         group(
             Strategy::LoadBalance,
             vec![
-                target("a", PortkeyProvider::OpenAi, "model-a"),
-                target("b", PortkeyProvider::Groq, "model-b"),
+                target("a", Upstream::OpenAi, "model-a"),
+                target("b", Upstream::Groq, "model-b"),
             ],
         ),
         RoutingPolicy {
@@ -761,22 +761,22 @@ async fn a_loadbalance_pool_tries_its_other_member_when_the_first_fails() {
 
 #[test]
 fn routes_of_targets_carry_their_config_and_the_clients_overrides_win() {
-    let own = PortkeyConfig::from_value("c", json!("pc-own")).unwrap();
-    let client = PortkeyConfig::from_value("c", json!("pc-client")).unwrap();
+    let own = PortkeyRouting::from_value("c", json!("pc-own")).unwrap();
+    let client = PortkeyRouting::from_value("c", json!("pc-client")).unwrap();
     let route = Target::Portkey {
-        provider: PortkeyProvider::OpenAi,
+        provider: Upstream::OpenAi,
         model: "m".into(),
         virtual_key: None,
         config: Some(own),
     }
     .route();
-    assert_eq!(route.portkey_config().map(PortkeyConfig::header), Some("pc-own"));
+    assert_eq!(route.portkey_config().map(PortkeyRouting::as_str), Some("pc-own"));
     let overridden = route.overridden(&crate::route::Overrides {
         virtual_key: None,
         config: Some(client),
     });
     assert_eq!(
-        overridden.portkey_config().map(PortkeyConfig::header),
+        overridden.portkey_config().map(PortkeyRouting::as_str),
         Some("pc-client")
     );
 }

@@ -1,5 +1,6 @@
-//! A Portkey config (`x-portkey-config`): routing that Portkey applies itself,
-//! for users who keep their routing in Portkey.
+//! A Portkey config: routing that Portkey applies itself, for users who keep
+//! their routing in Portkey. The gateway carries it to the Portkey adapter,
+//! reading of it only whether it retries and which credentials it holds.
 
 use std::sync::Arc;
 
@@ -11,13 +12,13 @@ use crate::error::ValidationError;
 /// The longest config sent: it travels as one header value.
 pub const MAX_CONFIG_BYTES: usize = 8 * 1024;
 
-/// A Portkey config, as sent in `x-portkey-config`: a saved config's id
-/// (`pc-...`) or an inline JSON object. An inline config may hold provider
-/// keys: its `Debug` shows only its size.
+/// A Portkey config: a saved config's id (`pc-...`) or an inline JSON
+/// object. An inline config may hold provider keys: its `Debug` shows only
+/// its size.
 #[derive(Clone)]
-pub struct PortkeyConfig {
-    /// The header value: the id, or the object as compact JSON.
-    header: Arc<str>,
+pub struct PortkeyRouting {
+    /// The id, or the object as compact JSON.
+    text: Arc<str>,
     /// The credentials an inline config holds, to scrub from what an
     /// upstream echoes.
     secrets: Arc<[SecretString]>,
@@ -25,7 +26,7 @@ pub struct PortkeyConfig {
     retries: bool,
 }
 
-impl PortkeyConfig {
+impl PortkeyRouting {
     /// Reads a config from a request field or a catalog entry: an object, an
     /// object's JSON text, or a saved config's id.
     ///
@@ -59,20 +60,20 @@ impl PortkeyConfig {
         let retries = object.get("retry").is_some_and(retries_in) || targets_retry(&object);
         let mut secrets = Vec::new();
         credentials_in(&object, &mut secrets);
-        let header = Value::Object(object).to_string();
-        if header.len() > MAX_CONFIG_BYTES {
+        let text = Value::Object(object).to_string();
+        if text.len() > MAX_CONFIG_BYTES {
             return Err(invalid(format!(
                 "`{param}` is {} bytes as JSON; at most {MAX_CONFIG_BYTES} are accepted",
-                header.len()
+                text.len()
             )));
         }
-        if !header.bytes().all(|byte| byte.is_ascii_graphic() || byte == b' ') {
+        if !text.bytes().all(|byte| byte.is_ascii_graphic() || byte == b' ') {
             return Err(invalid(format!(
                 "`{param}` must be ASCII: it is sent as an HTTP header"
             )));
         }
         Ok(Self {
-            header: header.into(),
+            text: text.into(),
             secrets: secrets.into(),
             retries,
         })
@@ -93,7 +94,7 @@ impl PortkeyConfig {
             .with_code("invalid_portkey_config"));
         }
         Ok(Self {
-            header: id.into(),
+            text: id.into(),
             secrets: Arc::new([]),
             // A saved config's content is not known here: it may hold retries,
             // so Portkey is left to do them (one layer of retries only).
@@ -107,9 +108,10 @@ impl PortkeyConfig {
         &self.secrets
     }
 
-    /// The `x-portkey-config` header value.
-    pub fn header(&self) -> &str {
-        &self.header
+    /// The config as Portkey reads it: the id, or the object as compact
+    /// JSON.
+    pub fn as_str(&self) -> &str {
+        &self.text
     }
 
     /// Whether Portkey may retry under this config: an inline config with a
@@ -121,13 +123,13 @@ impl PortkeyConfig {
     }
 }
 
-impl PartialEq for PortkeyConfig {
+impl PartialEq for PortkeyRouting {
     fn eq(&self, other: &Self) -> bool {
-        self.header == other.header
+        self.text == other.text
     }
 }
 
-impl Eq for PortkeyConfig {}
+impl Eq for PortkeyRouting {}
 
 /// Collects the string values of credential-like fields, at any depth.
 fn credentials_in(object: &serde_json::Map<String, Value>, found: &mut Vec<SecretString>) {
@@ -151,12 +153,12 @@ fn credentials_in(object: &serde_json::Map<String, Value>, found: &mut Vec<Secre
     }
 }
 
-impl std::fmt::Debug for PortkeyConfig {
+impl std::fmt::Debug for PortkeyRouting {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.header.starts_with('{') {
-            write!(f, "PortkeyConfig(inline, {} bytes)", self.header.len())
+        if self.text.starts_with('{') {
+            write!(f, "PortkeyRouting(inline, {} bytes)", self.text.len())
         } else {
-            write!(f, "PortkeyConfig({:?})", self.header)
+            write!(f, "PortkeyRouting({:?})", self.text)
         }
     }
 }
@@ -190,13 +192,13 @@ mod tests {
 
     #[test]
     fn objects_and_their_json_text_become_compact_json_and_ids_stay_as_sent() {
-        let inline = PortkeyConfig::from_value("c", json!({"strategy": {"mode": "fallback"}})).unwrap();
-        assert_eq!(inline.header(), r#"{"strategy":{"mode":"fallback"}}"#);
+        let inline = PortkeyRouting::from_value("c", json!({"strategy": {"mode": "fallback"}})).unwrap();
+        assert_eq!(inline.as_str(), r#"{"strategy":{"mode":"fallback"}}"#);
         assert!(!inline.retries_upstream());
-        let text = PortkeyConfig::from_value("c", json!(r#" {"cache": {"mode": "simple"}}"#)).unwrap();
-        assert_eq!(text.header(), r#"{"cache":{"mode":"simple"}}"#);
-        let saved = PortkeyConfig::from_value("c", json!("pc-abc-123")).unwrap();
-        assert_eq!(saved.header(), "pc-abc-123");
+        let text = PortkeyRouting::from_value("c", json!(r#" {"cache": {"mode": "simple"}}"#)).unwrap();
+        assert_eq!(text.as_str(), r#"{"cache":{"mode":"simple"}}"#);
+        let saved = PortkeyRouting::from_value("c", json!("pc-abc-123")).unwrap();
+        assert_eq!(saved.as_str(), "pc-abc-123");
         assert!(saved.retries_upstream());
     }
 
@@ -213,7 +215,7 @@ mod tests {
             (json!({"targets": [{"provider": "openai"}]}), false),
         ];
         for (config, retries) in cases {
-            let parsed = PortkeyConfig::from_value("c", config.clone()).unwrap();
+            let parsed = PortkeyRouting::from_value("c", config.clone()).unwrap();
             assert_eq!(parsed.retries_upstream(), retries, "{config}");
         }
     }
@@ -221,7 +223,8 @@ mod tests {
     #[test]
     fn an_inline_config_never_shows_its_content_in_debug() {
         let config =
-            PortkeyConfig::from_value("c", json!({"targets": [{"api_key": "sk-secret-in-config"}]})).unwrap();
+            PortkeyRouting::from_value("c", json!({"targets": [{"api_key": "sk-secret-in-config"}]}))
+                .unwrap();
         let shown = format!("{config:?}");
         assert!(!shown.contains("sk-secret"), "{shown}");
         let secrets: Vec<_> = config
@@ -230,7 +233,7 @@ mod tests {
             .map(|secret| secrecy::ExposeSecret::expose_secret(secret).to_owned())
             .collect();
         assert_eq!(secrets, ["sk-secret-in-config"]);
-        assert_eq!(shown, "PortkeyConfig(inline, 47 bytes)");
+        assert_eq!(shown, "PortkeyRouting(inline, 47 bytes)");
     }
 
     #[test]
@@ -250,7 +253,7 @@ mod tests {
             (long, "at most"),
         ];
         for (value, needle) in cases {
-            let error = PortkeyConfig::from_value("portkey_config", value.clone()).unwrap_err();
+            let error = PortkeyRouting::from_value("portkey_config", value.clone()).unwrap_err();
             assert_eq!(error.param.as_deref(), Some("portkey_config"));
             assert_eq!(error.code.as_deref(), Some("invalid_portkey_config"));
             assert!(error.message.contains(needle), "{value}: {}", error.message);
