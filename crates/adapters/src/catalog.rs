@@ -599,6 +599,7 @@ fn raw_target_fields(raw: &RawNode) -> Option<(&'static str, usize)> {
 fn portkey_config(value: toml::Value) -> Result<PortkeyRouting, String> {
     let json = serde_json::to_value(&value).map_err(|error| error.to_string())?;
     PortkeyRouting::from_value("portkey_config", json)
+        .and_then(|config| crate::portkey::check_config("portkey_config", &config).map(|()| config))
         .map_err(|error| error.message.replace("`portkey_config` ", ""))
 }
 

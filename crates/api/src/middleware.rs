@@ -211,9 +211,14 @@ impl Tracker {
             {
                 headers.insert(TARGET_HEADER, target);
             }
-            for (name, value) in &facts.upstream_headers {
-                if let Ok(value) = HeaderValue::from_str(value) {
-                    headers.insert(HeaderName::from_static(name), value);
+            // The adapter's to name: a name or value no header can carry is
+            // left out, never a panic.
+            for (name, value) in &facts.passed_on {
+                if let (Ok(name), Ok(value)) = (
+                    HeaderName::from_bytes(name.as_bytes()),
+                    HeaderValue::from_str(value),
+                ) {
+                    headers.insert(name, value);
                 }
             }
         });

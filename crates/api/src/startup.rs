@@ -10,7 +10,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use gatewayz_adapters::catalog::{self, CatalogError};
 use gatewayz_adapters::metrics::Metrics;
-use gatewayz_adapters::portkey::PortkeySetupError;
+use gatewayz_adapters::portkey::{PortkeyHeaderRules, PortkeySetupError};
 use gatewayz_adapters::{DemoProvider, EnvKeyResolver, PortkeyClient, PortkeySettings};
 use gatewayz_domain::{ChatService, KeyResolver, ProviderKind, Providers, RoutingEvents, ValidationError};
 use tokio::signal::unix::{SignalKind, signal};
@@ -76,7 +76,8 @@ pub fn chat_service(
             .with_catalog(Arc::new(catalog))
             .with_default_route(default_route)
             .with_default_max_tokens(config.default_max_tokens)
-            .with_request_timeout(Duration::from_millis(config.request_timeout_ms.max(1))),
+            .with_request_timeout(Duration::from_millis(config.request_timeout_ms.max(1)))
+            .with_routing_field_rules(Arc::new(PortkeyHeaderRules)),
     )
 }
 

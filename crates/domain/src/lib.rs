@@ -28,7 +28,7 @@ pub use model::{
 pub use portkey_routing::PortkeyRouting;
 pub use ports::{
     ChatProvider, ChatStream, Credentials, KeyResolver, NoEvents, ProviderCall, RequestContext,
-    RoutingEvents, UpstreamAuth,
+    RoutingEvents, RoutingFieldRules, UpstreamAuth,
 };
 pub use record::{CallFacts, CallRecord};
 pub use route::{Overrides, ProviderKind, Route, RoutingFields, Upstream};
@@ -36,4 +36,4 @@ pub use routing::{BreakerState, RoutingPolicy, Strategy};
 pub use service::{ChatCommand, ChatOutcome, ChatService, Providers};
 
 #[cfg(any(test, feature = "mocks"))]
-pub use ports::{MockChatProvider, MockKeyResolver, MockRoutingEvents};
+pub use ports::{MockChatProvider, MockKeyResolver, MockRoutingEvents, MockRoutingFieldRules};

@@ -9,9 +9,6 @@ use serde_json::Value;
 
 use crate::error::ValidationError;
 
-/// The longest config sent: it travels as one header value.
-pub const MAX_CONFIG_BYTES: usize = 8 * 1024;
-
 /// A Portkey config: a saved config's id (`pc-...`) or an inline JSON
 /// object. An inline config may hold provider keys: its `Debug` shows only
 /// its size.
@@ -30,10 +27,12 @@ impl PortkeyRouting {
     /// Reads a config from a request field or a catalog entry: an object, an
     /// object's JSON text, or a saved config's id.
     ///
+    /// What the Portkey adapter can send of a config (its size, its
+    /// characters) is the adapter's to check: see
+    /// [`RoutingFieldRules`](crate::ports::RoutingFieldRules).
+    ///
     /// # Errors
-    /// A [`ValidationError`] on `param` for anything else, for a config that
-    /// cannot be a header value (non-ASCII, control characters), or one longer
-    /// than [`MAX_CONFIG_BYTES`].
+    /// A [`ValidationError`] on `param` for anything else.
     pub fn from_value(param: &str, value: Value) -> Result<Self, ValidationError> {
         let invalid =
             |message: String| ValidationError::new(param, message).with_code("invalid_portkey_config");
@@ -60,20 +59,8 @@ impl PortkeyRouting {
         let retries = object.get("retry").is_some_and(retries_in) || targets_retry(&object);
         let mut secrets = Vec::new();
         credentials_in(&object, &mut secrets);
-        let text = Value::Object(object).to_string();
-        if text.len() > MAX_CONFIG_BYTES {
-            return Err(invalid(format!(
-                "`{param}` is {} bytes as JSON; at most {MAX_CONFIG_BYTES} are accepted",
-                text.len()
-            )));
-        }
-        if !text.bytes().all(|byte| byte.is_ascii_graphic() || byte == b' ') {
-            return Err(invalid(format!(
-                "`{param}` must be ASCII: it is sent as an HTTP header"
-            )));
-        }
         Ok(Self {
-            text: text.into(),
+            text: Value::Object(object).to_string().into(),
             secrets: secrets.into(),
             retries,
         })
@@ -238,7 +225,6 @@ mod tests {
 
     #[test]
     fn anything_else_is_refused_with_the_field_named() {
-        let long = json!({"x": "a".repeat(MAX_CONFIG_BYTES)});
         let cases = [
             (json!(7), "got a number"),
             (json!([1]), "got an array"),
@@ -249,8 +235,6 @@ mod tests {
             (json!("[1,2]"), "saved config id"),
             (json!("7"), "saved config id"),
             (json!("true"), "saved config id"),
-            (json!({"name": "café"}), "must be ASCII"),
-            (long, "at most"),
         ];
         for (value, needle) in cases {
             let error = PortkeyRouting::from_value("portkey_config", value.clone()).unwrap_err();

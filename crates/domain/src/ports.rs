@@ -6,10 +6,10 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use secrecy::SecretString;
 
-use crate::error::{ChatError, KeyError};
+use crate::error::{ChatError, KeyError, ValidationError};
 use crate::model::{ChatChunk, ChatRequest, ChatResponse};
 use crate::record::CallRecord;
-use crate::route::{Overrides, Route};
+use crate::route::{Overrides, Route, RoutingFields};
 use crate::routing::BreakerState;
 
 /// A streamed completion: chunks in order, owned, ending when the upstream
@@ -124,6 +124,20 @@ pub trait KeyResolver: Send + Sync {
     ///   the gateway has none for that provider, and the route carries no
     ///   virtual key.
     fn resolve(&self, route: &Route) -> Result<Credentials, KeyError>;
+}
+
+/// What the adapters can send of a request's routing fields: a virtual key
+/// or a Portkey config travels in the adapter's own wire format, whose limits
+/// (sizes, characters) the domain does not know. The use case asks before
+/// anything else of the request, so a client learns at once that what it
+/// sent cannot be sent, whichever route the request would take.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+pub trait RoutingFieldRules: Send + Sync {
+    /// Checks the fields a client sent.
+    ///
+    /// # Errors
+    /// A [`ValidationError`] naming the field that cannot be sent (a 400).
+    fn check(&self, fields: &RoutingFields) -> Result<(), ValidationError>;
 }
 
 /// Where routing tells what it does: retries, fallbacks and circuit breaker

@@ -28,8 +28,10 @@ pub struct CallFacts {
     pub cost_usd: Option<f64>,
     /// Who failed and how, when the request failed.
     pub error: Option<(ErrorSource, &'static str)>,
-    /// Headers of Portkey's answer worth passing on to the client.
-    pub upstream_headers: Vec<(&'static str, String)>,
+    /// What the adapter chose to pass on to the client from the upstream's
+    /// answer: `(name, value)` pairs, which the API sends as they are (as
+    /// response headers). Only the adapter knows what they mean.
+    pub passed_on: Vec<(&'static str, String)>,
     /// The client went away before its answer was complete.
     pub client_gone: bool,
     /// The catalog target tried last: the one that served, when it did.

@@ -27,8 +27,12 @@ impl RoutingFields {
     /// Takes the routing fields out of a request's unknown fields, so that
     /// they steer the gateway and are not forwarded upstream.
     ///
+    /// What an adapter can send of them is the adapter's to check: see
+    /// [`RoutingFieldRules`](crate::ports::RoutingFieldRules).
+    ///
     /// # Errors
-    /// A [`ValidationError`] when a routing field is present but not a string.
+    /// A [`ValidationError`] when a routing field is present but not a string,
+    /// or `portkey_config` is not a Portkey config.
     pub fn take_from(extra: &mut Extra) -> Result<Self, ValidationError> {
         let mut take = |name: &str| match extra.remove(name) {
             None | Some(Value::Null) => Ok(None),
@@ -45,16 +49,6 @@ impl RoutingFields {
             None | Some(Value::Null) => None,
             Some(value) => Some(PortkeyRouting::from_value("portkey_config", value)?),
         };
-        // The virtual key is sent as a header value; its text is never echoed.
-        if portkey_virtual_key
-            .as_deref()
-            .is_some_and(|key| !key.bytes().all(|byte| byte.is_ascii_graphic()))
-        {
-            return Err(ValidationError::new(
-                "portkey_virtual_key",
-                "`portkey_virtual_key` must be visible ASCII characters only",
-            ));
-        }
         Ok(Self {
             provider,
             portkey_provider,

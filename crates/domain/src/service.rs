@@ -7,7 +7,8 @@ use crate::catalog::{Catalog, Pricing};
 use crate::error::ChatError;
 use crate::model::{ChatRequest, ChatResponse, StreamOptions};
 use crate::ports::{
-    ChatProvider, ChatStream, Credentials, KeyResolver, NoEvents, ProviderCall, RequestContext, RoutingEvents,
+    ChatProvider, ChatStream, Credentials, KeyResolver, NoEvents, ProviderCall, RequestContext,
+    RoutingEvents, RoutingFieldRules,
 };
 use crate::resolve::resolve;
 use crate::route::{ProviderKind, Route, RoutingFields};
@@ -114,6 +115,8 @@ pub struct ChatService {
     /// [`Self::with_request_timeout`]'s deadline.
     direct: Providers,
     request_timeout: Duration,
+    /// What the adapters can send of a client's routing fields.
+    field_rules: Option<Arc<dyn RoutingFieldRules>>,
 }
 
 /// How long a request routed directly (not through a catalog model, whose
@@ -149,6 +152,7 @@ impl ChatService {
             routers: Arc::default(),
             direct: Providers::default(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            field_rules: None,
         }
         .rebuild()
     }
@@ -167,6 +171,14 @@ impl ChatService {
     pub fn with_catalog(mut self, catalog: Arc<Catalog>) -> Self {
         self.catalog = catalog;
         self.rebuild()
+    }
+
+    /// Refuses, before anything else of a request, routing fields that the
+    /// adapters cannot send (see [`RoutingFieldRules`]).
+    #[must_use]
+    pub fn with_routing_field_rules(mut self, rules: Arc<dyn RoutingFieldRules>) -> Self {
+        self.field_rules = Some(rules);
+        self
     }
 
     /// Where retries, fallbacks and breaker changes are told.
@@ -225,14 +237,16 @@ impl ChatService {
         self.rebuild()
     }
 
-    /// Validates the command, resolves its route and credentials, and calls
+    /// Checks the routing fields against the adapters' rules, validates the
+    /// command, resolves its route and credentials, and calls
     /// the provider, streaming when the request asked to. Every successful
     /// answer carries `gateway_usage` (timings, and cost when the catalog
     /// prices the model and the upstream reported usage).
     ///
     /// # Errors
-    /// - [`ChatError::Invalid`] for a request that breaks the contract or names
-    ///   an unknown provider;
+    /// - [`ChatError::Invalid`] for a request that breaks the contract, names
+    ///   an unknown provider, or carries a routing field the adapters cannot
+    ///   send;
     /// - [`ChatError::ModelNotFound`] when nothing routes the model;
     /// - [`ChatError::ProviderDisabled`] when the route's adapter is not
     ///   enabled on this gateway;
@@ -289,6 +303,9 @@ impl ChatService {
             routing,
             mut context,
         } = command;
+        if let Some(rules) = &self.field_rules {
+            rules.check(&routing)?;
+        }
         context.record.update(|facts| facts.stream = request.is_stream());
         request.validate()?;
         let public_model = request.model.clone();
@@ -423,6 +440,40 @@ mod tests {
 
         assert!(
             matches!(result, Err(ChatError::Invalid(error)) if error.param.as_deref() == Some("messages"))
+        );
+    }
+
+    /// Refuses every virtual key, as an adapter might refuse what it cannot send.
+    struct NoVirtualKeys;
+
+    impl RoutingFieldRules for NoVirtualKeys {
+        fn check(&self, fields: &RoutingFields) -> Result<(), crate::error::ValidationError> {
+            match fields.portkey_virtual_key {
+                Some(_) => Err(crate::error::ValidationError::new(
+                    "portkey_virtual_key",
+                    "cannot be sent",
+                )),
+                None => Ok(()),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn routing_fields_the_adapters_cannot_send_are_refused_before_anything_else() {
+        let mut provider = MockChatProvider::new();
+        provider.expect_complete().never();
+        let service = ChatService::new(
+            Providers::default().with(ProviderKind::Demo, Arc::new(provider)),
+            keys_never_called(),
+        )
+        .with_routing_field_rules(Arc::new(NoVirtualKeys));
+        let mut command = command(json!({"model": "m", "messages": []}), Some("demo"));
+        command.routing.portkey_virtual_key = Some("vk".into());
+
+        let result = service.execute(command).await;
+
+        assert!(
+            matches!(result, Err(ChatError::Invalid(error)) if error.param.as_deref() == Some("portkey_virtual_key"))
         );
     }
 

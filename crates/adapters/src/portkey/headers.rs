@@ -1,9 +1,11 @@
 //! Portkey's wire format around the body: the headers of a call, the
-//! provider slugs they carry, and the headers of Portkey's answer that the
-//! gateway passes on to its client.
+//! provider slugs they carry, what a client's routing fields must be to
+//! travel in them, and the headers of Portkey's answer that the gateway
+//! passes on to its client.
 
 use gatewayz_domain::{
-    ChatError, Credentials, KeyError, ProviderCall, Route, Upstream, UpstreamAuth, ValidationError,
+    ChatError, Credentials, KeyError, PortkeyRouting, ProviderCall, Route, RoutingFieldRules, RoutingFields,
+    Upstream, UpstreamAuth, ValidationError,
 };
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
@@ -24,6 +26,56 @@ pub(crate) const fn slug(upstream: Upstream) -> &'static str {
     match upstream {
         Upstream::GoogleAi => "google",
         other => other.name(),
+    }
+}
+
+/// The longest config sent: it travels as one header value.
+pub const MAX_CONFIG_BYTES: usize = 8 * 1024;
+
+/// Whether `config` can travel in `x-portkey-config`: at most
+/// [`MAX_CONFIG_BYTES`] of printable ASCII.
+///
+/// # Errors
+/// A [`ValidationError`] on `param`, with code `invalid_portkey_config`.
+pub(crate) fn check_config(param: &str, config: &PortkeyRouting) -> Result<(), ValidationError> {
+    let text = config.as_str();
+    let invalid = |message: String| ValidationError::new(param, message).with_code("invalid_portkey_config");
+    if text.len() > MAX_CONFIG_BYTES {
+        return Err(invalid(format!(
+            "`{param}` is {} bytes as JSON; at most {MAX_CONFIG_BYTES} are accepted",
+            text.len()
+        )));
+    }
+    if !text.bytes().all(|byte| byte.is_ascii_graphic() || byte == b' ') {
+        return Err(invalid(format!(
+            "`{param}` must be ASCII: it is sent as an HTTP header"
+        )));
+    }
+    Ok(())
+}
+
+/// What a client's routing fields must be to travel in Portkey's headers:
+/// a config as [`check_config`] says, a virtual key visible ASCII.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PortkeyHeaderRules;
+
+impl RoutingFieldRules for PortkeyHeaderRules {
+    fn check(&self, fields: &RoutingFields) -> Result<(), ValidationError> {
+        if let Some(config) = &fields.portkey_config {
+            check_config("portkey_config", config)?;
+        }
+        // Its text is never echoed: it is a secret.
+        if fields
+            .portkey_virtual_key
+            .as_ref()
+            .is_some_and(|key| !key.expose_secret().bytes().all(|byte| byte.is_ascii_graphic()))
+        {
+            return Err(ValidationError::new(
+                "portkey_virtual_key",
+                "`portkey_virtual_key` must be visible ASCII characters only",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -102,7 +154,7 @@ pub(super) fn note_passed_on(call: &ProviderCall, headers: &HeaderMap) {
         })
         .collect();
     if !found.is_empty() {
-        call.context.record.update(|facts| facts.upstream_headers = found);
+        call.context.record.update(|facts| facts.passed_on = found);
     }
 }
 
@@ -121,7 +173,51 @@ fn bearer(key: &SecretString) -> Result<HeaderValue, ChatError> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+
+    fn with_config(value: serde_json::Value) -> RoutingFields {
+        RoutingFields {
+            portkey_config: Some(PortkeyRouting::from_value("portkey_config", value).unwrap()),
+            ..RoutingFields::default()
+        }
+    }
+
+    #[test]
+    fn a_config_that_cannot_be_a_header_value_is_refused_with_the_field_named() {
+        let long = json!({"x": "a".repeat(MAX_CONFIG_BYTES)});
+        for (value, needle) in [(json!({"name": "café"}), "must be ASCII"), (long, "at most")] {
+            let error = PortkeyHeaderRules.check(&with_config(value.clone())).unwrap_err();
+            assert_eq!(error.param.as_deref(), Some("portkey_config"));
+            assert_eq!(error.code.as_deref(), Some("invalid_portkey_config"));
+            assert!(error.message.contains(needle), "{value}: {}", error.message);
+        }
+    }
+
+    #[test]
+    fn a_virtual_key_that_is_not_visible_ascii_is_refused_without_its_text() {
+        for key in ["vk with spaces", "vk-café", "vk\r\nx-injected: 1"] {
+            let fields = RoutingFields {
+                portkey_virtual_key: Some(key.into()),
+                ..RoutingFields::default()
+            };
+            let error = PortkeyHeaderRules.check(&fields).unwrap_err();
+            assert_eq!(error.param.as_deref(), Some("portkey_virtual_key"));
+            assert!(!error.message.contains(key), "{}", error.message);
+        }
+    }
+
+    #[test]
+    fn configs_and_keys_that_fit_in_a_header_pass() {
+        let mut fields = with_config(json!({"retry": {"attempts": 2}, "note": "a b"}));
+        fields.portkey_virtual_key = Some("vk-openai-1".into());
+        assert_eq!(PortkeyHeaderRules.check(&fields), Ok(()));
+        assert_eq!(
+            PortkeyHeaderRules.check(&with_config(json!("pc-abc-123"))),
+            Ok(())
+        );
+    }
 
     #[test]
     fn google_ai_goes_as_portkeys_google_slug_and_the_others_by_their_name() {

@@ -9,4 +9,6 @@ mod sse;
 mod stream;
 
 pub use client::{PortkeyClient, PortkeySetupError};
+pub(crate) use headers::check_config;
+pub use headers::{MAX_CONFIG_BYTES, PortkeyHeaderRules};
 pub use settings::{DEFAULT_BASE_URL, PortkeySettings, Timeouts};

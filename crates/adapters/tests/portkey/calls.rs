@@ -303,7 +303,7 @@ async fn portkeys_trace_cache_and_retry_headers_are_noted_for_the_client() {
     provider(&server, &[]).complete(call).await.unwrap();
 
     assert_eq!(
-        record.snapshot().upstream_headers,
+        record.snapshot().passed_on,
         [
             ("x-portkey-trace-id", "trace-1".to_owned()),
             ("x-portkey-cache-status", "MISS".to_owned()),

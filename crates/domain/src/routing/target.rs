@@ -61,7 +61,7 @@ impl Bound {
             facts.portkey_provider = call.route.portkey_provider();
             facts.target = Some(self.name.clone());
             facts.pricing = self.spec.pricing;
-            facts.upstream_headers.clear();
+            facts.passed_on.clear();
         });
         let answer = match self.keys.resolve(&call.route) {
             Ok(credentials) => {

@@ -118,6 +118,39 @@ async fn a_portkey_config_that_is_neither_an_object_nor_an_id_is_a_400() {
 }
 
 #[tokio::test]
+async fn a_portkey_config_or_virtual_key_that_cannot_travel_in_a_header_is_a_400_naming_it() {
+    let server = MockServer::start().await;
+    on(&server, json!({"model": "model-a"}), ok("model-a")).await;
+    let app = gateway(&server, &one_target("retries = 0"), &[]).await;
+    let cases = [
+        (
+            "portkey_config",
+            json!({"note": "café"}),
+            Some("invalid_portkey_config"),
+        ),
+        (
+            "portkey_config",
+            json!({"x": "a".repeat(8 * 1024)}),
+            Some("invalid_portkey_config"),
+        ),
+        ("portkey_virtual_key", json!("vk with spaces"), None),
+    ];
+
+    for (field, value, code) in cases {
+        let mut request = ask("smart");
+        request[field] = value;
+        let response = app.post_chat(&request).await;
+
+        assert_eq!(response.status(), 400, "{field}");
+        let body: Value = response.json().await.unwrap();
+        let error = assert_openai_error(&body);
+        assert_eq!(error["param"], field, "{body}");
+        assert_eq!(error["code"].as_str(), code, "{body}");
+    }
+    assert!(server.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn the_price_is_the_price_of_the_target_that_served() {
     let server = MockServer::start().await;
     on(
