@@ -6,9 +6,10 @@ use std::collections::HashMap;
 use secrecy::SecretString;
 
 use crate::model::Usage;
+use crate::policy::{RoutingPolicy, Strategy};
 use crate::portkey_routing::PortkeyRouting;
-use crate::route::{ProviderKind, Route, Upstream};
-use crate::routing::{RoutingPolicy, Strategy};
+use crate::provider::{ProviderKind, Upstream};
+use crate::route::Route;
 
 /// Prices in US dollars per million tokens.
 #[derive(Debug, Clone, Copy, PartialEq)]

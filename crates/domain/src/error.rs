@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
-use crate::route::{ProviderKind, Upstream};
+use crate::provider::{ProviderKind, Upstream};
 
 /// A request the gateway refuses before calling anyone.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -8,8 +8,11 @@
 pub mod catalog;
 pub mod error;
 pub mod model;
+pub mod policy;
 pub mod portkey_routing;
 pub mod ports;
+pub mod provider;
+pub mod providers;
 pub mod record;
 mod resolve;
 pub mod route;
@@ -25,15 +28,17 @@ pub use model::{
     ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Delta, Message, MessageContent, Role,
     StreamOptions, Usage,
 };
+pub use policy::{RoutingPolicy, Strategy};
 pub use portkey_routing::PortkeyRouting;
 pub use ports::{
-    ChatProvider, ChatStream, Credentials, KeyResolver, NoEvents, ProviderCall, RequestContext,
+    BreakerState, ChatProvider, ChatStream, Credentials, KeyResolver, NoEvents, ProviderCall, RequestContext,
     RoutingEvents, RoutingFieldRules, UpstreamAuth,
 };
+pub use provider::{ProviderKind, Upstream};
+pub use providers::Providers;
 pub use record::{CallFacts, CallRecord};
-pub use route::{Overrides, ProviderKind, Route, RoutingFields, Upstream};
-pub use routing::{BreakerState, RoutingPolicy, Strategy};
-pub use service::{ChatCommand, ChatOutcome, ChatService, Providers};
+pub use route::{Overrides, Route, RoutingFields};
+pub use service::{ChatCommand, ChatOutcome, ChatService};
 
 #[cfg(any(test, feature = "mocks"))]
 pub use ports::{MockChatProvider, MockKeyResolver, MockRoutingEvents, MockRoutingFieldRules};

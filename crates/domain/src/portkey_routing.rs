@@ -8,6 +8,7 @@ use secrecy::SecretString;
 use serde_json::Value;
 
 use crate::error::ValidationError;
+use crate::text::json_type;
 
 /// A Portkey config: a saved config's id (`pc-...`) or an inline JSON
 /// object. An inline config may hold provider keys: its `Debug` shows only
@@ -52,7 +53,7 @@ impl PortkeyRouting {
             other => {
                 return Err(invalid(format!(
                     "`{param}` must be a JSON object or a saved config id (`pc-...`), got {}",
-                    crate::route::json_type(&other)
+                    json_type(&other)
                 )));
             }
         };

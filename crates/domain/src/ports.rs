@@ -10,7 +10,6 @@ use crate::error::{ChatError, KeyError, ValidationError};
 use crate::model::{ChatChunk, ChatRequest, ChatResponse};
 use crate::record::CallRecord;
 use crate::route::{Overrides, Route, RoutingFields};
-use crate::routing::BreakerState;
 
 /// A streamed completion: chunks in order, owned, ending when the upstream
 /// ends. An `Err` item is a failure after the stream began; the stream yields
@@ -138,6 +137,27 @@ pub trait RoutingFieldRules: Send + Sync {
     /// # Errors
     /// A [`ValidationError`] naming the field that cannot be sent (a 400).
     fn check(&self, fields: &RoutingFields) -> Result<(), ValidationError>;
+}
+
+/// The state of a target's circuit, as metrics and logs show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Calls go through.
+    Closed,
+    /// Calls are refused until the cool-down ends.
+    Open,
+    /// One probe call is allowed; its outcome decides.
+    HalfOpen,
+}
+
+impl BreakerState {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Open => "open",
+            Self::HalfOpen => "half_open",
+        }
+    }
 }
 
 /// Where routing tells what it does: retries, fallbacks and circuit breaker

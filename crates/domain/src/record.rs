@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::catalog::Pricing;
 use crate::error::{ChatError, ErrorSource};
-use crate::route::{ProviderKind, Upstream};
+use crate::provider::{ProviderKind, Upstream};
 
 /// Facts about one request.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -12,7 +12,8 @@
 use crate::catalog::Catalog;
 use crate::error::{ChatError, ValidationError};
 use crate::model::ChatRequest;
-use crate::route::{Overrides, Route, RoutingFields, Upstream};
+use crate::provider::Upstream;
+use crate::route::{Overrides, Route, RoutingFields};
 use crate::text::quote;
 
 /// The route a request takes, and the catalog's output limit for it.
@@ -127,7 +128,7 @@ mod tests {
 
     use super::*;
     use crate::catalog::{ModelEntry, Target};
-    use crate::route::ProviderKind;
+    use crate::provider::ProviderKind;
 
     fn catalog() -> Catalog {
         let claude = Target::Portkey {

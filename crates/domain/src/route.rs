@@ -1,15 +1,14 @@
 //! Where a request goes: the routing fields a client sends, and the typed
 //! [`Route`] the gateway derives from them.
 
-use std::fmt;
-
 use secrecy::SecretString;
 use serde_json::Value;
 
 use crate::error::ValidationError;
-use crate::model::Extra;
+use crate::model::{ChatRequest, Extra};
 use crate::portkey_routing::PortkeyRouting;
-use crate::text::quote;
+use crate::provider::{ProviderKind, Upstream};
+use crate::text::{json_type, quote};
 
 /// The routing fields of a request body. They steer the gateway and are never
 /// forwarded upstream.
@@ -55,131 +54,6 @@ impl RoutingFields {
             portkey_virtual_key: portkey_virtual_key.map(SecretString::from),
             portkey_config,
         })
-    }
-}
-
-pub(crate) fn json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// The kinds of provider adapter the gateway can call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ProviderKind {
-    /// The deterministic in-process provider, for demos and tests.
-    Demo,
-    /// Portkey's gateway, which forwards to the upstream [`Upstream`].
-    Portkey,
-}
-
-impl ProviderKind {
-    pub const ALL: [Self; 2] = [Self::Demo, Self::Portkey];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Demo => "demo",
-            Self::Portkey => "portkey",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|kind| kind.as_str() == name)
-    }
-}
-
-impl fmt::Display for ProviderKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The upstream providers Gatewayz reaches through Portkey.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Upstream {
-    OpenAi,
-    Anthropic,
-    DeepInfra,
-    GoogleAi,
-    Cohere,
-    TogetherAi,
-    PerplexityAi,
-    MistralAi,
-    Groq,
-}
-
-impl Upstream {
-    pub const ALL: [Self; 9] = [
-        Self::OpenAi,
-        Self::Anthropic,
-        Self::DeepInfra,
-        Self::GoogleAi,
-        Self::Cohere,
-        Self::TogetherAi,
-        Self::PerplexityAi,
-        Self::MistralAi,
-        Self::Groq,
-    ];
-
-    /// The name clients use in `portkey_provider`.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::OpenAi => "openai",
-            Self::Anthropic => "anthropic",
-            Self::DeepInfra => "deepinfra",
-            Self::GoogleAi => "google-ai",
-            Self::Cohere => "cohere",
-            Self::TogetherAi => "together-ai",
-            Self::PerplexityAi => "perplexity-ai",
-            Self::MistralAi => "mistral-ai",
-            Self::Groq => "groq",
-        }
-    }
-
-    /// `portkey/<name>`: how the gateway names this upstream to clients.
-    pub const fn qualified(self) -> &'static str {
-        match self {
-            Self::OpenAi => "portkey/openai",
-            Self::Anthropic => "portkey/anthropic",
-            Self::DeepInfra => "portkey/deepinfra",
-            Self::GoogleAi => "portkey/google-ai",
-            Self::Cohere => "portkey/cohere",
-            Self::TogetherAi => "portkey/together-ai",
-            Self::PerplexityAi => "portkey/perplexity-ai",
-            Self::MistralAi => "portkey/mistral-ai",
-            Self::Groq => "portkey/groq",
-        }
-    }
-
-    /// Whether the upstream rejects a request without an output token limit
-    /// (Anthropic's Messages API requires `max_tokens`).
-    pub const fn requires_max_tokens(self) -> bool {
-        matches!(self, Self::Anthropic)
-    }
-
-    /// Parses a client-facing name; `google` (Portkey's own name for
-    /// Gemini) is accepted as an alias of `google-ai`.
-    pub fn parse(name: &str) -> Option<Self> {
-        if name == "google" {
-            return Some(Self::GoogleAi);
-        }
-        Self::ALL.into_iter().find(|provider| provider.name() == name)
-    }
-
-    /// The client-facing names, for error messages.
-    pub fn supported() -> String {
-        Self::ALL.map(Self::name).join(", ")
-    }
-}
-
-impl fmt::Display for Upstream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
     }
 }
 
@@ -300,6 +174,16 @@ impl Route {
         }
     }
 
+    /// Sets `max_tokens` when the client set no output limit: the catalog
+    /// model's own limit, or `default` for an upstream that requires one
+    /// (see [`Upstream::requires_max_tokens`]).
+    pub(crate) fn limit_output(&self, request: &mut ChatRequest, model_limit: Option<u32>, default: u32) {
+        if request.output_token_limit().is_none() {
+            let required = self.portkey_provider().is_some_and(Upstream::requires_max_tokens);
+            request.max_tokens = model_limit.or(required.then_some(default)).map(i64::from);
+        }
+    }
+
     /// The upstream provider behind Portkey, if this is a Portkey route.
     pub const fn portkey_provider(&self) -> Option<Upstream> {
         match self {
@@ -353,14 +237,6 @@ mod tests {
         for name in ["google-ai", "google"] {
             let route = Route::from_fields(fields(Some("portkey"), Some(name))).unwrap();
             assert_eq!(route.portkey_provider(), Some(Upstream::GoogleAi));
-        }
-    }
-
-    #[test]
-    fn every_supported_portkey_provider_parses_by_its_name() {
-        for provider in Upstream::ALL {
-            assert_eq!(Upstream::parse(provider.name()), Some(provider));
-            assert_eq!(provider.qualified(), format!("portkey/{}", provider.name()));
         }
     }
 

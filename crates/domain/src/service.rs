@@ -10,8 +10,9 @@ use crate::ports::{
     ChatProvider, ChatStream, Credentials, KeyResolver, NoEvents, ProviderCall, RequestContext,
     RoutingEvents, RoutingFieldRules,
 };
+use crate::providers::Providers;
 use crate::resolve::resolve;
-use crate::route::{ProviderKind, Route, RoutingFields};
+use crate::route::{Route, RoutingFields};
 use crate::routing;
 use crate::usage;
 
@@ -36,48 +37,6 @@ impl std::fmt::Debug for ChatOutcome {
             Self::Complete(response) => f.debug_tuple("Complete").field(response).finish(),
             Self::Stream(_) => f.write_str("Stream(..)"),
         }
-    }
-}
-
-/// The provider adapters a gateway was started with, one per [`ProviderKind`].
-#[derive(Clone, Default)]
-pub struct Providers {
-    demo: Option<Arc<dyn ChatProvider>>,
-    portkey: Option<Arc<dyn ChatProvider>>,
-}
-
-impl Providers {
-    #[must_use]
-    pub fn with(mut self, kind: ProviderKind, provider: Arc<dyn ChatProvider>) -> Self {
-        *self.slot(kind) = Some(provider);
-        self
-    }
-
-    fn slot(&mut self, kind: ProviderKind) -> &mut Option<Arc<dyn ChatProvider>> {
-        match kind {
-            ProviderKind::Demo => &mut self.demo,
-            ProviderKind::Portkey => &mut self.portkey,
-        }
-    }
-
-    pub(crate) fn get(&self, kind: ProviderKind) -> Option<&Arc<dyn ChatProvider>> {
-        match kind {
-            ProviderKind::Demo => self.demo.as_ref(),
-            ProviderKind::Portkey => self.portkey.as_ref(),
-        }
-    }
-
-    /// The kinds this gateway can serve.
-    pub fn enabled(&self) -> impl Iterator<Item = ProviderKind> + '_ {
-        ProviderKind::ALL
-            .into_iter()
-            .filter(|kind| self.get(*kind).is_some())
-    }
-}
-
-impl std::fmt::Debug for Providers {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.enabled()).finish()
     }
 }
 
@@ -341,7 +300,7 @@ impl ChatService {
                 client_wants_usage,
             });
         }
-        limit_output(&mut request, &route, resolved.max_tokens, self.default_max_tokens);
+        route.limit_output(&mut request, resolved.max_tokens, self.default_max_tokens);
         let provider = self
             .direct
             .get(route.kind())
@@ -364,18 +323,6 @@ impl ChatService {
     }
 }
 
-/// Sets `max_tokens` when the client set no output limit: the catalog
-/// model's own limit, or `default` for providers that require one (see
-/// [`crate::Upstream::requires_max_tokens`]).
-pub(crate) fn limit_output(request: &mut ChatRequest, route: &Route, model_limit: Option<u32>, default: u32) {
-    if request.output_token_limit().is_none() {
-        let required = route
-            .portkey_provider()
-            .is_some_and(|provider| provider.requires_max_tokens());
-        request.max_tokens = model_limit.or(required.then_some(default)).map(i64::from);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use futures::StreamExt;
@@ -385,7 +332,7 @@ mod tests {
     use crate::error::KeyError;
     use crate::model::{Message, Role};
     use crate::ports::{Credentials, MockChatProvider, MockKeyResolver};
-    use crate::route::Upstream;
+    use crate::provider::{ProviderKind, Upstream};
 
     fn command(body: serde_json::Value, provider: Option<&str>) -> ChatCommand {
         ChatCommand {

@@ -1,7 +1,9 @@
-//! Quoting what a client or an upstream sent, in an error or a log line,
+//! Quoting what a client or an upstream sent, or naming its JSON type, in an error or a log line,
 //! without letting its size through: a value is cut to a bound and marked.
 
 use std::borrow::Cow;
+
+use serde_json::Value;
 
 /// The most characters of one quoted value.
 pub const QUOTE_MAX: usize = 100;
@@ -18,6 +20,19 @@ pub fn clip(text: &str, max: usize) -> Cow<'_, str> {
 /// A client's value as quoted in an error: at most [`QUOTE_MAX`] characters.
 pub fn quote(text: &str) -> Cow<'_, str> {
     clip(text, QUOTE_MAX)
+}
+
+/// What kind of JSON value `value` is, for an error that names what was sent
+/// without quoting it.
+pub(crate) fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Extra, Role, Usage};
+use super::extra::Extra;
+use super::message::Role;
+use super::response::Usage;
 
 /// A `chat.completion.chunk`: one event of a streamed completion.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

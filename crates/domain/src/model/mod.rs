@@ -5,14 +5,13 @@
 //! upstream sends that Gatewayz does not know survives the trip unchanged.
 
 mod chunk;
+mod extra;
 mod message;
 mod request;
 mod response;
 
 pub use chunk::{ChatChunk, ChunkChoice, Delta};
+pub use extra::Extra;
 pub use message::{Message, MessageContent, Role};
 pub use request::{ChatRequest, StreamOptions};
 pub use response::{ChatResponse, Choice, Usage};
-
-/// Fields a struct does not name, kept verbatim.
-pub type Extra = serde_json::Map<String, serde_json::Value>;

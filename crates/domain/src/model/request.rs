@@ -1,7 +1,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Extra, Message};
+use super::extra::Extra;
+use super::message::Message;
 
 /// A chat-completion request as forwarded upstream.
 ///

@@ -1,6 +1,7 @@
 use serde::{Deserialize, Serialize};
 
-use super::{Extra, Message};
+use super::extra::Extra;
+use super::message::Message;
 
 /// A `chat.completion` object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -8,30 +8,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Answer, RoutingPolicy, decorator};
+use super::answer::{Answer, decorator};
+use super::deadline::deadline_passed;
 use crate::error::ChatError;
-use crate::ports::{ChatProvider, ProviderCall, RoutingEvents};
-
-/// The state of a target's circuit, as metrics and logs show it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BreakerState {
-    /// Calls go through.
-    Closed,
-    /// Calls are refused until the cool-down ends.
-    Open,
-    /// One probe call is allowed; its outcome decides.
-    HalfOpen,
-}
-
-impl BreakerState {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Closed => "closed",
-            Self::Open => "open",
-            Self::HalfOpen => "half_open",
-        }
-    }
-}
+use crate::policy::RoutingPolicy;
+use crate::ports::{BreakerState, ChatProvider, ProviderCall, RoutingEvents};
 
 #[derive(Debug, Clone, Copy)]
 enum State {
@@ -84,7 +65,7 @@ impl Breaker {
         let deadline = call.context.deadline;
         if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
             // No time left: not this target's failure.
-            return Err(super::deadline_passed());
+            return Err(deadline_passed());
         }
         let mut permit = self.admit()?;
         call.context.record.update(|facts| facts.attempts += 1);
@@ -100,7 +81,7 @@ impl Breaker {
                     if deadline - started < self.deadline / 2 {
                         permit.release();
                     }
-                    Err(super::deadline_passed())
+                    Err(deadline_passed())
                 }
             },
             None => attempt.await,

@@ -5,8 +5,9 @@
 
 use std::sync::Arc;
 
-use super::{Answer, Strategy, decorator};
+use super::answer::{Answer, decorator};
 use crate::error::ChatError;
+use crate::policy::Strategy;
 use crate::ports::{ChatProvider, ProviderCall, RoutingEvents};
 
 pub(crate) struct Group {

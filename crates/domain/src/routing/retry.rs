@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Answer, RoutingPolicy, decorator};
+use super::answer::{Answer, decorator};
 use crate::error::ChatError;
+use crate::policy::RoutingPolicy;
 use crate::ports::{ChatProvider, ProviderCall, RoutingEvents};
 
 pub(crate) struct Retry {

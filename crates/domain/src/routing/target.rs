@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::{Answer, decorator};
+use super::answer::{Answer, decorator};
 use crate::catalog::TargetSpec;
 use crate::error::ChatError;
 use crate::ports::{ChatProvider, KeyResolver, ProviderCall};
@@ -48,12 +48,8 @@ impl Bound {
             .target
             .upstream_model()
             .clone_into(&mut call.request.model);
-        crate::service::limit_output(
-            &mut call.request,
-            &call.route,
-            self.max_tokens,
-            self.default_max_tokens,
-        );
+        call.route
+            .limit_output(&mut call.request, self.max_tokens, self.default_max_tokens);
         let record = call.context.record.clone();
         let tried = record.read(Tried::of);
         record.update(|facts| {
@@ -81,8 +77,8 @@ impl Bound {
 
 /// The facts a skipped target must not overwrite.
 struct Tried {
-    provider: Option<crate::route::ProviderKind>,
-    portkey_provider: Option<crate::route::Upstream>,
+    provider: Option<crate::provider::ProviderKind>,
+    portkey_provider: Option<crate::provider::Upstream>,
     target: Option<Arc<str>>,
     pricing: Option<crate::catalog::Pricing>,
 }

@@ -13,11 +13,15 @@ use tokio::time::Instant;
 use super::*;
 use crate::catalog::{Catalog, GroupSpec, Pricing, Target};
 use crate::error::{ErrorSource, KeyError, UpstreamError};
+use crate::model::ChatResponse;
 use crate::model::{ChatChunk, Message, Role};
+use crate::policy::{RoutingPolicy, Strategy};
 use crate::portkey_routing::PortkeyRouting;
+use crate::ports::{BreakerState, ChatStream};
 use crate::ports::{Credentials, RequestContext};
+use crate::provider::{ProviderKind, Upstream};
 use crate::record::CallRecord;
-use crate::route::{ProviderKind, Route, RoutingFields, Upstream};
+use crate::route::{Route, RoutingFields};
 use crate::service::{ChatCommand, ChatOutcome, ChatService};
 
 /// What the scripted upstream does for one call.
@@ -242,7 +246,7 @@ fn setup(targets: Node, policy: RoutingPolicy, upstream: Scripted, keys: KeysBut
     }])
     .unwrap();
     let service = ChatService::new(
-        crate::service::Providers::default().with(ProviderKind::Portkey, upstream.clone()),
+        crate::providers::Providers::default().with(ProviderKind::Portkey, upstream.clone()),
         Arc::new(keys),
     )
     .with_catalog(Arc::new(catalog))
