@@ -1,6 +1,7 @@
 //! `gatewayz-bench`: measures what Gatewayz adds on top of a direct call to
 //! a fast local upstream, in one run, and writes `latest.md` and
-//! `latest.json`. `docs/benchmarks.md` explains each phase.
+//! `latest.json`, and draws `open-loop.svg` and `streams.svg` from that
+//! JSON. `docs/benchmarks.md` explains each phase.
 //!
 //! The driver starts `gatewayz-upstream` twice (plain, and streaming 64
 //! chunks 20 ms apart) and the real `gatewayz` binary in front of each, all
@@ -8,7 +9,9 @@
 //!
 //! `--reliability-soak SECONDS` is another mode: mixed traffic, injected
 //! upstream failures, a pass/fail verdict (`docs/reliability.md`).
+//! `--charts-from FILE` only redraws the charts of an existing `latest.json`.
 
+mod charts;
 mod client;
 mod load;
 mod machine;
@@ -34,8 +37,10 @@ gatewayz-bench: Gatewayz against a direct call to a local upstream
 Usage: gatewayz-bench [--out DIR] [--quick] [--gateway-bin PATH] [--upstream-bin PATH] [--threads N]
        gatewayz-bench --soak SECONDS [--soak-streams N | --soak-rate R]
        gatewayz-bench --reliability-soak SECONDS [--reliability-rate R] [--report FILE]
+       gatewayz-bench --charts-from FILE
 
-  --out DIR            where latest.md and latest.json go [default: docs/benchmarks]
+  --out DIR            where latest.md, latest.json and the charts (open-loop.svg,
+                       streams.svg) go [default: docs/benchmarks]
   --quick              a short smoke run of the driver (numbers not meaningful)
   --gateway-bin PATH   [default: gatewayz next to this binary]
   --upstream-bin PATH  [default: gatewayz-upstream next to this binary]
@@ -53,6 +58,8 @@ Usage: gatewayz-bench [--out DIR] [--quick] [--gateway-bin PATH] [--upstream-bin
   --reliability-rate R requests a second of the reliability soak [default: 200]
   --report FILE        write the reliability soak's result between the markers of FILE
                        (docs/reliability.md), or as FILE when it does not exist
+  --charts-from FILE   runs nothing: draws open-loop.svg and streams.svg from FILE (a
+                       latest.json) into FILE's directory
 ";
 
 /// The command line.
@@ -70,6 +77,7 @@ pub struct Args {
     pub reliability_soak: Option<std::time::Duration>,
     pub reliability_rate: f64,
     pub report: Option<PathBuf>,
+    pub charts_from: Option<PathBuf>,
 }
 
 fn parse_args() -> anyhow::Result<Option<Args>> {
@@ -90,6 +98,7 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
         reliability_soak: None,
         reliability_rate: reliability::DEFAULT_RATE,
         report: None,
+        charts_from: None,
     };
     let mut given = std::env::args().skip(1);
     while let Some(arg) = given.next() {
@@ -112,6 +121,7 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
             }
             "--reliability-rate" => args.reliability_rate = value()?.parse()?,
             "--report" => args.report = Some(value()?.into()),
+            "--charts-from" => args.charts_from = Some(value()?.into()),
             other => bail!("unknown option {other}; see --help"),
         }
     }
@@ -133,6 +143,12 @@ fn main_inner() -> anyhow::Result<()> {
         eprint!("{USAGE}");
         return Ok(());
     };
+    if let Some(json_path) = &args.charts_from {
+        for path in charts::redraw(json_path)? {
+            eprintln!("gatewayz-bench: wrote {}", path.display());
+        }
+        return Ok(());
+    }
     for bin in [&args.gateway_bin, &args.upstream_bin] {
         if !bin.is_file() {
             bail!(
@@ -170,6 +186,15 @@ fn main_inner() -> anyhow::Result<()> {
         md_path.display(),
         json_path.display()
     );
+    let written = charts::write(&json, &args.out).with_context(|| {
+        format!(
+            "the report is written, but not its charts (redraw them with --charts-from {})",
+            json_path.display()
+        )
+    })?;
+    for path in written {
+        eprintln!("gatewayz-bench: wrote {}", path.display());
+    }
     Ok(())
 }
 
