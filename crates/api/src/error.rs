@@ -13,6 +13,10 @@ use actix_web::{HttpResponse, ResponseError};
 use gatewayz_domain::{ChatError, ErrorSource, KeyError, UpstreamError, ValidationError};
 use serde::Serialize;
 
+/// The status of a request whose client left before its answer: logged and
+/// counted, never sent (nobody is left to read it).
+pub const CLIENT_CLOSED: u16 = 499;
+
 /// An error answered to the client. Its message is safe to show: it never
 /// holds a secret or an internal detail.
 #[derive(Debug)]
@@ -162,8 +166,7 @@ impl ApiError {
     /// 499: the client left before the answer was ready (nobody reads it;
     /// it is for the logs and metrics).
     pub fn client_closed() -> Self {
-        let status =
-            StatusCode::from_u16(crate::middleware::CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST);
+        let status = StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST);
         Self::new(
             status,
             "invalid_request_error",

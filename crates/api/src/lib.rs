@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod extensions;
 pub mod http_refusals;
 pub mod middleware;
 pub mod probe;

@@ -13,7 +13,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{Error, HttpMessage, HttpRequest, web};
+use actix_web::{Error, HttpMessage, web};
 use bytes::Bytes;
 use gatewayz_adapters::metrics::{Metrics, RequestOutcome};
 use gatewayz_domain::{CallFacts, CallRecord, ProviderKind};
@@ -22,6 +22,8 @@ use tracing::Instrument;
 use gatewayz_domain::text::quote;
 
 use crate::auth::KeyId;
+use crate::error::CLIENT_CLOSED;
+use crate::extensions::{BodyRead, RequestId};
 use crate::probe::ClientProbe;
 use crate::routes::chat::ChatState;
 
@@ -29,13 +31,6 @@ pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id"
 const PROVIDER_HEADER: HeaderName = HeaderName::from_static("x-gatewayz-provider");
 /// The catalog target that served the request.
 const TARGET_HEADER: HeaderName = HeaderName::from_static("x-gatewayz-target");
-
-/// The status logged for a request whose client left before its answer.
-pub const CLIENT_CLOSED: u16 = 499;
-
-/// Put in a request's extensions by the handler that read its whole body.
-#[derive(Debug, Clone, Copy)]
-pub struct BodyRead;
 
 /// Whether the request comes with a body (chunked, or a non-zero length).
 fn sends_body(request: &ServiceRequest) -> bool {
@@ -62,21 +57,6 @@ fn leave_body_unread<B>(response: &mut ServiceResponse<B>) {
         request.app_data::<web::Data<ChatState>>(),
     ) {
         probe.close_after(state.body_timeout);
-    }
-}
-
-/// The id of the request being served, as stored in the request extensions.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
-
-impl RequestId {
-    /// The id of `request`; empty only if the middleware was not installed.
-    pub fn of(request: &HttpRequest) -> String {
-        request
-            .extensions()
-            .get::<Self>()
-            .map(|id| id.0.clone())
-            .unwrap_or_default()
     }
 }
 

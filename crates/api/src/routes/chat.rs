@@ -14,7 +14,7 @@ use serde_json::error::Category;
 
 use crate::auth::Authenticated;
 use crate::error::ApiError;
-use crate::middleware::{BodyRead, RequestId};
+use crate::extensions::{BodyRead, RequestId};
 use crate::probe::ClientProbe;
 use crate::sse::event_stream;
 use crate::trace_context;
