@@ -15,6 +15,7 @@ mod helpers;
 mod hostile_client;
 mod hostile_upstream;
 mod lifecycle;
+mod modules;
 mod ops;
 mod peers;
 mod portkey;
