@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use gatewayz_domain::{
     Catalog, GroupSpec, ModelEntry, Node, PortkeyRouting, Pricing, RoutingPolicy, Strategy, Target,
-    TargetSpec, Upstream,
+    TargetSpec, UpstreamProvider,
 };
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -163,15 +163,15 @@ enum ProviderName {
 }
 
 /// A `portkey_provider` name, checked as it is read.
-struct ProviderSlug(Upstream);
+struct ProviderSlug(UpstreamProvider);
 
 impl<'de> Deserialize<'de> for ProviderSlug {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let name = String::deserialize(deserializer)?;
-        Upstream::parse(&name).map(Self).ok_or_else(|| {
+        UpstreamProvider::parse(&name).map(Self).ok_or_else(|| {
             de::Error::custom(format!(
                 "unknown portkey_provider `{name}`; supported: {}",
-                Upstream::ALL.map(Upstream::name).join(", ")
+                UpstreamProvider::ALL.map(UpstreamProvider::name).join(", ")
             ))
         })
     }
@@ -653,7 +653,7 @@ mod tests {
             catalog.get("demo-1").and_then(ModelEntry::primary),
             Some(Target::Demo { .. })
         ));
-        for provider in Upstream::ALL {
+        for provider in UpstreamProvider::ALL {
             assert!(
                 catalog.models().iter().any(
                     |entry| matches!(entry.primary(), Some(Target::Portkey { provider: p, .. }) if *p == provider)
@@ -662,7 +662,7 @@ mod tests {
             );
         }
         let route = Route::Portkey {
-            provider: Upstream::OpenAi,
+            provider: UpstreamProvider::OpenAi,
             virtual_key: None,
             config: None,
         };
@@ -693,7 +693,7 @@ max_tokens = 300
             panic!("one target: {entry:?}")
         };
         assert!(
-            matches!(&spec.target, Target::Portkey { provider: Upstream::GoogleAi, model, virtual_key: Some(_), config: None } if model == "gemini-1.5-pro")
+            matches!(&spec.target, Target::Portkey { provider: UpstreamProvider::GoogleAi, model, virtual_key: Some(_), config: None } if model == "gemini-1.5-pro")
         );
         assert_eq!(spec.name, "google-ai/gemini-1.5-pro");
         assert_eq!(entry.max_tokens, Some(300));
@@ -898,7 +898,7 @@ provider = "demo"
         assert!(matches!(
             entry.primary(),
             Some(Target::Portkey {
-                provider: Upstream::OpenAi,
+                provider: UpstreamProvider::OpenAi,
                 ..
             })
         ));

@@ -1,6 +1,6 @@
 //! Portkey and provider keys, read once from the environment at start.
 
-use gatewayz_domain::{Credentials, KeyError, KeyResolver, Route, Upstream, UpstreamAuth};
+use gatewayz_domain::{Credentials, KeyError, KeyResolver, Route, UpstreamAuth, UpstreamProvider};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -20,34 +20,34 @@ struct KeyVars {
 }
 
 impl KeyVars {
-    fn provider_key(&self, provider: Upstream) -> Option<&SecretString> {
+    fn provider_key(&self, provider: UpstreamProvider) -> Option<&SecretString> {
         match provider {
-            Upstream::OpenAi => self.provider_openai_api_key.as_ref(),
-            Upstream::Anthropic => self.provider_anthropic_api_key.as_ref(),
-            Upstream::DeepInfra => self.deepinfra_api_key.as_ref(),
-            Upstream::GoogleAi => self.provider_google_ai_key.as_ref(),
-            Upstream::Cohere => self.provider_cohere_api_key.as_ref(),
-            Upstream::TogetherAi => self.provider_together_ai_key.as_ref(),
-            Upstream::PerplexityAi => self.provider_perplexity_ai_api_key.as_ref(),
-            Upstream::MistralAi => self.provider_mistral_ai_api_key.as_ref(),
-            Upstream::Groq => self.provider_groq_api_key.as_ref(),
+            UpstreamProvider::OpenAi => self.provider_openai_api_key.as_ref(),
+            UpstreamProvider::Anthropic => self.provider_anthropic_api_key.as_ref(),
+            UpstreamProvider::DeepInfra => self.deepinfra_api_key.as_ref(),
+            UpstreamProvider::GoogleAi => self.provider_google_ai_key.as_ref(),
+            UpstreamProvider::Cohere => self.provider_cohere_api_key.as_ref(),
+            UpstreamProvider::TogetherAi => self.provider_together_ai_key.as_ref(),
+            UpstreamProvider::PerplexityAi => self.provider_perplexity_ai_api_key.as_ref(),
+            UpstreamProvider::MistralAi => self.provider_mistral_ai_api_key.as_ref(),
+            UpstreamProvider::Groq => self.provider_groq_api_key.as_ref(),
         }
         .filter(|key| !key.expose_secret().is_empty())
     }
 }
 
 /// The environment variable that holds `provider`'s key.
-pub const fn provider_key_var(provider: Upstream) -> &'static str {
+pub const fn provider_key_var(provider: UpstreamProvider) -> &'static str {
     match provider {
-        Upstream::OpenAi => "PROVIDER_OPENAI_API_KEY",
-        Upstream::Anthropic => "PROVIDER_ANTHROPIC_API_KEY",
-        Upstream::DeepInfra => "DEEPINFRA_API_KEY",
-        Upstream::GoogleAi => "PROVIDER_GOOGLE_AI_KEY",
-        Upstream::Cohere => "PROVIDER_COHERE_API_KEY",
-        Upstream::TogetherAi => "PROVIDER_TOGETHER_AI_KEY",
-        Upstream::PerplexityAi => "PROVIDER_PERPLEXITY_AI_API_KEY",
-        Upstream::MistralAi => "PROVIDER_MISTRAL_AI_API_KEY",
-        Upstream::Groq => "PROVIDER_GROQ_API_KEY",
+        UpstreamProvider::OpenAi => "PROVIDER_OPENAI_API_KEY",
+        UpstreamProvider::Anthropic => "PROVIDER_ANTHROPIC_API_KEY",
+        UpstreamProvider::DeepInfra => "DEEPINFRA_API_KEY",
+        UpstreamProvider::GoogleAi => "PROVIDER_GOOGLE_AI_KEY",
+        UpstreamProvider::Cohere => "PROVIDER_COHERE_API_KEY",
+        UpstreamProvider::TogetherAi => "PROVIDER_TOGETHER_AI_KEY",
+        UpstreamProvider::PerplexityAi => "PROVIDER_PERPLEXITY_AI_API_KEY",
+        UpstreamProvider::MistralAi => "PROVIDER_MISTRAL_AI_API_KEY",
+        UpstreamProvider::Groq => "PROVIDER_GROQ_API_KEY",
     }
 }
 
@@ -93,7 +93,7 @@ impl EnvKeyResolver {
     /// header, so it must be visible ASCII.
     fn checked(vars: KeyVars) -> Result<Self, KeyConfigError> {
         let portkey = std::iter::once(("PORTKEY_API_KEY", vars.portkey_api_key.as_ref()));
-        let providers = Upstream::ALL
+        let providers = UpstreamProvider::ALL
             .into_iter()
             .map(|provider| (provider_key_var(provider), vars.provider_key(provider)));
         if let Some((name, _)) = portkey
@@ -153,7 +153,7 @@ mod tests {
         EnvKeyResolver::from_vars(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))).unwrap()
     }
 
-    fn portkey(provider: Upstream, virtual_key: Option<&str>) -> Route {
+    fn portkey(provider: UpstreamProvider, virtual_key: Option<&str>) -> Route {
         Route::Portkey {
             provider,
             virtual_key: virtual_key.map(SecretString::from),
@@ -199,7 +199,7 @@ mod tests {
 
     #[test]
     fn every_provider_reads_its_own_variable() {
-        for provider in Upstream::ALL {
+        for provider in UpstreamProvider::ALL {
             let var = provider_key_var(provider);
             let keys = resolver(&[("PORTKEY_API_KEY", "pk"), (var, "secret-for-this-one")]);
             let (_, key, mode) = exposed(keys.resolve(&portkey(provider, None)).unwrap());
@@ -214,7 +214,10 @@ mod tests {
     #[test]
     fn a_virtual_key_overrides_the_provider_key() {
         let keys = resolver(&[("PORTKEY_API_KEY", "pk"), ("PROVIDER_OPENAI_API_KEY", "sk")]);
-        let resolved = exposed(keys.resolve(&portkey(Upstream::OpenAi, Some("vk-1"))).unwrap());
+        let resolved = exposed(
+            keys.resolve(&portkey(UpstreamProvider::OpenAi, Some("vk-1")))
+                .unwrap(),
+        );
         assert_eq!(resolved, ("pk".into(), "vk-1".into(), "virtual"));
     }
 
@@ -225,7 +228,7 @@ mod tests {
             &[("PORTKEY_API_KEY", ""), ("PROVIDER_OPENAI_API_KEY", "sk")],
         ] {
             let err = resolver(vars)
-                .resolve(&portkey(Upstream::OpenAi, None))
+                .resolve(&portkey(UpstreamProvider::OpenAi, None))
                 .unwrap_err();
             assert_eq!(err, KeyError::PortkeyKeyMissing);
         }
@@ -234,7 +237,7 @@ mod tests {
     #[test]
     fn a_missing_provider_key_names_the_variable_and_the_virtual_key_alternative() {
         let err = resolver(&[("PORTKEY_API_KEY", "pk")])
-            .resolve(&portkey(Upstream::GoogleAi, None))
+            .resolve(&portkey(UpstreamProvider::GoogleAi, None))
             .unwrap_err();
         let message = err.to_string();
         assert!(

@@ -331,7 +331,7 @@ impl RoutingEvents for Metrics {
 
 #[cfg(test)]
 mod tests {
-    use gatewayz_domain::{ProviderKind, Upstream};
+    use gatewayz_domain::{ProviderKind, UpstreamProvider};
 
     use super::*;
 
@@ -340,7 +340,7 @@ mod tests {
         let metrics = Metrics::new().unwrap();
         let facts = CallFacts {
             provider: Some(ProviderKind::Portkey),
-            portkey_provider: Some(Upstream::OpenAi),
+            portkey_provider: Some(UpstreamProvider::OpenAi),
             model: Some("my-private-model-name".into()),
             catalog_model: false,
             stream: true,

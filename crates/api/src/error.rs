@@ -343,7 +343,7 @@ fn whole_seconds(duration: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use actix_web::body::to_bytes;
-    use gatewayz_domain::Upstream;
+    use gatewayz_domain::UpstreamProvider;
     use serde_json::{Value, json};
 
     use super::*;
@@ -376,7 +376,7 @@ mod tests {
         );
 
         let missing = KeyError::ProviderKeyMissing {
-            provider: Upstream::OpenAi,
+            provider: UpstreamProvider::OpenAi,
             env_var: "PROVIDER_OPENAI_API_KEY",
         };
         let (status, body) = rendered(ChatError::Keys(missing).into()).await;

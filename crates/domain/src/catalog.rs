@@ -8,7 +8,7 @@ use secrecy::SecretString;
 use crate::model::Usage;
 use crate::policy::{RoutingPolicy, Strategy};
 use crate::portkey_routing::PortkeyRouting;
-use crate::provider::{ProviderKind, Upstream};
+use crate::provider::{ProviderKind, UpstreamProvider};
 use crate::route::Route;
 
 /// Prices in US dollars per million tokens.
@@ -35,7 +35,7 @@ pub enum Target {
         model: String,
     },
     Portkey {
-        provider: Upstream,
+        provider: UpstreamProvider,
         model: String,
         /// A Portkey virtual key for this target, read at start.
         virtual_key: Option<SecretString>,
@@ -176,7 +176,7 @@ impl ModelEntry {
 }
 
 /// The key prices are found by: what is actually called upstream.
-type PriceKey = (ProviderKind, Option<Upstream>, String);
+type PriceKey = (ProviderKind, Option<UpstreamProvider>, String);
 
 /// The catalog: models by public id, prices by upstream model.
 #[derive(Debug, Clone, Default)]
@@ -252,7 +252,7 @@ mod tests {
         ModelEntry::single(id, target, pricing)
     }
 
-    fn portkey(provider: Upstream, model: &str) -> Target {
+    fn portkey(provider: UpstreamProvider, model: &str) -> Target {
         Target::Portkey {
             provider,
             model: model.into(),
@@ -280,17 +280,17 @@ mod tests {
         };
         let catalog = Catalog::new(vec![entry(
             "fast",
-            portkey(Upstream::OpenAi, "gpt-4o-mini"),
+            portkey(UpstreamProvider::OpenAi, "gpt-4o-mini"),
             Some(pricing),
         )])
         .unwrap();
         let openai = Route::Portkey {
-            provider: Upstream::OpenAi,
+            provider: UpstreamProvider::OpenAi,
             virtual_key: None,
             config: None,
         };
         let groq = Route::Portkey {
-            provider: Upstream::Groq,
+            provider: UpstreamProvider::Groq,
             virtual_key: None,
             config: None,
         };

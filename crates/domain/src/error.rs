@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
-use crate::provider::{ProviderKind, Upstream};
+use crate::provider::{ProviderKind, UpstreamProvider};
 
 /// A request the gateway refuses before calling anyone.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,7 +56,7 @@ pub enum KeyError {
          or send a Portkey virtual key in `portkey_virtual_key`"
     )]
     ProviderKeyMissing {
-        provider: Upstream,
+        provider: UpstreamProvider,
         env_var: &'static str,
     },
 }

@@ -34,7 +34,7 @@ pub use ports::{
     BreakerState, ChatProvider, ChatStream, Credentials, KeyResolver, NoEvents, ProviderCall, RequestContext,
     RoutingEvents, RoutingFieldRules, UpstreamAuth,
 };
-pub use provider::{ProviderKind, Upstream};
+pub use provider::{ProviderKind, UpstreamProvider};
 pub use providers::Providers;
 pub use record::{CallFacts, CallRecord};
 pub use route::{Overrides, Route, RoutingFields};

@@ -9,7 +9,7 @@ use std::fmt;
 pub enum ProviderKind {
     /// The deterministic in-process provider, for demos and tests.
     Demo,
-    /// Portkey's gateway, which forwards to the upstream [`Upstream`].
+    /// Portkey's gateway, which forwards to the upstream [`UpstreamProvider`].
     Portkey,
 }
 
@@ -36,7 +36,7 @@ impl fmt::Display for ProviderKind {
 
 /// The upstream providers Gatewayz reaches through Portkey.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Upstream {
+pub enum UpstreamProvider {
     OpenAi,
     Anthropic,
     DeepInfra,
@@ -48,7 +48,7 @@ pub enum Upstream {
     Groq,
 }
 
-impl Upstream {
+impl UpstreamProvider {
     pub const ALL: [Self; 9] = [
         Self::OpenAi,
         Self::Anthropic,
@@ -112,7 +112,7 @@ impl Upstream {
     }
 }
 
-impl fmt::Display for Upstream {
+impl fmt::Display for UpstreamProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
@@ -124,8 +124,8 @@ mod tests {
 
     #[test]
     fn every_supported_portkey_provider_parses_by_its_name() {
-        for provider in Upstream::ALL {
-            assert_eq!(Upstream::parse(provider.name()), Some(provider));
+        for provider in UpstreamProvider::ALL {
+            assert_eq!(UpstreamProvider::parse(provider.name()), Some(provider));
             assert_eq!(provider.qualified(), format!("portkey/{}", provider.name()));
         }
     }

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use crate::catalog::Pricing;
 use crate::error::{ChatError, ErrorSource};
-use crate::provider::{ProviderKind, Upstream};
+use crate::provider::{ProviderKind, UpstreamProvider};
 
 /// Facts about one request.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CallFacts {
     pub provider: Option<ProviderKind>,
-    pub portkey_provider: Option<Upstream>,
+    pub portkey_provider: Option<UpstreamProvider>,
     /// The model id the client asked for.
     pub model: Option<String>,
     /// Whether that id is in the catalog (only those are metric labels).

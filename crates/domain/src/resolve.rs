@@ -12,7 +12,7 @@
 use crate::catalog::Catalog;
 use crate::error::{ChatError, ValidationError};
 use crate::model::ChatRequest;
-use crate::provider::Upstream;
+use crate::provider::UpstreamProvider;
 use crate::route::{Overrides, Route, RoutingFields};
 use crate::text::quote;
 
@@ -93,7 +93,7 @@ pub(crate) fn resolve(
     }
 }
 
-fn split_provider_model(spec: &str) -> Result<(Upstream, String), ValidationError> {
+fn split_provider_model(spec: &str) -> Result<(UpstreamProvider, String), ValidationError> {
     let (provider, model) = spec
         .split_once('/')
         .filter(|(provider, model)| !provider.is_empty() && !model.is_empty())
@@ -106,14 +106,14 @@ fn split_provider_model(spec: &str) -> Result<(Upstream, String), ValidationErro
                 ),
             )
         })?;
-    let provider = Upstream::parse(provider).ok_or_else(|| {
+    let provider = UpstreamProvider::parse(provider).ok_or_else(|| {
         ValidationError::new(
             "model",
             format!(
                 "Unsupported provider `{}` in `@{}`. Supported: {}.",
                 quote(provider),
                 quote(spec),
-                Upstream::supported()
+                UpstreamProvider::supported()
             ),
         )
         .with_code("unsupported_provider")
@@ -132,7 +132,7 @@ mod tests {
 
     fn catalog() -> Catalog {
         let claude = Target::Portkey {
-            provider: Upstream::Anthropic,
+            provider: UpstreamProvider::Anthropic,
             model: "claude-3-5-sonnet-latest".into(),
             virtual_key: Some(SecretString::from("vk-catalog")),
             config: None,
@@ -171,7 +171,7 @@ mod tests {
         }
     }
 
-    type Summary = (ProviderKind, Option<Upstream>, Option<String>);
+    type Summary = (ProviderKind, Option<UpstreamProvider>, Option<String>);
 
     fn summary(route: &Route) -> Summary {
         let virtual_key = match route {
@@ -186,12 +186,12 @@ mod tests {
     #[test]
     fn the_precedence_is_fields_then_at_syntax_then_catalog_then_default() {
         let default = Route::Portkey {
-            provider: Upstream::Groq,
+            provider: UpstreamProvider::Groq,
             virtual_key: None,
             config: None,
         };
         use ProviderKind::{Demo, Portkey};
-        use Upstream::*;
+        use UpstreamProvider::*;
         let cases: Vec<(&str, RoutingFields, Option<&Route>, Summary, &str)> = vec![
             // Explicit fields win over everything, and keep the model as sent.
             (

@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::error::ValidationError;
 use crate::model::{ChatRequest, Extra};
 use crate::portkey_routing::PortkeyRouting;
-use crate::provider::{ProviderKind, Upstream};
+use crate::provider::{ProviderKind, UpstreamProvider};
 use crate::text::{json_type, quote};
 
 /// The routing fields of a request body. They steer the gateway and are never
@@ -69,7 +69,7 @@ pub struct Overrides {
 pub enum Route {
     Demo,
     Portkey {
-        provider: Upstream,
+        provider: UpstreamProvider,
         /// Overrides the provider key from the environment when present.
         virtual_key: Option<SecretString>,
         /// Routing that Portkey applies itself.
@@ -116,24 +116,24 @@ impl Route {
         }
     }
 
-    fn parse_portkey_provider(name: Option<&str>) -> Result<Upstream, ValidationError> {
+    fn parse_portkey_provider(name: Option<&str>) -> Result<UpstreamProvider, ValidationError> {
         let Some(name) = name else {
             return Err(ValidationError::new(
                 "portkey_provider",
                 format!(
                     "`portkey_provider` is required when `provider` is `portkey`. Supported: {}.",
-                    Upstream::supported()
+                    UpstreamProvider::supported()
                 ),
             )
             .with_code("missing_provider"));
         };
-        Upstream::parse(name).ok_or_else(|| {
+        UpstreamProvider::parse(name).ok_or_else(|| {
             ValidationError::new(
                 "portkey_provider",
                 format!(
                     "Unsupported portkey_provider `{}`. Supported: {}.",
                     quote(name),
-                    Upstream::supported()
+                    UpstreamProvider::supported()
                 ),
             )
             .with_code("unsupported_provider")
@@ -176,16 +176,18 @@ impl Route {
 
     /// Sets `max_tokens` when the client set no output limit: the catalog
     /// model's own limit, or `default` for an upstream that requires one
-    /// (see [`Upstream::requires_max_tokens`]).
+    /// (see [`UpstreamProvider::requires_max_tokens`]).
     pub(crate) fn limit_output(&self, request: &mut ChatRequest, model_limit: Option<u32>, default: u32) {
         if request.output_token_limit().is_none() {
-            let required = self.portkey_provider().is_some_and(Upstream::requires_max_tokens);
+            let required = self
+                .portkey_provider()
+                .is_some_and(UpstreamProvider::requires_max_tokens);
             request.max_tokens = model_limit.or(required.then_some(default)).map(i64::from);
         }
     }
 
     /// The upstream provider behind Portkey, if this is a Portkey route.
-    pub const fn portkey_provider(&self) -> Option<Upstream> {
+    pub const fn portkey_provider(&self) -> Option<UpstreamProvider> {
         match self {
             Self::Demo => None,
             Self::Portkey { provider, .. } => Some(*provider),
@@ -236,7 +238,7 @@ mod tests {
     fn google_ai_and_google_both_route_to_google_ai() {
         for name in ["google-ai", "google"] {
             let route = Route::from_fields(fields(Some("portkey"), Some(name))).unwrap();
-            assert_eq!(route.portkey_provider(), Some(Upstream::GoogleAi));
+            assert_eq!(route.portkey_provider(), Some(UpstreamProvider::GoogleAi));
         }
     }
 

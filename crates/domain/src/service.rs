@@ -188,7 +188,7 @@ impl ChatService {
     }
 
     /// Sets the output token limit sent to providers that require one (see
-    /// [`crate::Upstream::requires_max_tokens`]) when the client set
+    /// [`crate::UpstreamProvider::requires_max_tokens`]) when the client set
     /// neither `max_tokens` nor `max_completion_tokens`.
     #[must_use]
     pub fn with_default_max_tokens(mut self, max_tokens: u32) -> Self {
@@ -332,7 +332,7 @@ mod tests {
     use crate::error::KeyError;
     use crate::model::{Message, Role};
     use crate::ports::{Credentials, MockChatProvider, MockKeyResolver};
-    use crate::provider::{ProviderKind, Upstream};
+    use crate::provider::{ProviderKind, UpstreamProvider};
 
     fn command(body: serde_json::Value, provider: Option<&str>) -> ChatCommand {
         ChatCommand {
@@ -506,7 +506,7 @@ mod tests {
         provider
             .expect_complete()
             .withf(|call| {
-                call.route.portkey_provider() == Some(Upstream::Anthropic)
+                call.route.portkey_provider() == Some(UpstreamProvider::Anthropic)
                     && matches!(call.credentials, Credentials::None)
             })
             .times(1)

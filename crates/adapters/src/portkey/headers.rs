@@ -5,7 +5,7 @@
 
 use gatewayz_domain::{
     ChatError, Credentials, KeyError, PortkeyRouting, ProviderCall, Route, RoutingFieldRules, RoutingFields,
-    Upstream, UpstreamAuth, ValidationError,
+    UpstreamAuth, UpstreamProvider, ValidationError,
 };
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
@@ -22,9 +22,9 @@ const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// The slug Portkey expects in `x-portkey-provider`: the gateway's name of
 /// the upstream, except that Portkey has no `google-ai`: Gemini is `google`.
-pub(crate) const fn slug(upstream: Upstream) -> &'static str {
+pub(crate) const fn slug(upstream: UpstreamProvider) -> &'static str {
     match upstream {
-        Upstream::GoogleAi => "google",
+        UpstreamProvider::GoogleAi => "google",
         other => other.name(),
     }
 }
@@ -221,10 +221,10 @@ mod tests {
 
     #[test]
     fn google_ai_goes_as_portkeys_google_slug_and_the_others_by_their_name() {
-        assert_eq!(slug(Upstream::GoogleAi), "google");
-        for upstream in Upstream::ALL
+        assert_eq!(slug(UpstreamProvider::GoogleAi), "google");
+        for upstream in UpstreamProvider::ALL
             .into_iter()
-            .filter(|upstream| *upstream != Upstream::GoogleAi)
+            .filter(|upstream| *upstream != UpstreamProvider::GoogleAi)
         {
             assert_eq!(slug(upstream), upstream.name());
         }

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use gatewayz_domain::{ChatError, ChatProvider, Upstream};
+use gatewayz_domain::{ChatError, ChatProvider, UpstreamProvider};
 use serde_json::{Value, json};
 use wiremock::ResponseTemplate;
 
@@ -66,7 +66,7 @@ async fn virtual_key_mode_sends_the_virtual_key_instead_of_provider_and_key() {
 
     provider(&server, &[])
         .complete(call(
-            route(Upstream::Anthropic, Some("vk-anthropic")),
+            route(UpstreamProvider::Anthropic, Some("vk-anthropic")),
             chat_body(),
         ))
         .await
@@ -94,7 +94,7 @@ async fn a_portkey_config_is_sent_as_x_portkey_config_beside_the_usual_headers()
     )
     .unwrap();
     let with_config = gatewayz_domain::Route::Portkey {
-        provider: Upstream::OpenAi,
+        provider: UpstreamProvider::OpenAi,
         virtual_key: None,
         config: Some(config),
     };
@@ -121,8 +121,8 @@ async fn google_ai_is_sent_as_portkeys_google_slug() {
             .map(|(k, v)| (k.to_owned(), v.to_owned())),
     )
     .unwrap();
-    let mut google = call(route(Upstream::OpenAi, None), chat_body());
-    google.route = route(Upstream::GoogleAi, None);
+    let mut google = call(route(UpstreamProvider::OpenAi, None), chat_body());
+    google.route = route(UpstreamProvider::GoogleAi, None);
     google.credentials = gatewayz_domain::KeyResolver::resolve(&keys, &google.route).unwrap();
 
     provider(&server, &[]).complete(google).await.unwrap();
@@ -243,7 +243,10 @@ async fn a_redirect_is_not_followed_so_keys_never_reach_another_host() {
     .await;
 
     let error = provider(&server, &[])
-        .complete(call(route(Upstream::OpenAi, Some("vk-secret")), chat_body()))
+        .complete(call(
+            route(UpstreamProvider::OpenAi, Some("vk-secret")),
+            chat_body(),
+        ))
         .await
         .unwrap_err();
 

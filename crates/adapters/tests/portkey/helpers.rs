@@ -1,5 +1,5 @@
 use gatewayz_adapters::{EnvKeyResolver, PortkeyClient, PortkeySettings};
-use gatewayz_domain::{KeyResolver, ProviderCall, RequestContext, Route, Upstream};
+use gatewayz_domain::{KeyResolver, ProviderCall, RequestContext, Route, UpstreamProvider};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
@@ -32,7 +32,7 @@ pub fn keys() -> EnvKeyResolver {
     .unwrap()
 }
 
-pub fn route(upstream: Upstream, virtual_key: Option<&str>) -> Route {
+pub fn route(upstream: UpstreamProvider, virtual_key: Option<&str>) -> Route {
     Route::Portkey {
         provider: upstream,
         virtual_key: virtual_key.map(SecretString::from),
@@ -54,7 +54,7 @@ pub fn call(route: Route, body: Value) -> ProviderCall {
 }
 
 pub fn openai_call(body: Value) -> ProviderCall {
-    call(route(Upstream::OpenAi, None), body)
+    call(route(UpstreamProvider::OpenAi, None), body)
 }
 
 pub fn chat_body() -> Value {

@@ -1,7 +1,7 @@
 //! The seed system's eight unit tests, under their original names.
 
 use gatewayz_adapters::EnvKeyResolver;
-use gatewayz_domain::{ChatProvider, Credentials, KeyError, KeyResolver, Upstream, UpstreamAuth};
+use gatewayz_domain::{ChatProvider, Credentials, KeyError, KeyResolver, UpstreamAuth, UpstreamProvider};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use wiremock::ResponseTemplate;
@@ -22,7 +22,7 @@ fn upstream_key(credentials: Credentials) -> (String, UpstreamAuth) {
 fn get_portkey_client_virtual_key_success() {
     let (portkey, upstream) = upstream_key(
         keys()
-            .resolve(&route(Upstream::OpenAi, Some("vk-openai-1")))
+            .resolve(&route(UpstreamProvider::OpenAi, Some("vk-openai-1")))
             .unwrap(),
     );
     assert_eq!(portkey, PORTKEY_KEY);
@@ -31,14 +31,14 @@ fn get_portkey_client_virtual_key_success() {
 
 #[test]
 fn get_portkey_client_direct_openai_success() {
-    let (portkey, upstream) = upstream_key(keys().resolve(&route(Upstream::OpenAi, None)).unwrap());
+    let (portkey, upstream) = upstream_key(keys().resolve(&route(UpstreamProvider::OpenAi, None)).unwrap());
     assert_eq!(portkey, PORTKEY_KEY);
     assert!(matches!(upstream, UpstreamAuth::ProviderKey(key) if key.expose_secret() == OPENAI_KEY));
 }
 
 #[test]
 fn get_portkey_client_direct_anthropic_success() {
-    let (_, upstream) = upstream_key(keys().resolve(&route(Upstream::Anthropic, None)).unwrap());
+    let (_, upstream) = upstream_key(keys().resolve(&route(UpstreamProvider::Anthropic, None)).unwrap());
     assert!(matches!(upstream, UpstreamAuth::ProviderKey(key) if key.expose_secret() == ANTHROPIC_KEY));
 }
 
@@ -46,7 +46,7 @@ fn get_portkey_client_direct_anthropic_success() {
 fn get_portkey_client_missing_portkey_key_raises() {
     let keys =
         EnvKeyResolver::from_vars([("PROVIDER_OPENAI_API_KEY".to_owned(), OPENAI_KEY.to_owned())]).unwrap();
-    let error = keys.resolve(&route(Upstream::OpenAi, None)).unwrap_err();
+    let error = keys.resolve(&route(UpstreamProvider::OpenAi, None)).unwrap_err();
     assert_eq!(error, KeyError::PortkeyKeyMissing);
     assert_eq!(error.to_string(), "Portkey API key not configured");
 }
@@ -54,7 +54,7 @@ fn get_portkey_client_missing_portkey_key_raises() {
 #[test]
 fn get_portkey_client_missing_provider_key_raises() {
     let keys = EnvKeyResolver::from_vars([("PORTKEY_API_KEY".to_owned(), PORTKEY_KEY.to_owned())]).unwrap();
-    let error = keys.resolve(&route(Upstream::OpenAi, None)).unwrap_err();
+    let error = keys.resolve(&route(UpstreamProvider::OpenAi, None)).unwrap_err();
     assert!(
         error
             .to_string()
@@ -70,7 +70,10 @@ async fn make_portkey_request_openai_forwards_args_virtual() {
         "temperature": 0.2, "max_tokens": 64, "top_p": 0.9, "user": "u-1", "seed": 7});
 
     provider(&server, &[])
-        .complete(call(route(Upstream::OpenAi, Some("vk-openai-1")), body.clone()))
+        .complete(call(
+            route(UpstreamProvider::OpenAi, Some("vk-openai-1")),
+            body.clone(),
+        ))
         .await
         .unwrap();
 

@@ -78,7 +78,7 @@ impl Bound {
 /// The facts a skipped target must not overwrite.
 struct Tried {
     provider: Option<crate::provider::ProviderKind>,
-    portkey_provider: Option<crate::provider::Upstream>,
+    portkey_provider: Option<crate::provider::UpstreamProvider>,
     target: Option<Arc<str>>,
     pricing: Option<crate::catalog::Pricing>,
 }

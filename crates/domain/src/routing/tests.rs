@@ -19,7 +19,7 @@ use crate::policy::{RoutingPolicy, Strategy};
 use crate::portkey_routing::PortkeyRouting;
 use crate::ports::{BreakerState, ChatStream};
 use crate::ports::{Credentials, RequestContext};
-use crate::provider::{ProviderKind, Upstream};
+use crate::provider::{ProviderKind, UpstreamProvider};
 use crate::record::CallRecord;
 use crate::route::{Route, RoutingFields};
 use crate::service::{ChatCommand, ChatOutcome, ChatService};
@@ -120,7 +120,7 @@ impl ChatProvider for Scripted {
 }
 
 /// Keys for every provider but the ones listed.
-struct KeysBut(Vec<Upstream>);
+struct KeysBut(Vec<UpstreamProvider>);
 
 impl KeyResolver for KeysBut {
     fn resolve(&self, route: &Route) -> Result<Credentials, KeyError> {
@@ -194,7 +194,7 @@ fn rate_limited_after_60s() -> ChatError {
     }
 }
 
-fn target(name: &str, provider: Upstream, model: &str) -> Node {
+fn target(name: &str, provider: UpstreamProvider, model: &str) -> Node {
     Node::Target(TargetSpec {
         name: name.into(),
         target: Target::Portkey {
@@ -293,7 +293,7 @@ fn served(record: &CallRecord) -> (Option<String>, u32) {
 #[tokio::test(start_paused = true)]
 async fn a_retryable_failure_is_retried_after_a_jittered_backoff() {
     let setup = setup(
-        target("a", Upstream::OpenAi, "model-a"),
+        target("a", UpstreamProvider::OpenAi, "model-a"),
         policy(),
         Scripted::default().script("model-a", [Step::Fail(failed_503), Step::Fail(unavailable)]),
         KeysBut(vec![]),
@@ -330,8 +330,8 @@ async fn refusals_are_neither_retried_nor_passed_to_another_target() {
             group(
                 Strategy::Fallback,
                 vec![
-                    target("a", Upstream::OpenAi, "model-a"),
-                    target("b", Upstream::Groq, "model-b"),
+                    target("a", UpstreamProvider::OpenAi, "model-a"),
+                    target("b", UpstreamProvider::Groq, "model-b"),
                 ],
             ),
             policy(),
@@ -350,7 +350,7 @@ async fn refusals_are_neither_retried_nor_passed_to_another_target() {
 #[tokio::test(start_paused = true)]
 async fn a_short_retry_after_is_waited_out_and_a_long_one_moves_on() {
     let short = setup(
-        target("a", Upstream::OpenAi, "model-a"),
+        target("a", UpstreamProvider::OpenAi, "model-a"),
         policy(),
         Scripted::default().script("model-a", [Step::Fail(rate_limited_after_1s)]),
         KeysBut(vec![]),
@@ -364,8 +364,8 @@ async fn a_short_retry_after_is_waited_out_and_a_long_one_moves_on() {
         group(
             Strategy::Fallback,
             vec![
-                target("a", Upstream::OpenAi, "model-a"),
-                target("b", Upstream::Groq, "model-b"),
+                target("a", UpstreamProvider::OpenAi, "model-a"),
+                target("b", UpstreamProvider::Groq, "model-b"),
             ],
         ),
         policy(),
@@ -384,7 +384,7 @@ async fn a_short_retry_after_is_waited_out_and_a_long_one_moves_on() {
 #[tokio::test(start_paused = true)]
 async fn a_long_retry_after_on_the_last_target_reaches_the_client() {
     let setup = setup(
-        target("a", Upstream::OpenAi, "model-a"),
+        target("a", UpstreamProvider::OpenAi, "model-a"),
         policy(),
         Scripted::default().script("model-a", [Step::Fail(rate_limited_after_60s)]),
         KeysBut(vec![]),
@@ -400,7 +400,7 @@ async fn fallback_goes_in_order_and_the_serving_target_is_recorded_and_priced() 
         input_per_million: 2.0,
         output_per_million: 0.0,
     };
-    let Node::Target(mut priced) = target("c", Upstream::Groq, "model-c") else {
+    let Node::Target(mut priced) = target("c", UpstreamProvider::Groq, "model-c") else {
         unreachable!("a target")
     };
     priced.pricing = Some(pricing);
@@ -408,8 +408,8 @@ async fn fallback_goes_in_order_and_the_serving_target_is_recorded_and_priced() 
         group(
             Strategy::Fallback,
             vec![
-                target("a", Upstream::OpenAi, "model-a"),
-                target("b", Upstream::Anthropic, "model-b"),
+                target("a", UpstreamProvider::OpenAi, "model-a"),
+                target("b", UpstreamProvider::Anthropic, "model-b"),
                 Node::Target(priced),
             ],
         ),
@@ -418,7 +418,7 @@ async fn fallback_goes_in_order_and_the_serving_target_is_recorded_and_priced() 
             ..policy()
         },
         Scripted::default().script("model-a", [Step::Fail(failed_503)]),
-        KeysBut(vec![Upstream::Anthropic]),
+        KeysBut(vec![UpstreamProvider::Anthropic]),
     );
 
     let (outcome, record) = setup.ask(false).await;
@@ -430,7 +430,7 @@ async fn fallback_goes_in_order_and_the_serving_target_is_recorded_and_priced() 
     assert_eq!(setup.upstream.calls(), ["model-a", "model-c"]);
     assert_eq!(served(&record), (Some("c".into()), 2));
     assert_eq!(response.extra["gateway_usage"]["cost_usd"], 2.0);
-    record.read(|facts| assert_eq!(facts.portkey_provider, Some(Upstream::Groq)));
+    record.read(|facts| assert_eq!(facts.portkey_provider, Some(UpstreamProvider::Groq)));
     assert_eq!(
         setup.told(),
         ["fallback m a upstream_failed", "fallback m b credentials"]
@@ -443,8 +443,8 @@ async fn when_every_target_fails_the_client_hears_what_an_upstream_said() {
         group(
             Strategy::Fallback,
             vec![
-                target("a", Upstream::OpenAi, "model-a"),
-                target("b", Upstream::Anthropic, "model-b"),
+                target("a", UpstreamProvider::OpenAi, "model-a"),
+                target("b", UpstreamProvider::Anthropic, "model-b"),
             ],
         ),
         RoutingPolicy {
@@ -452,21 +452,21 @@ async fn when_every_target_fails_the_client_hears_what_an_upstream_said() {
             ..policy()
         },
         Scripted::default().script("model-a", [Step::Fail(failed_503)]),
-        KeysBut(vec![Upstream::Anthropic]),
+        KeysBut(vec![UpstreamProvider::Anthropic]),
     );
     let (outcome, record) = setup.ask(false).await;
     assert_eq!(outcome.unwrap_err().kind(), "upstream_failed");
     // b was skipped without a call: the record names a, which failed.
     record.read(|facts| {
         assert_eq!(facts.target.as_deref(), Some("a"));
-        assert_eq!(facts.portkey_provider, Some(Upstream::OpenAi));
+        assert_eq!(facts.portkey_provider, Some(UpstreamProvider::OpenAi));
     });
 }
 
 #[tokio::test(start_paused = true)]
 async fn retries_that_open_the_circuit_answer_with_what_the_upstream_said() {
     let setup = setup(
-        target("a", Upstream::OpenAi, "model-a"),
+        target("a", UpstreamProvider::OpenAi, "model-a"),
         RoutingPolicy {
             breaker_failures: 2,
             ..policy()
@@ -485,8 +485,8 @@ async fn a_target_left_only_a_sliver_of_the_deadline_is_not_blamed_for_missing_i
         group(
             Strategy::Fallback,
             vec![
-                target("a", Upstream::OpenAi, "model-a"),
-                target("b", Upstream::Groq, "model-b"),
+                target("a", UpstreamProvider::OpenAi, "model-a"),
+                target("b", UpstreamProvider::Groq, "model-b"),
             ],
         ),
         RoutingPolicy {
@@ -522,8 +522,8 @@ async fn a_stream_that_fails_before_its_first_chunk_falls_back() {
         group(
             Strategy::Fallback,
             vec![
-                target("a", Upstream::OpenAi, "model-a"),
-                target("b", Upstream::Groq, "model-b"),
+                target("a", UpstreamProvider::OpenAi, "model-a"),
+                target("b", UpstreamProvider::Groq, "model-b"),
             ],
         ),
         RoutingPolicy {
@@ -548,8 +548,8 @@ async fn the_circuit_opens_skips_its_target_and_one_probe_closes_it() {
         group(
             Strategy::Fallback,
             vec![
-                target("a", Upstream::OpenAi, "model-a"),
-                target("b", Upstream::Groq, "model-b"),
+                target("a", UpstreamProvider::OpenAi, "model-a"),
+                target("b", UpstreamProvider::Groq, "model-b"),
             ],
         ),
         RoutingPolicy {
@@ -632,7 +632,7 @@ async fn the_circuit_opens_skips_its_target_and_one_probe_closes_it() {
 #[tokio::test(start_paused = true)]
 async fn an_open_circuit_with_nowhere_else_to_go_says_when_to_come_back() {
     let setup = setup(
-        target("a", Upstream::OpenAi, "model-a"),
+        target("a", UpstreamProvider::OpenAi, "model-a"),
         RoutingPolicy {
             retries: 0,
             breaker_failures: 1,
@@ -658,8 +658,8 @@ async fn every_attempt_fits_in_one_deadline() {
         group(
             Strategy::Fallback,
             vec![
-                target("a", Upstream::OpenAi, "model-a"),
-                target("b", Upstream::Groq, "model-b"),
+                target("a", UpstreamProvider::OpenAi, "model-a"),
+                target("b", UpstreamProvider::Groq, "model-b"),
             ],
         ),
         RoutingPolicy {
@@ -697,7 +697,7 @@ async fn every_attempt_fits_in_one_deadline() {
 #[tokio::test(start_paused = true)]
 async fn a_backoff_that_would_end_past_the_deadline_is_not_waited() {
     let setup = setup(
-        target("a", Upstream::OpenAi, "model-a"),
+        target("a", UpstreamProvider::OpenAi, "model-a"),
         RoutingPolicy {
             deadline: Duration::from_millis(500),
             ..policy()
@@ -714,7 +714,7 @@ async fn a_backoff_that_would_end_past_the_deadline_is_not_waited() {
 #[tokio::test(start_paused = true)]
 async fn a_portkey_config_that_retries_leaves_retrying_to_portkey() {
     let setup = setup(
-        target("a", Upstream::OpenAi, "model-a"),
+        target("a", UpstreamProvider::OpenAi, "model-a"),
         policy(),
         Scripted::default().script("model-a", [Step::Fail(failed_503)]),
         KeysBut(vec![]),
@@ -742,8 +742,8 @@ async fn a_loadbalance_pool_tries_its_other_member_when_the_first_fails() {
         group(
             Strategy::LoadBalance,
             vec![
-                target("a", Upstream::OpenAi, "model-a"),
-                target("b", Upstream::Groq, "model-b"),
+                target("a", UpstreamProvider::OpenAi, "model-a"),
+                target("b", UpstreamProvider::Groq, "model-b"),
             ],
         ),
         RoutingPolicy {
@@ -768,7 +768,7 @@ fn routes_of_targets_carry_their_config_and_the_clients_overrides_win() {
     let own = PortkeyRouting::from_value("c", json!("pc-own")).unwrap();
     let client = PortkeyRouting::from_value("c", json!("pc-client")).unwrap();
     let route = Target::Portkey {
-        provider: Upstream::OpenAi,
+        provider: UpstreamProvider::OpenAi,
         model: "m".into(),
         virtual_key: None,
         config: Some(own),
