@@ -55,7 +55,8 @@ pub(crate) fn check_config(param: &str, config: &PortkeyRouting) -> Result<(), V
 }
 
 /// What a client's routing fields must be to travel in Portkey's headers:
-/// a config as [`check_config`] says, a virtual key visible ASCII.
+/// a config at most [`MAX_CONFIG_BYTES`] of printable ASCII, a virtual key
+/// visible ASCII.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PortkeyHeaderRules;
 

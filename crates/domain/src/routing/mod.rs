@@ -4,7 +4,7 @@
 //!
 //! A catalog entry becomes this stack, outermost first:
 //!
-//! - [`Deadline`](deadline::Deadline): one overall deadline for every attempt of a request;
+//! - [`Deadline`](deadline): one overall deadline for every attempt of a request;
 //! - a [`Group`] (`fallback` in order, or `loadbalance` by weight), whose
 //!   members are targets or, one level down, groups of targets;
 //! - per target, [`Bound`] (the target's route, model and credentials),
