@@ -5,13 +5,13 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::StreamExt;
-use gatewayz_domain::model::Extra;
 use gatewayz_domain::{
-    ChatChunk, ChatError, ChatProvider, ChatRequest, ChatResponse, ChatStream, Choice, ChunkChoice, Delta,
-    Message, ProviderCall, Role, Usage,
+    ChatChunk, ChatError, ChatProvider, ChatResponse, ChatStream, ProviderCall, Role, Usage, ValidationError,
 };
-use serde_json::Value;
+use serde::Deserialize;
+use serde_json::{Value, json};
 
 /// The `demo` provider. Needs no account and no network.
 #[derive(Debug, Clone, Copy, Default)]
@@ -23,6 +23,52 @@ const FINGERPRINT: &str = "fp_gatewayz_demo";
 /// what one request can make the demo produce (times `n`, at most 128).
 pub const MAX_ANSWER_BYTES: usize = 4096;
 
+/// What the demo reads of the body it is sent, as an upstream would.
+#[derive(Deserialize)]
+struct Request {
+    model: String,
+    #[serde(default)]
+    messages: Vec<Message>,
+    #[serde(default)]
+    max_tokens: Option<i64>,
+    #[serde(default)]
+    max_completion_tokens: Option<i64>,
+    #[serde(default)]
+    n: Option<i64>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    role: Role,
+    #[serde(default)]
+    content: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+impl Message {
+    /// The text of the content: the string itself, or the `text` parts joined
+    /// by newlines.
+    fn text(&self) -> String {
+        match &self.content {
+            Some(Value::String(text)) => text.clone(),
+            Some(Value::Array(parts)) => parts
+                .iter()
+                .filter(|part| part.get("type").and_then(Value::as_str) == Some("text"))
+                .filter_map(|part| part.get("text").and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            _ => String::new(),
+        }
+    }
+}
+
 /// What the demo answers to one request, computed once.
 struct Answer {
     id: String,
@@ -32,12 +78,14 @@ struct Answer {
     finish_reason: &'static str,
     usage: Usage,
     choices: u32,
+    include_usage: bool,
 }
 
 impl Answer {
-    fn for_call(call: &ProviderCall) -> Self {
-        let request = &call.request;
-        let text = reply_text(request);
+    fn for_call(call: &ProviderCall) -> Result<Self, ChatError> {
+        let request: Request = serde_json::from_slice(&call.body)
+            .map_err(|_| ValidationError::body("the demo provider cannot read the request"))?;
+        let text = reply_text(&request);
         let cut = text.len() > MAX_ANSWER_BYTES;
         let end = (0..=MAX_ANSWER_BYTES.min(text.len()))
             .rev()
@@ -45,7 +93,8 @@ impl Answer {
             .unwrap_or(0);
         let text = &text[..end];
         let limit = request
-            .output_token_limit()
+            .max_completion_tokens
+            .or(request.max_tokens)
             .and_then(|limit| usize::try_from(limit).ok())
             .unwrap_or(usize::MAX);
         // One word past the limit is enough to know the answer was cut.
@@ -64,65 +113,74 @@ impl Answer {
         };
         let choices = request.n.and_then(|n| u32::try_from(n).ok()).unwrap_or(1).max(1);
         let completion_tokens = words.len() as u64 * u64::from(choices);
-        Self {
+        Ok(Self {
             id: format!("chatcmpl-{}", call.context.request_id),
             created: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |elapsed| elapsed.as_secs()),
-            model: request.model.clone(),
+            usage: Usage::new(prompt_tokens(&request), completion_tokens),
+            include_usage: request
+                .stream_options
+                .and_then(|options| options.include_usage)
+                .unwrap_or(false),
+            model: request.model,
             words,
             finish_reason,
-            usage: Usage::new(prompt_tokens(request), completion_tokens),
             choices,
-        }
+        })
     }
 
-    fn extra() -> Extra {
-        let mut extra = Extra::new();
-        extra.insert("system_fingerprint".into(), Value::from(FINGERPRINT));
-        extra
+    fn usage_json(&self) -> Value {
+        json!({"prompt_tokens": self.usage.prompt_tokens, "completion_tokens": self.usage.completion_tokens,
+            "total_tokens": self.usage.total_tokens})
     }
 
-    fn into_response(self) -> ChatResponse {
+    fn into_response(self) -> Result<ChatResponse, ChatError> {
         let content = self.words.join(" ");
-        ChatResponse {
-            id: self.id,
-            object: "chat.completion".into(),
-            created: self.created,
-            model: self.model,
-            choices: (0..self.choices)
-                .map(|index| Choice {
-                    index,
-                    message: Message::text(Role::Assistant, content.clone()),
-                    finish_reason: Some(self.finish_reason.into()),
-                    extra: Extra::new(),
-                })
-                .collect(),
-            usage: Some(self.usage),
-            extra: Self::extra(),
-        }
+        let choices: Vec<Value> = (0..self.choices)
+            .map(|index| {
+                json!({"index": index, "message": {"role": "assistant", "content": content},
+                    "finish_reason": self.finish_reason})
+            })
+            .collect();
+        let answer = json!({"id": self.id, "object": "chat.completion", "created": self.created,
+            "model": self.model, "choices": choices, "usage": self.usage_json(),
+            "system_fingerprint": FINGERPRINT});
+        ChatResponse::from_json(to_bytes(&answer)).map_err(refused)
     }
 
-    fn chunk(&self, choices: Vec<ChunkChoice>, usage: Option<Usage>) -> ChatChunk {
-        ChatChunk {
-            id: self.id.clone(),
-            object: "chat.completion.chunk".into(),
-            created: self.created,
-            model: self.model.clone(),
-            choices,
-            usage,
-            extra: Self::extra(),
+    fn chunk(&self, choices: Value, usage: Option<Value>) -> Result<ChatChunk, ChatError> {
+        let mut chunk = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+            "model": self.model, "system_fingerprint": FINGERPRINT, "choices": choices});
+        if let Some(usage) = usage {
+            chunk["usage"] = usage;
         }
+        ChatChunk::from_json(to_bytes(&chunk)).map_err(refused)
     }
 
-    fn into_chunks(self, include_usage: bool) -> Chunks {
+    fn into_chunks(self) -> Chunks {
         Chunks {
+            include_usage: self.include_usage,
             answer: self,
-            include_usage,
             choice: 0,
             step: 0,
         }
     }
+}
+
+fn to_bytes(value: &Value) -> Bytes {
+    // A JSON value always serializes into memory.
+    serde_json::to_vec(value).unwrap_or_default().into()
+}
+
+/// The demo's own JSON is a chat completion by construction; were it ever
+/// refused, that defect shows as an error, not a panic.
+fn refused(error: gatewayz_domain::ShapeError) -> ChatError {
+    ChatError::InvalidUpstreamResponse(gatewayz_domain::UpstreamError::new(
+        gatewayz_domain::ErrorSource::Gateway,
+        None,
+        format!("the demo provider wrote a malformed answer: {error}"),
+    ))
 }
 
 /// The chunks of a streamed answer, made one at a time as the client reads
@@ -137,9 +195,9 @@ struct Chunks {
 }
 
 impl Iterator for Chunks {
-    type Item = ChatChunk;
+    type Item = Result<ChatChunk, ChatError>;
 
-    fn next(&mut self) -> Option<ChatChunk> {
+    fn next(&mut self) -> Option<Self::Item> {
         let answer = &self.answer;
         if self.choice < answer.choices {
             let (index, step) = (self.choice, self.step);
@@ -149,14 +207,7 @@ impl Iterator for Chunks {
                 self.choice += 1;
             }
             let (delta, finish_reason) = match step {
-                0 => (
-                    Delta {
-                        role: Some(Role::Assistant),
-                        content: Some(String::new()),
-                        ..Delta::default()
-                    },
-                    None,
-                ),
+                0 => (json!({"role": "assistant", "content": ""}), None),
                 word if word <= answer.words.len() => {
                     let text = &answer.words[word - 1];
                     let content = if word == 1 {
@@ -164,38 +215,28 @@ impl Iterator for Chunks {
                     } else {
                         format!(" {text}")
                     };
-                    let delta = Delta {
-                        content: Some(content),
-                        ..Delta::default()
-                    };
-                    (delta, None)
+                    (json!({"content": content}), None)
                 }
-                _ => (Delta::default(), Some(answer.finish_reason.to_owned())),
+                _ => (json!({}), Some(answer.finish_reason)),
             };
-            let choice = ChunkChoice {
-                index,
-                delta,
-                finish_reason,
-                extra: Extra::new(),
-            };
-            return Some(answer.chunk(vec![choice], None));
+            let choice = json!([{"index": index, "delta": delta, "finish_reason": finish_reason}]);
+            return Some(answer.chunk(choice, None));
         }
         if std::mem::take(&mut self.include_usage) {
-            return Some(answer.chunk(Vec::new(), Some(answer.usage.clone())));
+            return Some(answer.chunk(json!([]), Some(answer.usage_json())));
         }
         None
     }
 }
 
 /// The last user message, echoed; a greeting when there is none.
-fn reply_text(request: &ChatRequest) -> String {
+fn reply_text(request: &Request) -> String {
     let last_user = request
         .messages
         .iter()
         .rev()
         .find(|message| message.role == Role::User)
-        .and_then(|message| message.content.as_ref())
-        .map(|content| content.text());
+        .map(Message::text);
     match last_user {
         Some(text) if !text.trim().is_empty() => format!("You said: {text}"),
         _ => "Hello from the Gatewayz demo provider.".to_owned(),
@@ -203,49 +244,53 @@ fn reply_text(request: &ChatRequest) -> String {
 }
 
 /// A rough token count: words plus a per-message overhead, as chat formats add.
-fn prompt_tokens(request: &ChatRequest) -> u64 {
+fn prompt_tokens(request: &Request) -> u64 {
     const PER_MESSAGE: u64 = 4;
     request
         .messages
         .iter()
-        .map(|message| {
-            let words = message
-                .content
-                .as_ref()
-                .map_or(0, |content| content.text().split_whitespace().count());
-            words as u64 + PER_MESSAGE
-        })
+        .map(|message| message.text().split_whitespace().count() as u64 + PER_MESSAGE)
         .sum()
 }
 
 #[async_trait]
 impl ChatProvider for DemoProvider {
     async fn complete(&self, call: ProviderCall) -> Result<ChatResponse, ChatError> {
-        Ok(Answer::for_call(&call).into_response())
+        Answer::for_call(&call)?.into_response()
     }
 
     async fn stream(&self, call: ProviderCall) -> Result<ChatStream, ChatError> {
-        let include_usage = call.request.wants_stream_usage();
-        let chunks = Answer::for_call(&call).into_chunks(include_usage);
-        Ok(futures::stream::iter(chunks.map(Ok)).boxed())
+        let chunks = Answer::for_call(&call)?.into_chunks();
+        Ok(futures::stream::iter(chunks).boxed())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use futures::TryStreamExt;
-    use gatewayz_domain::{Credentials, RequestContext, Route};
-    use serde_json::json;
+    use gatewayz_domain::{ChatRequest, Credentials, RequestContext, Route, UpstreamEdits};
 
     use super::*;
 
+    /// A call as the domain makes it: the upstream body, with stream usage asked.
     fn call(body: Value) -> ProviderCall {
+        let request = ChatRequest::parse(to_bytes(&body)).unwrap();
+        let body = request.upstream_body(UpstreamEdits {
+            model: request.model(),
+            max_tokens: None,
+            stream_usage: false,
+        });
         ProviderCall {
-            request: serde_json::from_value(body).unwrap(),
+            request,
+            body,
             route: Route::Demo,
             credentials: Credentials::None,
             context: RequestContext::new("req-1"),
         }
+    }
+
+    fn value(json: &Bytes) -> Value {
+        serde_json::from_slice(json).unwrap()
     }
 
     #[tokio::test]
@@ -258,23 +303,16 @@ mod tests {
             .await
             .unwrap();
 
-        assert_eq!(response.id, "chatcmpl-req-1");
-        assert_eq!(response.model, "demo-1");
-        let choice = &response.choices[0];
+        let answer = value(response.json());
+        assert_eq!(answer["id"], "chatcmpl-req-1");
+        assert_eq!(answer["model"], "demo-1");
         assert_eq!(
-            choice.message.content.as_ref().unwrap().text(),
+            answer["choices"][0]["message"]["content"],
             "You said: hello there"
         );
-        assert_eq!(choice.finish_reason.as_deref(), Some("stop"));
-        let usage = response.usage.unwrap();
-        assert_eq!(
-            (
-                usage.prompt_tokens,
-                usage.completion_tokens,
-                usage.total_tokens.unwrap()
-            ),
-            (12, 4, 16)
-        );
+        assert_eq!(answer["choices"][0]["finish_reason"], "stop");
+        assert_eq!(response.usage(), Some(&Usage::new(12, 4)));
+        assert_eq!(answer["usage"]["total_tokens"], 16);
     }
 
     #[tokio::test]
@@ -285,11 +323,9 @@ mod tests {
             ))
             .await
             .unwrap();
-        assert_eq!(
-            response.choices[0].message.content.as_ref().unwrap().text(),
-            "You said:"
-        );
-        assert_eq!(response.choices[0].finish_reason.as_deref(), Some("length"));
+        let answer = value(response.json());
+        assert_eq!(answer["choices"][0]["message"]["content"], "You said:");
+        assert_eq!(answer["choices"][0]["finish_reason"], "length");
     }
 
     #[tokio::test]
@@ -297,14 +333,15 @@ mod tests {
         for huge in ["word ".repeat(MAX_ANSWER_BYTES), "é".repeat(MAX_ANSWER_BYTES * 4)] {
             let body = json!({"model": "m", "n": 128, "messages": [{"role": "user", "content": huge}]});
             let response = DemoProvider.complete(call(body)).await.unwrap();
-            assert_eq!(response.choices.len(), 128);
-            let text = response.choices[0].message.content.as_ref().unwrap().text();
+            let answer = value(response.json());
+            assert_eq!(answer["choices"].as_array().unwrap().len(), 128);
+            let text = answer["choices"][0]["message"]["content"].as_str().unwrap();
             assert!(
                 text.len() <= MAX_ANSWER_BYTES && text.len() > MAX_ANSWER_BYTES - 8,
                 "{}",
                 text.len()
             );
-            assert_eq!(response.choices[0].finish_reason.as_deref(), Some("length"));
+            assert_eq!(answer["choices"][0]["finish_reason"], "length");
         }
     }
 
@@ -317,41 +354,50 @@ mod tests {
             .try_collect()
             .await
             .unwrap();
-        let indexes: Vec<u32> = chunks.iter().map(|chunk| chunk.choices[0].index).collect();
+        let indexes: Vec<u64> = chunks
+            .iter()
+            .map(|chunk| value(chunk.json())["choices"][0]["index"].as_u64().unwrap())
+            .collect();
         assert_eq!(indexes, [0, 0, 0, 0, 0, 1, 1, 1, 1, 1]);
     }
 
     #[tokio::test]
     async fn stream_sends_role_words_finish_and_usage_when_asked() {
-        let chunks: Vec<ChatChunk> = DemoProvider
+        let chunks: Vec<Value> = DemoProvider
             .stream(call(
                 json!({"model": "m", "stream": true, "stream_options": {"include_usage": true},
                 "messages": [{"role": "user", "content": "hi"}]}),
             ))
             .await
             .unwrap()
+            .map_ok(|chunk| value(chunk.json()))
             .try_collect()
             .await
             .unwrap();
 
-        let deltas: Vec<_> = chunks
+        let deltas: Vec<(Value, Value)> = chunks
             .iter()
-            .filter_map(|chunk| chunk.choices.first())
-            .map(|choice| (choice.delta.content.clone(), choice.finish_reason.clone()))
+            .filter_map(|chunk| chunk["choices"].get(0))
+            .map(|choice| {
+                (
+                    choice["delta"]["content"].clone(),
+                    choice["finish_reason"].clone(),
+                )
+            })
             .collect();
-        assert_eq!(chunks[0].choices[0].delta.role, Some(Role::Assistant));
+        assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
         assert_eq!(
             deltas,
             vec![
-                (Some(String::new()), None),
-                (Some("You".into()), None),
-                (Some(" said:".into()), None),
-                (Some(" hi".into()), None),
-                (None, Some("stop".into())),
+                (json!(""), Value::Null),
+                (json!("You"), Value::Null),
+                (json!(" said:"), Value::Null),
+                (json!(" hi"), Value::Null),
+                (Value::Null, json!("stop")),
             ]
         );
         let last = chunks.last().unwrap();
-        assert!(last.choices.is_empty());
-        assert_eq!(last.usage.as_ref().map(|usage| usage.completion_tokens), Some(3));
+        assert_eq!(last["choices"], json!([]));
+        assert_eq!(last["usage"]["completion_tokens"], 3);
     }
 }

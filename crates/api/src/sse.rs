@@ -24,12 +24,12 @@ pub fn event_stream(chunks: ChatStream) -> impl Stream<Item = Result<Bytes, Infa
                 return ready(None);
             }
             let event = match item {
-                Ok(chunk) => data_event(&chunk),
+                Ok(chunk) => data_event(chunk.json()),
                 Err(error) => {
                     *failed = true;
                     let error = ApiError::from(error);
                     span.in_scope(|| tracing::error!(error = %error, "stream failed after it began"));
-                    Bytes::from([b"data: ".as_slice(), &error.to_body(), b"\n\n"].concat())
+                    data_event(&error.to_body())
                 }
             };
             ready(Some(event))
@@ -38,12 +38,11 @@ pub fn event_stream(chunks: ChatStream) -> impl Stream<Item = Result<Bytes, Infa
         .map(Ok)
 }
 
-fn data_event<T: serde::Serialize + ?Sized>(value: &T) -> Bytes {
-    let mut event = Vec::with_capacity(512);
+/// One `data:` event: the chunk's JSON as it came, in one write.
+fn data_event(json: &[u8]) -> Bytes {
+    let mut event = Vec::with_capacity(json.len() + 8);
     event.extend_from_slice(b"data: ");
-    // Serializing the gateway's own types into memory cannot fail: every map
-    // key is a string.
-    let _ = serde_json::to_writer(&mut event, value);
+    event.extend_from_slice(json);
     event.extend_from_slice(b"\n\n");
     Bytes::from(event)
 }

@@ -7,6 +7,7 @@
 
 pub mod catalog;
 pub mod error;
+pub mod json;
 pub mod model;
 pub mod policy;
 pub mod portkey_routing;
@@ -24,10 +25,8 @@ pub mod validation;
 
 pub use catalog::{Catalog, GroupSpec, ModelEntry, Node, Pricing, Target, TargetSpec};
 pub use error::{ChatError, ErrorSource, KeyError, UpstreamError, ValidationError};
-pub use model::{
-    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Delta, Message, MessageContent, Role,
-    StreamOptions, Usage,
-};
+pub use json::ShapeError;
+pub use model::{ChatChunk, ChatRequest, ChatResponse, Role, UpstreamEdits, Usage};
 pub use policy::{RoutingPolicy, Strategy};
 pub use portkey_routing::PortkeyRouting;
 pub use ports::{

@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::stream::BoxStream;
 use secrecy::SecretString;
 
@@ -82,7 +83,12 @@ pub enum UpstreamAuth {
 /// Everything a provider needs for one call.
 #[derive(Debug, Clone)]
 pub struct ProviderCall {
+    /// The client's request, as the gateway read it.
     pub request: ChatRequest,
+    /// What the upstream is sent: the client's body with the gateway's few
+    /// changes (model, output limit, stream usage, no routing fields), built
+    /// once per target and shared by its retries.
+    pub body: Bytes,
     pub route: Route,
     pub credentials: Credentials,
     pub context: RequestContext,

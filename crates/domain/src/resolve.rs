@@ -29,11 +29,14 @@ pub(crate) struct Resolved {
     pub from_catalog: bool,
     /// The client's virtual key and Portkey config.
     pub overrides: Overrides,
+    /// The model the upstream knows (for a catalog model, its first
+    /// target's; each target it tries sends its own).
+    pub model: String,
 }
 
-/// Resolves the route and rewrites `request.model` to the upstream model.
+/// Resolves the route and the upstream model.
 pub(crate) fn resolve(
-    request: &mut ChatRequest,
+    request: &ChatRequest,
     routing: RoutingFields,
     catalog: &Catalog,
     default: Option<&Route>,
@@ -48,48 +51,54 @@ pub(crate) fn resolve(
         virtual_key: portkey_virtual_key,
         config: portkey_config,
     };
-    let direct = |route: Route, overrides: Overrides, from_catalog: bool| Resolved {
+    let direct = |route: Route, overrides: Overrides, from_catalog: bool, model: String| Resolved {
         route: route.overridden(&overrides),
         max_tokens: None,
         entry: None,
         from_catalog,
         overrides,
+        model,
     };
+    let client_model = request.model();
     if provider.is_some() || portkey_provider.is_some() {
         let fields = RoutingFields {
             provider: provider.or_else(|| Some("portkey".to_owned())),
             portkey_provider,
             ..RoutingFields::default()
         };
-        let from_catalog = catalog.get(&request.model).is_some();
-        return Ok(direct(Route::from_fields(fields)?, overrides, from_catalog));
+        let from_catalog = catalog.get(client_model).is_some();
+        return Ok(direct(
+            Route::from_fields(fields)?,
+            overrides,
+            from_catalog,
+            client_model.to_owned(),
+        ));
     }
-    if let Some(spec) = request.model.strip_prefix('@') {
+    if let Some(spec) = client_model.strip_prefix('@') {
         let (provider, model) = split_provider_model(spec)?;
-        request.model = model;
         let route = Route::Portkey {
             provider,
             virtual_key: None,
             config: None,
         };
-        return Ok(direct(route, overrides, false));
+        return Ok(direct(route, overrides, false, model));
     }
-    if let Some(index) = catalog.index_of(&request.model) {
+    if let Some(index) = catalog.index_of(client_model) {
         let entry = &catalog.models()[index];
         if let Some(primary) = entry.primary() {
-            request.model = primary.upstream_model().to_owned();
             return Ok(Resolved {
                 route: primary.route().overridden(&overrides),
                 max_tokens: entry.max_tokens,
                 entry: Some(index),
                 from_catalog: true,
                 overrides,
+                model: primary.upstream_model().to_owned(),
             });
         }
     }
     match default {
-        Some(route) => Ok(direct(route.clone(), overrides, false)),
-        None => Err(ChatError::ModelNotFound(quote(&request.model).into_owned())),
+        Some(route) => Ok(direct(route.clone(), overrides, false, client_model.to_owned())),
+        None => Err(ChatError::ModelNotFound(quote(client_model).into_owned())),
     }
 }
 
@@ -154,8 +163,8 @@ mod tests {
     }
 
     fn request(model: &str) -> ChatRequest {
-        serde_json::from_value(json!({"model": model, "messages": [{"role": "user", "content": "x"}]}))
-            .unwrap()
+        let body = json!({"model": model, "messages": [{"role": "user", "content": "x"}]});
+        ChatRequest::parse(serde_json::to_vec(&body).unwrap().into()).unwrap()
     }
 
     fn fields(
@@ -263,30 +272,30 @@ mod tests {
         ];
 
         for (model, routing, default, expected, upstream_model) in cases {
-            let mut request = request(model);
-            let resolved = resolve(&mut request, routing, &catalog(), default).unwrap();
+            let request = request(model);
+            let resolved = resolve(&request, routing, &catalog(), default).unwrap();
             assert_eq!(summary(&resolved.route), expected, "{model}");
-            assert_eq!(request.model, upstream_model, "{model}");
+            assert_eq!(resolved.model, upstream_model, "{model}");
         }
     }
 
     #[test]
     fn a_catalog_model_brings_its_max_tokens() {
-        let mut request = request("claude");
-        let resolved = resolve(&mut request, fields(None, None, None), &catalog(), None).unwrap();
+        let request = request("claude");
+        let resolved = resolve(&request, fields(None, None, None), &catalog(), None).unwrap();
         assert_eq!(resolved.max_tokens, Some(2048));
     }
 
     #[test]
     fn a_model_that_matches_nothing_is_not_found() {
-        let err = resolve(&mut request("gpt-5"), fields(None, None, None), &catalog(), None).unwrap_err();
+        let err = resolve(&request("gpt-5"), fields(None, None, None), &catalog(), None).unwrap_err();
         assert!(matches!(err, ChatError::ModelNotFound(model) if model == "gpt-5"));
     }
 
     #[test]
     fn a_malformed_or_unknown_at_model_is_a_400_on_model() {
         for model in ["@openai", "@/gpt", "@openai/", "@acme/model"] {
-            let err = resolve(&mut request(model), fields(None, None, None), &catalog(), None).unwrap_err();
+            let err = resolve(&request(model), fields(None, None, None), &catalog(), None).unwrap_err();
             assert!(
                 matches!(&err, ChatError::Invalid(error) if error.param.as_deref() == Some("model")),
                 "{model}: {err:?}"

@@ -5,7 +5,7 @@ use secrecy::SecretString;
 use serde_json::Value;
 
 use crate::error::ValidationError;
-use crate::model::{ChatRequest, Extra};
+use crate::model::ChatRequest;
 use crate::portkey_routing::PortkeyRouting;
 use crate::provider::{ProviderKind, UpstreamProvider};
 use crate::text::{json_type, quote};
@@ -23,8 +23,8 @@ pub struct RoutingFields {
 }
 
 impl RoutingFields {
-    /// Takes the routing fields out of a request's unknown fields, so that
-    /// they steer the gateway and are not forwarded upstream.
+    /// Reads the routing fields of a request (the body the upstream is sent
+    /// leaves them out: see [`ChatRequest::upstream_body`]).
     ///
     /// What an adapter can send of them is the adapter's to check: see
     /// [`RoutingFieldRules`](crate::ports::RoutingFieldRules).
@@ -32,8 +32,14 @@ impl RoutingFields {
     /// # Errors
     /// A [`ValidationError`] when a routing field is present but not a string,
     /// or `portkey_config` is not a Portkey config.
-    pub fn take_from(extra: &mut Extra) -> Result<Self, ValidationError> {
-        let mut take = |name: &str| match extra.remove(name) {
+    pub fn of(request: &ChatRequest) -> Result<Self, ValidationError> {
+        // Only a request that has one pays for reading it.
+        let value = |name: &str| {
+            request
+                .member(name)
+                .map(|text| serde_json::from_slice::<Value>(text).unwrap_or(Value::Null))
+        };
+        let take = |name: &str| match value(name) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(value)) => Ok(Some(value)),
             Some(other) => Err(ValidationError::new(
@@ -44,7 +50,7 @@ impl RoutingFields {
         let provider = take("provider")?;
         let portkey_provider = take("portkey_provider")?;
         let portkey_virtual_key = take("portkey_virtual_key")?;
-        let portkey_config = match extra.remove("portkey_config") {
+        let portkey_config = match value("portkey_config") {
             None | Some(Value::Null) => None,
             Some(value) => Some(PortkeyRouting::from_value("portkey_config", value)?),
         };
@@ -174,16 +180,22 @@ impl Route {
         }
     }
 
-    /// Sets `max_tokens` when the client set no output limit: the catalog
-    /// model's own limit, or `default` for an upstream that requires one
-    /// (see [`UpstreamProvider::requires_max_tokens`]).
-    pub(crate) fn limit_output(&self, request: &mut ChatRequest, model_limit: Option<u32>, default: u32) {
-        if request.output_token_limit().is_none() {
-            let required = self
-                .portkey_provider()
-                .is_some_and(UpstreamProvider::requires_max_tokens);
-            request.max_tokens = model_limit.or(required.then_some(default)).map(i64::from);
+    /// The `max_tokens` to send when the client set no output limit: the
+    /// catalog model's own limit, or `default` for an upstream that requires
+    /// one (see [`UpstreamProvider::requires_max_tokens`]).
+    pub(crate) fn output_limit(
+        &self,
+        request: &ChatRequest,
+        model_limit: Option<u32>,
+        default: u32,
+    ) -> Option<i64> {
+        if request.output_token_limit().is_some() {
+            return None;
         }
+        let required = self
+            .portkey_provider()
+            .is_some_and(UpstreamProvider::requires_max_tokens);
+        model_limit.or(required.then_some(default)).map(i64::from)
     }
 
     /// The upstream provider behind Portkey, if this is a Portkey route.
@@ -208,14 +220,18 @@ mod tests {
         }
     }
 
+    fn request(body: serde_json::Value) -> ChatRequest {
+        ChatRequest::parse(serde_json::to_vec(&body).unwrap().into()).unwrap()
+    }
+
     #[test]
-    fn routing_fields_are_taken_out_of_the_forwarded_fields() {
-        let mut extra: Extra = serde_json::from_value(serde_json::json!({
+    fn routing_fields_are_read_and_left_out_of_the_upstream_body() {
+        let request = request(serde_json::json!({
+            "model": "m", "messages": [],
             "provider": "portkey", "portkey_provider": "openai", "portkey_virtual_key": "vk", "seed_field": 1,
             "portkey_config": {"retry": {"attempts": 2}}
-        }))
-        .unwrap();
-        let fields = RoutingFields::take_from(&mut extra).unwrap();
+        }));
+        let fields = RoutingFields::of(&request).unwrap();
         assert_eq!(
             fields.portkey_config.as_ref().map(PortkeyRouting::as_str),
             Some(r#"{"retry":{"attempts":2}}"#)
@@ -223,13 +239,17 @@ mod tests {
         assert_eq!(fields.provider.as_deref(), Some("portkey"));
         assert_eq!(fields.portkey_provider.as_deref(), Some("openai"));
         assert!(fields.portkey_virtual_key.is_some());
-        assert_eq!(extra.keys().collect::<Vec<_>>(), ["seed_field"]);
+        let upstream = request.upstream_body(crate::model::UpstreamEdits {
+            model: "m",
+            ..Default::default()
+        });
+        assert_eq!(&upstream[..], br#"{"messages":[],"model":"m","seed_field":1}"#);
     }
 
     #[test]
     fn a_routing_field_of_the_wrong_type_is_rejected() {
-        let mut extra: Extra = serde_json::from_value(serde_json::json!({"provider": 7})).unwrap();
-        let err = RoutingFields::take_from(&mut extra).unwrap_err();
+        let request = request(serde_json::json!({"model": "m", "messages": [], "provider": 7}));
+        let err = RoutingFields::of(&request).unwrap_err();
         assert_eq!(err.param.as_deref(), Some("provider"));
         assert_eq!(err.message, "`provider` must be a string, got a number");
     }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::catalog::{Catalog, Pricing};
 use crate::error::ChatError;
-use crate::model::{ChatRequest, ChatResponse, StreamOptions};
+use crate::model::{ChatRequest, ChatResponse, UpstreamEdits};
 use crate::ports::{
     ChatProvider, ChatStream, Credentials, KeyResolver, NoEvents, ProviderCall, RequestContext,
     RoutingEvents, RoutingFieldRules,
@@ -245,11 +245,10 @@ impl ChatService {
             let response = provider.complete(call).await;
             let upstream = started.elapsed();
             record.update(|facts| facts.upstream = Some(upstream));
-            let mut response = response?;
-            let reported = usage::annotate(&mut response, received, upstream, priced(&record));
+            let (response, reported) = usage::annotate(response?, received, upstream, priced(&record));
             record.update(|facts| {
-                facts.prompt_tokens = response.usage.as_ref().map(|usage| usage.prompt_tokens);
-                facts.completion_tokens = response.usage.as_ref().map(|usage| usage.completion_tokens);
+                facts.prompt_tokens = response.usage().map(|usage| usage.prompt_tokens);
+                facts.completion_tokens = response.usage().map(|usage| usage.completion_tokens);
                 facts.cost_usd = reported.cost_usd;
             });
             Ok(ChatOutcome::Complete(response))
@@ -258,7 +257,7 @@ impl ChatService {
 
     fn prepare(&self, command: ChatCommand) -> Result<Prepared, ChatError> {
         let ChatCommand {
-            mut request,
+            request,
             routing,
             mut context,
         } = command;
@@ -267,23 +266,15 @@ impl ChatService {
         }
         context.record.update(|facts| facts.stream = request.is_stream());
         request.validate()?;
-        let public_model = request.model.clone();
-        let resolved = resolve(&mut request, routing, &self.catalog, self.default_route.as_ref())?;
+        let resolved = resolve(&request, routing, &self.catalog, self.default_route.as_ref())?;
         let route = resolved.route;
         context.record.update(|facts| {
             facts.provider = Some(route.kind());
             facts.portkey_provider = route.portkey_provider();
-            facts.model = Some(bounded(public_model));
+            facts.model = Some(bounded(request.model().to_owned()));
             facts.catalog_model = resolved.from_catalog;
         });
         let client_wants_usage = request.wants_stream_usage();
-        if request.is_stream() {
-            // Always ask for usage, so that a stream's cost can be known.
-            request
-                .stream_options
-                .get_or_insert_with(StreamOptions::default)
-                .include_usage = Some(true);
-        }
         if let Some(router) = resolved.entry.and_then(|index| self.routers.get(index)) {
             // The router puts each target's route, model, limit and
             // credentials on the call as it tries it.
@@ -292,6 +283,8 @@ impl ChatService {
                 provider: router.clone(),
                 call: ProviderCall {
                     request,
+                    // Each target builds its own.
+                    body: bytes::Bytes::new(),
                     route,
                     credentials: Credentials::None,
                     context,
@@ -300,19 +293,25 @@ impl ChatService {
                 client_wants_usage,
             });
         }
-        route.limit_output(&mut request, resolved.max_tokens, self.default_max_tokens);
+        // Always ask a stream's usage, so that its cost can be known.
+        let body = request.upstream_body(UpstreamEdits {
+            model: &resolved.model,
+            max_tokens: route.output_limit(&request, resolved.max_tokens, self.default_max_tokens),
+            stream_usage: true,
+        });
         let provider = self
             .direct
             .get(route.kind())
             .ok_or(ChatError::ProviderDisabled(route.kind()))?
             .clone();
         let credentials = self.keys.resolve(&route)?;
-        let pricing = self.catalog.pricing(&route, &request.model);
+        let pricing = self.catalog.pricing(&route, &resolved.model);
         context.record.update(|facts| facts.attempts = 1);
         Ok(Prepared {
             provider,
             call: ProviderCall {
                 request,
+                body,
                 route,
                 credentials,
                 context,
@@ -330,13 +329,12 @@ mod tests {
 
     use super::*;
     use crate::error::KeyError;
-    use crate::model::{Message, Role};
     use crate::ports::{Credentials, MockChatProvider, MockKeyResolver};
     use crate::provider::{ProviderKind, UpstreamProvider};
 
     fn command(body: serde_json::Value, provider: Option<&str>) -> ChatCommand {
         ChatCommand {
-            request: serde_json::from_value(body).unwrap(),
+            request: ChatRequest::parse(serde_json::to_vec(&body).unwrap().into()).unwrap(),
             routing: RoutingFields {
                 provider: provider.map(str::to_owned),
                 ..RoutingFields::default()
@@ -356,20 +354,9 @@ mod tests {
     }
 
     fn response() -> ChatResponse {
-        ChatResponse {
-            id: "x".into(),
-            object: "chat.completion".into(),
-            created: 0,
-            model: "m".into(),
-            choices: vec![crate::model::Choice {
-                index: 0,
-                message: Message::text(Role::Assistant, "ok"),
-                finish_reason: Some("stop".into()),
-                extra: Default::default(),
-            }],
-            usage: None,
-            extra: Default::default(),
-        }
+        let answer = json!({"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]});
+        ChatResponse::from_json(serde_json::to_vec(&answer).unwrap().into()).unwrap()
     }
 
     #[tokio::test]
@@ -535,7 +522,8 @@ mod tests {
     fn recording_provider(seen: Arc<std::sync::Mutex<Vec<Option<i64>>>>) -> MockChatProvider {
         let mut provider = MockChatProvider::new();
         provider.expect_complete().returning(move |call| {
-            seen.lock().unwrap().push(call.request.max_tokens);
+            let body: serde_json::Value = serde_json::from_slice(&call.body).unwrap();
+            seen.lock().unwrap().push(body["max_tokens"].as_i64());
             Ok(response())
         });
         provider

@@ -7,7 +7,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::catalog::Pricing;
-use crate::model::{ChatChunk, ChatResponse, Extra, Usage};
+use crate::model::{ChatChunk, ChatResponse, ChunkHead, Usage};
 use crate::ports::ChatStream;
 use crate::record::CallRecord;
 
@@ -45,6 +45,12 @@ impl GatewayUsage {
         }
         value
     }
+
+    /// The JSON text of [`Self::to_json`].
+    fn to_bytes(self) -> Vec<u8> {
+        // Serializing numbers into memory cannot fail.
+        serde_json::to_vec(&self.to_json()).unwrap_or_default()
+    }
 }
 
 /// Milliseconds with microsecond precision.
@@ -52,16 +58,15 @@ fn millis(duration: Duration) -> f64 {
     (duration.as_secs_f64() * 1_000_000.0).round() / 1000.0
 }
 
-/// Adds `gateway_usage` to a whole answer.
+/// Adds `gateway_usage` to a whole answer, after its last member.
 pub(crate) fn annotate(
-    response: &mut ChatResponse,
+    response: ChatResponse,
     received: Instant,
     upstream: Duration,
     pricing: Option<Pricing>,
-) -> GatewayUsage {
-    let usage = GatewayUsage::measure(received, upstream, pricing, response.usage.as_ref());
-    response.extra.insert(FIELD.into(), usage.to_json());
-    usage
+) -> (ChatResponse, GatewayUsage) {
+    let usage = GatewayUsage::measure(received, upstream, pricing, response.usage());
+    (response.with_member(FIELD, &usage.to_bytes()), usage)
 }
 
 /// The state of a metered stream.
@@ -72,7 +77,8 @@ pub(crate) struct Meter {
     client_wants_usage: bool,
     record: CallRecord,
     /// The first chunk's id, creation time and model, for a closing chunk.
-    first: Option<(String, u64, String)>,
+    first: Option<ChunkHead>,
+    started_stream: bool,
     reported: bool,
     ended: bool,
 }
@@ -92,6 +98,7 @@ impl Meter {
             client_wants_usage,
             record,
             first: None,
+            started_stream: false,
             reported: false,
             ended: false,
         }
@@ -142,46 +149,34 @@ impl Meter {
         self.record.update(|facts| facts.upstream = Some(upstream));
     }
 
-    fn pass(&mut self, mut chunk: ChatChunk) -> ChatChunk {
-        if self.first.is_none() {
-            self.first = Some((chunk.id.clone(), chunk.created, chunk.model.clone()));
+    fn pass(&mut self, chunk: ChatChunk) -> ChatChunk {
+        if !std::mem::replace(&mut self.started_stream, true) {
+            self.first = chunk.head();
             let first_token = self.received.elapsed();
             self.record.update(|facts| facts.first_token = Some(first_token));
         }
-        if let Some(tokens) = chunk.usage.as_ref().filter(|_| !self.reported) {
-            self.reported = true;
-            let usage =
-                GatewayUsage::measure(self.received, self.started.elapsed(), self.pricing, Some(tokens));
-            self.record.update(|facts| {
-                facts.prompt_tokens = Some(tokens.prompt_tokens);
-                facts.completion_tokens = Some(tokens.completion_tokens);
-                facts.cost_usd = usage.cost_usd;
-            });
-            chunk.extra.insert(FIELD.into(), usage.to_json());
-            if !self.client_wants_usage {
-                chunk.usage = None;
-            }
-        }
-        chunk
+        let Some(tokens) = chunk.usage().copied().filter(|_| !self.reported) else {
+            return chunk;
+        };
+        self.reported = true;
+        let usage = GatewayUsage::measure(self.received, self.started.elapsed(), self.pricing, Some(&tokens));
+        self.record.update(|facts| {
+            facts.prompt_tokens = Some(tokens.prompt_tokens);
+            facts.completion_tokens = Some(tokens.completion_tokens);
+            facts.cost_usd = usage.cost_usd;
+        });
+        chunk.with_member(FIELD, &usage.to_bytes(), self.client_wants_usage)
     }
 
     fn closing_chunk(&mut self) -> Option<ChatChunk> {
         if self.reported {
             return None;
         }
-        let (id, created, model) = self.first.take()?;
+        let ChunkHead { id, created, model } = self.first.take()?;
         let usage = GatewayUsage::measure(self.received, self.started.elapsed(), self.pricing, None);
-        let mut extra = Extra::new();
-        extra.insert(FIELD.into(), usage.to_json());
-        Some(ChatChunk {
-            id,
-            object: "chat.completion.chunk".into(),
-            created,
-            model,
-            choices: Vec::new(),
-            usage: None,
-            extra,
-        })
+        let closing = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+            "choices": [], FIELD: usage.to_json()});
+        ChatChunk::from_json(serde_json::to_vec(&closing).ok()?.into()).ok()
     }
 }
 
@@ -190,27 +185,20 @@ mod tests {
     use futures::stream;
 
     use super::*;
-    use crate::model::{ChunkChoice, Delta};
 
     fn chunk(usage: Option<Usage>) -> ChatChunk {
-        ChatChunk {
-            id: "c".into(),
-            object: "chat.completion.chunk".into(),
-            created: 5,
-            model: "m".into(),
-            choices: if usage.is_some() {
-                Vec::new()
-            } else {
-                vec![ChunkChoice {
-                    index: 0,
-                    delta: Delta::default(),
-                    finish_reason: None,
-                    extra: Extra::new(),
-                }]
-            },
-            usage,
-            extra: Extra::new(),
+        let mut value = json!({"id": "c", "object": "chat.completion.chunk", "created": 5, "model": "m",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": null}]});
+        if let Some(usage) = usage {
+            value["choices"] = json!([]);
+            value["usage"] = json!({"prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens, "total_tokens": usage.total_tokens});
         }
+        ChatChunk::from_json(serde_json::to_vec(&value).unwrap().into()).unwrap()
+    }
+
+    fn value(chunk: &ChatChunk) -> Value {
+        serde_json::from_slice(chunk.json()).unwrap()
     }
 
     const PRICE: Pricing = Pricing {
@@ -253,30 +241,35 @@ mod tests {
     async fn the_usage_chunk_carries_the_cost_and_keeps_usage_when_asked() {
         let out = metered(vec![chunk(None), chunk(Some(Usage::new(100, 50)))], true).await;
         assert_eq!(out.len(), 2);
-        let last = &out[1];
-        assert_eq!(
-            last.usage.as_ref().map(|usage| usage.total_tokens),
-            Some(Some(150))
-        );
-        assert_eq!(last.extra[FIELD]["cost_usd"], json!(0.0002));
-        assert!(last.extra[FIELD]["request_ms"].is_number() && last.extra[FIELD]["upstream_ms"].is_number());
+        let last = value(&out[1]);
+        assert_eq!(last["usage"]["total_tokens"], json!(150));
+        assert_eq!(last[FIELD]["cost_usd"], json!(0.0002));
+        assert!(last[FIELD]["request_ms"].is_number() && last[FIELD]["upstream_ms"].is_number());
     }
 
     #[tokio::test]
     async fn usage_the_client_did_not_ask_for_is_removed_but_the_cost_stays() {
         let out = metered(vec![chunk(None), chunk(Some(Usage::new(100, 50)))], false).await;
-        assert_eq!(out[1].usage, None);
-        assert_eq!(out[1].extra[FIELD]["cost_usd"], json!(0.0002));
+        let last = value(&out[1]);
+        assert!(last.get("usage").is_none(), "{last}");
+        assert_eq!(last[FIELD]["cost_usd"], json!(0.0002));
+    }
+
+    #[tokio::test]
+    async fn chunks_without_usage_pass_byte_for_byte() {
+        let first = chunk(None);
+        let out = metered(vec![first.clone(), chunk(Some(Usage::new(1, 1)))], true).await;
+        assert_eq!(out[0].json(), first.json());
     }
 
     #[tokio::test]
     async fn without_upstream_usage_a_closing_chunk_reports_timings_and_no_cost() {
         let out = metered(vec![chunk(None), chunk(None)], false).await;
         assert_eq!(out.len(), 3);
-        let closing = &out[2];
-        assert!(closing.choices.is_empty());
-        assert_eq!(closing.id, "c");
-        assert!(closing.extra[FIELD].get("cost_usd").is_none());
-        assert!(closing.extra[FIELD]["request_ms"].is_number());
+        let closing = value(&out[2]);
+        assert_eq!(closing["choices"], json!([]));
+        assert_eq!(closing["id"], "c");
+        assert!(closing[FIELD].get("cost_usd").is_none());
+        assert!(closing[FIELD]["request_ms"].is_number());
     }
 }

@@ -3,10 +3,8 @@
 
 use std::ops::RangeInclusive;
 
-use serde_json::Value;
-
 use crate::error::ValidationError;
-use crate::model::{ChatRequest, Message, MessageContent, Role};
+use crate::model::{ChatRequest, ContentFacts, MessageFacts, Role};
 
 /// The most choices one request may ask for, as OpenAI allows.
 pub const MAX_CHOICES: i64 = 128;
@@ -17,29 +15,30 @@ impl ChatRequest {
     /// # Errors
     /// The first [`ValidationError`] found, naming its field.
     pub fn validate(&self) -> Result<(), ValidationError> {
-        if self.model.trim().is_empty() {
+        let fields = self.fields();
+        if fields.model.trim().is_empty() {
             return Err(ValidationError::new(
                 "model",
                 "`model` must be a non-empty string",
             ));
         }
-        if self.messages.is_empty() {
+        if fields.messages.is_empty() {
             return Err(ValidationError::new(
                 "messages",
                 "`messages` must contain at least one message",
             ));
         }
-        for (index, message) in self.messages.iter().enumerate() {
+        for (index, message) in fields.messages.iter().enumerate() {
             validate_message(index, message)?;
         }
-        in_range("temperature", self.temperature, 0.0..=2.0)?;
-        in_range("top_p", self.top_p, 0.0..=1.0)?;
-        in_range("frequency_penalty", self.frequency_penalty, -2.0..=2.0)?;
-        in_range("presence_penalty", self.presence_penalty, -2.0..=2.0)?;
-        at_least_one("max_tokens", self.max_tokens)?;
-        at_least_one("max_completion_tokens", self.max_completion_tokens)?;
-        at_least_one("n", self.n)?;
-        if let Some(n) = self.n.filter(|n| *n > MAX_CHOICES) {
+        in_range("temperature", fields.temperature, 0.0..=2.0)?;
+        in_range("top_p", fields.top_p, 0.0..=1.0)?;
+        in_range("frequency_penalty", fields.frequency_penalty, -2.0..=2.0)?;
+        in_range("presence_penalty", fields.presence_penalty, -2.0..=2.0)?;
+        at_least_one("max_tokens", fields.max_tokens)?;
+        at_least_one("max_completion_tokens", fields.max_completion_tokens)?;
+        at_least_one("n", fields.n)?;
+        if let Some(n) = fields.n.filter(|n| *n > MAX_CHOICES) {
             return Err(ValidationError::new(
                 "n",
                 format!("`n` must be at most {MAX_CHOICES}, got {n}"),
@@ -49,26 +48,25 @@ impl ChatRequest {
     }
 }
 
-fn validate_message(index: usize, message: &Message) -> Result<(), ValidationError> {
+fn validate_message(index: usize, message: &MessageFacts) -> Result<(), ValidationError> {
     let param = |field: &str| format!("messages[{index}].{field}");
     match (&message.content, message.role) {
-        (None, Role::Assistant)
-            if message.tool_calls.is_some() || message.extra.contains_key("function_call") => {}
-        (None, Role::Assistant) => {
+        (ContentFacts::None, Role::Assistant) if message.tool_calls || message.function_call => {}
+        (ContentFacts::None, Role::Assistant) => {
             return Err(ValidationError::new(
                 param("content"),
                 format!("messages[{index}]: an assistant message needs `content` or `tool_calls`"),
             ));
         }
-        (None, role) => {
+        (ContentFacts::None, role) => {
             return Err(ValidationError::new(
                 param("content"),
                 format!("messages[{index}]: a {role} message needs `content`"),
             ));
         }
-        (Some(MessageContent::Parts(parts)), _) => {
-            for (part_index, part) in parts.iter().enumerate() {
-                if part.get("type").and_then(Value::as_str).is_none() {
+        (ContentFacts::Parts(parts), _) => {
+            for (part_index, typed) in parts.iter().enumerate() {
+                if !typed {
                     return Err(ValidationError::new(
                         format!("messages[{index}].content[{part_index}]"),
                         format!(
@@ -79,9 +77,9 @@ fn validate_message(index: usize, message: &Message) -> Result<(), ValidationErr
                 }
             }
         }
-        (Some(MessageContent::Text(_)), _) => {}
+        (ContentFacts::Text, _) => {}
     }
-    if message.role == Role::Tool && message.tool_call_id.is_none() {
+    if message.role == Role::Tool && !message.tool_call_id {
         return Err(ValidationError::new(
             param("tool_call_id"),
             format!("messages[{index}]: a tool message needs `tool_call_id`"),
@@ -129,7 +127,7 @@ mod tests {
         for (key, value) in patch.as_object().unwrap() {
             body[key] = value.clone();
         }
-        serde_json::from_value(body).unwrap()
+        ChatRequest::parse(serde_json::to_vec(&body).unwrap().into()).unwrap()
     }
 
     #[test]
@@ -195,10 +193,9 @@ mod tests {
 
     #[test]
     fn an_unknown_role_is_rejected_when_parsing() {
-        let err = serde_json::from_value::<ChatRequest>(
-            json!({"model": "m", "messages": [{"role": "robot", "content": "x"}]}),
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("unknown variant `robot`"), "{err}");
+        let body = json!({"model": "m", "messages": [{"role": "robot", "content": "x"}]});
+        let err = ChatRequest::parse(serde_json::to_vec(&body).unwrap().into()).unwrap_err();
+        assert_eq!(err.param.as_deref(), Some("messages[0].role"));
+        assert!(err.message.contains("unknown variant `robot`"), "{err}");
     }
 }

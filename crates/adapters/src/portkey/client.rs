@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use gatewayz_domain::{ChatError, ChatProvider, ChatResponse, ChatStream, ProviderCall, ValidationError};
+use gatewayz_domain::{ChatError, ChatProvider, ChatResponse, ChatStream, ProviderCall};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use reqwest::{Client, Url};
 use thread_local::ThreadLocal;
@@ -110,11 +110,6 @@ impl PortkeyClient {
             })
     }
 
-    fn body(call: &ProviderCall) -> Result<Vec<u8>, ChatError> {
-        serde_json::to_vec(&call.request)
-            .map_err(|error| ValidationError::body(format!("the request cannot be encoded: {error}")).into())
-    }
-
     async fn call_complete(&self, call: &ProviderCall) -> Result<ChatResponse, ChatError> {
         let timeout = self.timeouts.request;
         let headers = headers::of_call(call, self.custom_host.as_ref(), timeout.as_millis())?;
@@ -122,7 +117,7 @@ impl PortkeyClient {
             .client()?
             .post(self.endpoint.clone())
             .headers(headers)
-            .body(Self::body(call)?)
+            .body(call.body.clone())
             .timeout(timeout)
             .send()
             .await
@@ -137,8 +132,9 @@ impl PortkeyClient {
             .ok_or_else(|| {
                 errors::invalid_response(format!("the answer is larger than {MAX_RESPONSE_BYTES} bytes"))
             })?;
-        serde_json::from_slice(&body)
-            .map_err(|_| errors::not_a::<ChatResponse>("the answer", "chat.completion", &body))
+        ChatResponse::from_json(body.into()).map_err(|shape| {
+            errors::invalid_response(format!("the answer is not a chat.completion: {shape}"))
+        })
     }
 
     /// The stream of chunks, once Portkey answered with an event stream.
@@ -151,7 +147,7 @@ impl PortkeyClient {
             .client()?
             .post(self.endpoint.clone())
             .headers(headers)
-            .body(Self::body(call)?)
+            .body(call.body.clone())
             .send();
         let response = match timeout_at(deadline, send).await {
             Err(_) => return Err(errors::timeout(first_byte)),

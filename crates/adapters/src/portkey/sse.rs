@@ -13,12 +13,14 @@
 
 use std::collections::VecDeque;
 
+use bytes::Bytes;
+
 /// One event: its type (`message` unless an `event:` field said otherwise)
-/// and its data.
+/// and its data, UTF-8.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Event {
     pub kind: String,
-    pub data: String,
+    pub data: Bytes,
 }
 
 /// Why the bytes are not an event stream the gateway accepts.
@@ -161,7 +163,10 @@ impl Decoder {
             return Ok(());
         }
         data.pop();
-        let data = String::from_utf8(data).map_err(|_| SseError::NotUtf8)?;
+        if std::str::from_utf8(&data).is_err() {
+            return Err(SseError::NotUtf8);
+        }
+        let data = Bytes::from(data);
         let kind = if kind.is_empty() {
             "message".to_owned()
         } else {
@@ -191,7 +196,7 @@ mod tests {
     fn event(kind: &str, data: &str) -> Event {
         Event {
             kind: kind.to_owned(),
-            data: data.to_owned(),
+            data: Bytes::copy_from_slice(data.as_bytes()),
         }
     }
 

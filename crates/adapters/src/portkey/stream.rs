@@ -8,6 +8,8 @@
 //! timeout.
 
 use std::pin::Pin;
+
+use bytes::Bytes;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
@@ -74,15 +76,15 @@ where
         loop {
             while let Some(event) = self.decoder.next_event() {
                 // Keep-alives (Portkey's `heartbeat`) and empty events carry nothing.
-                let data = event.data.trim();
+                let data = event.data.trim_ascii();
                 if data.is_empty() || !matches!(event.kind.as_str(), "message" | "error") {
                     continue;
                 }
-                if data == "[DONE]" {
+                if data == b"[DONE]" {
                     self.done = true;
                     return None;
                 }
-                let chunk = self.parse(data);
+                let chunk = self.parse(event.data.slice_ref(data));
                 if chunk.is_ok() {
                     self.waiting_since = Instant::now();
                     self.deadline = self.waiting_since + self.idle;
@@ -106,27 +108,25 @@ where
         }
     }
 
-    fn parse(&mut self, data: &str) -> Result<ChatChunk, ChatError> {
-        match serde_json::from_str::<ChatChunk>(data) {
+    fn parse(&mut self, data: Bytes) -> Result<ChatChunk, ChatError> {
+        match ChatChunk::from_json(data.clone()) {
             Ok(chunk) => {
-                self.finished |= chunk.choices.iter().any(|choice| choice.finish_reason.is_some());
+                self.finished |= chunk.is_finished();
                 Ok(chunk)
             }
             // A provider that fails mid-stream sends `data: {"error": {...}}`;
             // Portkey passes it on without naming the provider.
-            Err(_) if data.contains("\"error\"") => {
-                let error = describe_error_body(200, data.as_bytes());
+            Err(_) if data.windows(7).any(|window| window == b"\"error\"") => {
+                let error = describe_error_body(200, &data);
                 Err(ChatError::UpstreamFailed(UpstreamError {
                     status: None,
                     source: ErrorSource::Provider,
                     ..error
                 }))
             }
-            Err(_) => Err(errors::not_a::<ChatChunk>(
-                "a stream event",
-                "chat.completion.chunk",
-                data.as_bytes(),
-            )),
+            Err(shape) => Err(errors::invalid_response(format!(
+                "a stream event is not a chat.completion.chunk: {shape}"
+            ))),
         }
     }
 }
@@ -175,7 +175,13 @@ mod tests {
         items
             .iter()
             .map(|item| match item {
-                Ok(chunk) => chunk.choices[0].delta.content.clone().unwrap_or_default(),
+                Ok(chunk) => {
+                    let chunk: serde_json::Value = serde_json::from_slice(chunk.json()).unwrap();
+                    chunk["choices"][0]["delta"]["content"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned()
+                }
                 Err(error) => format!("error: {error}"),
             })
             .collect()

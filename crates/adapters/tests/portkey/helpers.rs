@@ -42,8 +42,11 @@ pub fn route(upstream: UpstreamProvider, virtual_key: Option<&str>) -> Route {
 
 /// A call as the use case would make it, credentials resolved by [`keys`].
 pub fn call(route: Route, body: Value) -> ProviderCall {
+    let bytes: bytes::Bytes = serde_json::to_vec(&body).unwrap().into();
     ProviderCall {
-        request: serde_json::from_value(body).unwrap(),
+        request: gatewayz_domain::ChatRequest::parse(bytes.clone()).unwrap(),
+        // What the use case sends is its own concern: the body passes as given.
+        body: bytes,
         credentials: keys().resolve(&route).unwrap(),
         route,
         context: RequestContext {

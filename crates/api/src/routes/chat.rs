@@ -10,7 +10,6 @@ use gatewayz_domain::text::quote;
 use gatewayz_domain::{
     CallRecord, ChatCommand, ChatOutcome, ChatRequest, ChatService, RequestContext, RoutingFields,
 };
-use serde_json::error::Category;
 
 use crate::auth::Authenticated;
 use crate::error::ApiError;
@@ -45,8 +44,8 @@ pub async fn chat_completions(
     .await
     .map_err(|_| ApiError::body_timeout(state.body_timeout))??;
     request.extensions_mut().insert(BodyRead);
-    let mut chat_request = parse_request(&body)?;
-    let routing = RoutingFields::take_from(&mut chat_request.extra)?;
+    let chat_request = parse_request(body)?;
+    let routing = RoutingFields::of(&chat_request)?;
     let record = request
         .extensions()
         .get::<CallRecord>()
@@ -83,7 +82,9 @@ pub async fn chat_completions(
         None => execution.await?,
     };
     match outcome {
-        ChatOutcome::Complete(response) => Ok(HttpResponse::Ok().json(response)),
+        ChatOutcome::Complete(response) => Ok(HttpResponse::Ok()
+            .content_type(ContentType::json())
+            .body(response.json().clone())),
         ChatOutcome::Stream(chunks) => {
             let events = event_stream(chunks);
             let mut response = HttpResponse::Ok();
@@ -140,85 +141,10 @@ async fn read_body(request: &HttpRequest, payload: web::Payload, limit: usize) -
         .map_err(|error| ApiError::invalid_request(format!("Could not read the request body: {error}")))
 }
 
-fn parse_request(body: &[u8]) -> Result<ChatRequest, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(
-            ApiError::invalid_request("Request body is empty: expected a JSON object")
-                .with_code("invalid_json"),
-        );
-    }
-    // The fast parser first; only a body it refuses is read again, with the
-    // path tracking that names the field at fault.
-    if let Ok(request) = serde_json::from_slice(body) {
-        return Ok(request);
-    }
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let request =
-        serde_path_to_error::deserialize(&mut deserializer).map_err(|error| json_error(&error, body))?;
-    deserializer.end().map_err(|error| {
-        ApiError::invalid_request(format!("Malformed JSON body: {error}")).with_code("invalid_json")
-    })?;
-    Ok(request)
-}
-
-/// The error for a body that is not a chat-completion request: the field at
-/// fault as `param`, and the client's value quoted at most
-/// [`gatewayz_domain::text::QUOTE_MAX`] characters long.
-fn json_error(error: &serde_path_to_error::Error<serde_json::Error>, body: &[u8]) -> ApiError {
-    let inner = error.inner();
-    let path = error.path().to_string();
-    let parent = (path != ".").then(|| quote(&path).into_owned());
-    if inner.classify() != Category::Data {
-        // serde_json reports a value of a type an enum cannot start with
-        // (`"role": 5`) as a syntax error; the JSON itself may be fine.
-        if let Some(param) = parent
-            && inner.classify() == Category::Syntax
-            && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
-        {
-            return ApiError::invalid_request(format!("Invalid type for `{param}`")).with_param(param);
-        }
-        return ApiError::invalid_request(format!("Malformed JSON body: {inner}")).with_code("invalid_json");
-    }
-    let message = inner.to_string();
-    let message = message
-        .rsplit_once(" at line ")
-        .map_or(message.as_str(), |(message, _)| message);
-    if let Some(field) = message
-        .strip_prefix("missing field `")
-        .and_then(|rest| rest.split('`').next())
-    {
-        let param = parent.map_or_else(|| field.to_owned(), |parent| format!("{parent}.{field}"));
-        return ApiError::invalid_request(format!("Missing required parameter: `{param}`"))
-            .with_param(param)
-            .with_code("missing_required_parameter");
-    }
-    if let Some(field) = message
-        .strip_prefix("duplicate field `")
-        .and_then(|rest| rest.split('`').next())
-    {
-        let param = parent.map_or_else(|| field.to_owned(), |parent| format!("{parent}.{field}"));
-        return ApiError::invalid_request(format!("Duplicate parameter: `{param}` is given more than once"))
-            .with_param(param)
-            .with_code("duplicate_parameter");
-    }
-    match parent {
-        Some(param) => ApiError::invalid_request(format!(
-            "Invalid value for `{param}`: {}",
-            shorten_serde_message(message)
-        ))
-        .with_param(param),
-        None => ApiError::invalid_request("Request body must be a JSON object").with_code("invalid_json"),
-    }
-}
-
-/// serde's message with the client's value cut short: what precedes the last
-/// `, expected ` quotes the value, what follows it is the gateway's own
-/// description of what it accepts.
-fn shorten_serde_message(message: &str) -> String {
-    match message.rsplit_once(", expected ") {
-        Some((value, expected)) => format!("{}, expected {expected}", quote(value)),
-        None => quote(message).into_owned(),
-    }
+/// The request, parsed once: what validation and routing read, and the body
+/// the upstream's copy is written from.
+fn parse_request(body: Bytes) -> Result<ChatRequest, ApiError> {
+    ChatRequest::parse(body).map_err(ApiError::from)
 }
 
 #[cfg(test)]
@@ -274,7 +200,7 @@ mod tests {
         fn arbitrary_bytes_are_a_request_or_a_bounded_400(
             bytes in proptest::collection::vec(any::<u8>(), 0..2048),
         ) {
-            if let Err(error) = parse_request(&bytes) {
+            if let Err(error) = parse_request(bytes.into()) {
                 assert_bounded_refusal(&error);
             }
         }
@@ -282,7 +208,7 @@ mod tests {
         #[test]
         fn request_shaped_json_is_a_request_or_a_bounded_400(body in request_like()) {
             let bytes = serde_json::to_vec(&body).unwrap();
-            if let Err(error) = parse_request(&bytes) {
+            if let Err(error) = parse_request(bytes.into()) {
                 assert_bounded_refusal(&error);
             }
         }
@@ -302,7 +228,7 @@ mod tests {
             ),
         ];
         for (body, param) in cases {
-            let error = parse_request(body).err().unwrap();
+            let error = parse_request(Bytes::from_static(body)).err().unwrap();
             assert_eq!(error.to_json()["error"]["param"], param, "{error}");
         }
     }

@@ -211,20 +211,15 @@ pub fn assert_openai_error(body: &Value) -> &Value {
 
 /// A plain one-choice `chat.completion` for mocks to return.
 pub fn completion(model: &str, text: &str) -> gatewayz_domain::ChatResponse {
-    gatewayz_domain::ChatResponse {
-        id: "chatcmpl-test".into(),
-        object: "chat.completion".into(),
-        created: 1_700_000_000,
-        model: model.into(),
-        choices: vec![gatewayz_domain::Choice {
-            index: 0,
-            message: gatewayz_domain::Message::text(gatewayz_domain::Role::Assistant, text),
-            finish_reason: Some("stop".into()),
-            extra: Default::default(),
-        }],
-        usage: Some(gatewayz_domain::Usage::new(3, 1)),
-        extra: Default::default(),
-    }
+    let answer = json!({"id": "chatcmpl-test", "object": "chat.completion", "created": 1_700_000_000,
+        "model": model, "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+        "finish_reason": "stop"}], "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}});
+    gatewayz_domain::ChatResponse::from_json(serde_json::to_vec(&answer).unwrap().into()).unwrap()
+}
+
+/// The JSON body the upstream was sent on `call`.
+pub fn sent(call: &gatewayz_domain::ProviderCall) -> Value {
+    serde_json::from_slice(&call.body).expect("the upstream body is JSON")
 }
 
 /// Waits until `check` holds, polling every 20 ms, for at most `seconds`.

@@ -1,29 +1,15 @@
 use futures::StreamExt;
 use futures::channel::mpsc;
 use gatewayz_adapters::mock::MockChatProvider;
-use gatewayz_domain::{ChatChunk, ChatError, ChunkChoice, Delta, ValidationError};
+use gatewayz_domain::{ChatChunk, ChatError, ValidationError};
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, assert_openai_error, chat_body_with, next_event, sse_data};
 
 fn chunk(content: &str) -> ChatChunk {
-    ChatChunk {
-        id: "chatcmpl-stream".into(),
-        object: "chat.completion.chunk".into(),
-        created: 1,
-        model: "demo-model".into(),
-        choices: vec![ChunkChoice {
-            index: 0,
-            delta: Delta {
-                content: Some(content.into()),
-                ..Delta::default()
-            },
-            finish_reason: None,
-            extra: Default::default(),
-        }],
-        usage: None,
-        extra: Default::default(),
-    }
+    let chunk = json!({"id": "chatcmpl-stream", "object": "chat.completion.chunk", "created": 1,
+        "model": "demo-model", "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": null}]});
+    ChatChunk::from_json(serde_json::to_vec(&chunk).unwrap().into()).unwrap()
 }
 
 /// A provider whose stream yields exactly what the test sends down the channel.

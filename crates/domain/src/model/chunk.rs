@@ -1,52 +1,159 @@
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+//! A `chat.completion.chunk`: one event of a streamed completion, passed on
+//! as the upstream wrote it.
 
-use super::extra::Extra;
-use super::message::Role;
+use std::fmt;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
 use super::response::Usage;
+use crate::json::{Edit, IgnoredString, JsonObject, ShapeError, read_shape, with_member};
 
-/// A `chat.completion.chunk`: one event of a streamed completion.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One chunk: the upstream's JSON and what the gateway read of it.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ChatChunk {
+    json: Bytes,
+    usage: Option<Usage>,
+    finished: bool,
+}
+
+impl fmt::Debug for ChatChunk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChatChunk")
+            .field("bytes", &self.json.len())
+            .field("usage", &self.usage)
+            .field("finished", &self.finished)
+            .finish()
+    }
+}
+
+/// The members a chunk must have, read without copying them.
+#[derive(Deserialize)]
+struct View {
+    #[serde(rename = "id")]
+    _id: IgnoredString,
+    #[serde(rename = "created")]
+    _created: u64,
+    #[serde(rename = "model")]
+    _model: IgnoredString,
+    choices: Vec<ChoiceView>,
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceView {
+    #[serde(default)]
+    finish_reason: Option<IgnoredAny>,
+}
+
+/// The first chunk's `id`, `created` and `model`, for a chunk the gateway
+/// writes itself.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ChunkHead {
     pub id: String,
-    #[serde(default = "chat_completion_chunk")]
-    pub object: String,
     pub created: u64,
     pub model: String,
-    pub choices: Vec<ChunkChoice>,
-    /// Set on the final usage chunk (whose `choices` is empty) when the
-    /// client asked for `stream_options.include_usage`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub usage: Option<Usage>,
-    #[serde(flatten)]
-    pub extra: Extra,
 }
 
-fn chat_completion_chunk() -> String {
-    "chat.completion.chunk".to_owned()
+impl ChatChunk {
+    /// Reads a chunk: a JSON object with a string `id` and `model`, an
+    /// integer `created` and an array `choices`; `usage` when it has one.
+    ///
+    /// # Errors
+    /// A [`ShapeError`] naming the member at fault, for anything else.
+    pub fn from_json(json: Bytes) -> Result<Self, ShapeError> {
+        let view: View = read_shape(&json)?;
+        Ok(Self {
+            usage: view.usage,
+            finished: view.choices.iter().any(|choice| choice.finish_reason.is_some()),
+            json,
+        })
+    }
+
+    /// The chunk's bytes, as the upstream wrote them.
+    pub fn json(&self) -> &Bytes {
+        &self.json
+    }
+
+    pub fn usage(&self) -> Option<&Usage> {
+        self.usage.as_ref()
+    }
+
+    /// Whether a choice of this chunk has a `finish_reason`.
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// The chunk's `id`, `created` and `model` (read again: asked once a
+    /// stream).
+    pub fn head(&self) -> Option<ChunkHead> {
+        serde_json::from_slice(&self.json).ok()
+    }
+
+    /// The chunk with the member `name: value` added at its end, and its
+    /// `usage` left out when `keep_usage` is false; every other byte as the
+    /// upstream wrote it.
+    #[must_use]
+    pub fn with_member(self, name: &str, value: &[u8], keep_usage: bool) -> Self {
+        let json = if keep_usage {
+            with_member(&self.json, name, value)
+        } else {
+            JsonObject::parse(self.json.clone()).ok().map(|object| {
+                object.rewrite(
+                    |member| (member == "usage").then_some(Edit::Drop),
+                    &[(name, value)],
+                )
+            })
+        };
+        Self {
+            json: json.unwrap_or(self.json),
+            usage: self.usage.filter(|_| keep_usage),
+            finished: self.finished,
+        }
+    }
 }
 
-/// One choice of a chunk.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChunkChoice {
-    pub index: u32,
-    #[serde(default)]
-    pub delta: Delta,
-    #[serde(default)]
-    pub finish_reason: Option<String>,
-    #[serde(flatten)]
-    pub extra: Extra,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// What a chunk adds to its choice's message.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Delta {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<Role>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool_calls: Option<Vec<Value>>,
-    #[serde(flatten)]
-    pub extra: Extra,
+    const CHUNK: &str = "{\"id\": \"c\", \"object\": \"chat.completion.chunk\", \"created\": 1, \"model\": \"m\",\
+        \"choices\": [{\"index\": 0, \"delta\": {\"content\": \"a\"}, \"finish_reason\": null, \"x\": 1}]}";
+
+    #[test]
+    fn a_chunk_is_read_for_its_finish_and_usage_and_kept_as_it_came() {
+        let chunk = ChatChunk::from_json(Bytes::from(CHUNK)).unwrap();
+        assert!(!chunk.is_finished());
+        assert_eq!(chunk.usage(), None);
+        assert_eq!(&chunk.json()[..], CHUNK.as_bytes());
+        assert_eq!(
+            chunk.head(),
+            Some(ChunkHead {
+                id: "c".into(),
+                created: 1,
+                model: "m".into()
+            })
+        );
+        let finished = CHUNK.replace("\"finish_reason\": null", "\"finish_reason\": \"stop\"");
+        assert!(ChatChunk::from_json(Bytes::from(finished)).unwrap().is_finished());
+    }
+
+    #[test]
+    fn a_member_is_added_and_usage_left_out_on_demand() {
+        let text = r#"{"id":"c","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#;
+        let chunk = ChatChunk::from_json(Bytes::from(text)).unwrap();
+        let kept = chunk.clone().with_member("g", b"1", true);
+        assert_eq!(
+            &kept.json()[..],
+            format!("{},\"g\":1}}", &text[..text.len() - 1]).as_bytes()
+        );
+        let dropped = chunk.with_member("g", b"1", false);
+        assert_eq!(
+            &dropped.json()[..],
+            br#"{"id":"c","created":1,"model":"m","choices":[],"g":1}"#
+        );
+        assert_eq!(dropped.usage(), None);
+    }
 }

@@ -1,17 +1,14 @@
-//! The OpenAI chat-completions wire model, as the gateway sees it.
-//!
-//! Every struct names only the fields the gateway reads or validates and keeps
-//! everything else in a flattened `extra` map, so a field a client or an
-//! upstream sends that Gatewayz does not know survives the trip unchanged.
+//! The OpenAI chat-completions model, as the gateway sees it: the bytes a
+//! client or an upstream sent, and the few fields the gateway reads of them.
+//! Nothing else is parsed into structs and written out again: a field the
+//! gateway does not know passes through as it came.
 
 mod chunk;
-mod extra;
-mod message;
 mod request;
 mod response;
+mod role;
 
-pub use chunk::{ChatChunk, ChunkChoice, Delta};
-pub use extra::Extra;
-pub use message::{Message, MessageContent, Role};
-pub use request::{ChatRequest, StreamOptions};
-pub use response::{ChatResponse, Choice, Usage};
+pub use chunk::{ChatChunk, ChunkHead};
+pub use request::{ChatRequest, ContentFacts, MessageFacts, ROUTING_FIELDS, RequestFields, UpstreamEdits};
+pub use response::{ChatResponse, Usage};
+pub use role::Role;

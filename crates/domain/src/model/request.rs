@@ -1,134 +1,672 @@
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+//! A chat-completion request: the client's JSON, parsed once into what the
+//! gateway reads of it, and written upstream with only the gateway's changes.
 
-use super::extra::Extra;
-use super::message::Message;
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
 
-/// A chat-completion request as forwarded upstream.
-///
-/// The routing fields (`provider`, `portkey_provider`, `portkey_virtual_key`)
-/// are not part of it: they are read into [`crate::RoutingFields`] and never
-/// leave the gateway. Integers are signed so that an out-of-range value gets a
-/// validation message naming its bound instead of a type error.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChatRequest {
+use bytes::Bytes;
+use serde::Deserialize;
+use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::error::Category;
+
+use super::role::Role;
+use crate::error::ValidationError;
+use crate::json::{Edit, IgnoredString, JsonObject};
+use crate::text::quote;
+
+/// The members that steer the gateway and never leave it.
+pub const ROUTING_FIELDS: [&str; 4] = [
+    "provider",
+    "portkey_provider",
+    "portkey_virtual_key",
+    "portkey_config",
+];
+
+/// A chat-completion request as the client sent it. Cloning it is cheap: the
+/// body and what was read of it are shared.
+#[derive(Clone)]
+pub struct ChatRequest(Arc<Parsed>);
+
+/// What the gateway reads of a request; everything else is only passed on.
+#[derive(Debug)]
+struct Parsed {
+    object: JsonObject,
+    fields: RequestFields,
+}
+
+/// The fields the gateway validates or routes on, as the client sent them.
+/// Integers are signed so that an out-of-range value gets a validation
+/// message naming its bound instead of a type error.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestFields {
     pub model: String,
-    pub messages: Vec<Message>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Vec<MessageFacts>,
     pub max_tokens: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_completion_tokens: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_p: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frequency_penalty: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub presence_penalty: Option<f64>,
-    /// A string or an array of up to four strings.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stop: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub n: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seed: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tools: Option<Vec<Value>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool_choice: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub response_format: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub logprobs: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub top_logprobs: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stream_options: Option<StreamOptions>,
-    #[serde(flatten)]
-    pub extra: Extra,
+    /// `stream_options.include_usage`.
+    pub include_usage: Option<bool>,
+}
+
+/// What validation needs of one message: never its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageFacts {
+    pub role: Role,
+    pub content: ContentFacts,
+    pub tool_calls: bool,
+    pub function_call: bool,
+    pub tool_call_id: bool,
+}
+
+/// A message's content, as far as validation cares.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ContentFacts {
+    /// Absent or `null`.
+    #[default]
+    None,
+    Text,
+    /// Per part, whether it is an object with a string `type`.
+    Parts(Vec<bool>),
+}
+
+impl fmt::Debug for ChatRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The body holds the prompt: only the routing facts are shown.
+        f.debug_struct("ChatRequest")
+            .field("model", &self.0.fields.model)
+            .field("stream", &self.is_stream())
+            .field("body_bytes", &self.0.object.bytes().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for ChatRequest {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.object == other.0.object
+    }
+}
+
+/// How the upstream's copy of a request differs from the client's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UpstreamEdits<'a> {
+    /// The model the upstream knows (a catalog or `@provider/model` route
+    /// names another than the client's).
+    pub model: &'a str,
+    /// `max_tokens` to send when the client set no output limit.
+    pub max_tokens: Option<i64>,
+    /// Ask for a stream's usage whether or not the client did, so that its
+    /// cost can be known.
+    pub stream_usage: bool,
 }
 
 impl ChatRequest {
-    /// A request for `model` with these messages and nothing else set.
-    pub fn new(model: impl Into<String>, messages: Vec<Message>) -> Self {
-        Self {
-            model: model.into(),
-            messages,
-            max_tokens: None,
-            max_completion_tokens: None,
-            temperature: None,
-            top_p: None,
-            frequency_penalty: None,
-            presence_penalty: None,
-            stop: None,
-            n: None,
-            seed: None,
-            user: None,
-            tools: None,
-            tool_choice: None,
-            response_format: None,
-            logprobs: None,
-            top_logprobs: None,
-            stream: None,
-            stream_options: None,
-            extra: Extra::new(),
+    /// Reads a request body.
+    ///
+    /// # Errors
+    /// A [`ValidationError`] naming the field at fault (`messages[0].role`),
+    /// with the client's value quoted at most [`crate::text::QUOTE_MAX`]
+    /// characters long: `invalid_json` for a body that is not one JSON
+    /// object, `missing_required_parameter`, `duplicate_parameter`.
+    pub fn parse(body: Bytes) -> Result<Self, ValidationError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(
+                ValidationError::body("Request body is empty: expected a JSON object")
+                    .with_code("invalid_json"),
+            );
         }
+        let object = JsonObject::parse(body).map_err(|error| match error.classify() {
+            Category::Data => {
+                ValidationError::body("Request body must be a JSON object").with_code("invalid_json")
+            }
+            _ => ValidationError::body(format!("Malformed JSON body: {error}")).with_code("invalid_json"),
+        })?;
+        if let Some(name) = object.duplicates().into_iter().find(|name| is_read(name)) {
+            let name = quote(name).into_owned();
+            return Err(ValidationError::new(
+                name.clone(),
+                format!("Duplicate parameter: `{name}` is given more than once"),
+            )
+            .with_code("duplicate_parameter"));
+        }
+        let fields = RequestFields {
+            model: required(&object, "model")?,
+            messages: required(&object, "messages")?,
+            max_tokens: optional(&object, "max_tokens")?,
+            max_completion_tokens: optional(&object, "max_completion_tokens")?,
+            temperature: optional(&object, "temperature")?,
+            top_p: optional(&object, "top_p")?,
+            frequency_penalty: optional(&object, "frequency_penalty")?,
+            presence_penalty: optional(&object, "presence_penalty")?,
+            n: optional(&object, "n")?,
+            stream: optional(&object, "stream")?,
+            include_usage: optional::<StreamOptions>(&object, "stream_options")?
+                .and_then(|options| options.include_usage),
+        };
+        Ok(Self(Arc::new(Parsed { object, fields })))
+    }
+
+    /// What the gateway read of the request.
+    pub fn fields(&self) -> &RequestFields {
+        &self.0.fields
+    }
+
+    /// The client's model name.
+    pub fn model(&self) -> &str {
+        &self.0.fields.model
+    }
+
+    /// The client's body, as it came.
+    pub fn body(&self) -> &Bytes {
+        self.0.object.bytes()
+    }
+
+    /// A top-level member's JSON text, if the client sent it.
+    pub fn member(&self, name: &str) -> Option<&[u8]> {
+        self.0.object.get(name)
     }
 
     /// Whether the client asked for an SSE stream.
     pub fn is_stream(&self) -> bool {
-        self.stream.unwrap_or(false)
+        self.0.fields.stream.unwrap_or(false)
     }
 
     /// Whether the client asked for a final usage chunk on a stream.
     pub fn wants_stream_usage(&self) -> bool {
-        self.stream_options
-            .as_ref()
-            .and_then(|options| options.include_usage)
-            .unwrap_or(false)
+        self.0.fields.include_usage.unwrap_or(false)
     }
 
     /// The output token limit the client set, whichever field it used.
     pub fn output_token_limit(&self) -> Option<i64> {
-        self.max_completion_tokens.or(self.max_tokens)
+        self.0.fields.max_completion_tokens.or(self.0.fields.max_tokens)
+    }
+
+    /// The body the upstream is sent: the client's, without the routing
+    /// fields, with `edits`. Every other member passes as the client wrote it.
+    pub fn upstream_body(&self, edits: UpstreamEdits<'_>) -> Bytes {
+        let model = serde_json::to_vec(edits.model).unwrap_or_default();
+        let stream_options = (edits.stream_usage && self.is_stream() && !self.wants_stream_usage())
+            .then(|| self.stream_options_with_usage());
+        let max_tokens = edits
+            .max_tokens
+            .filter(|_| self.output_token_limit().is_none())
+            .map(|limit| limit.to_string());
+        let mut added: Vec<(&str, &[u8])> = Vec::new();
+        if let Some(limit) = &max_tokens {
+            added.push(("max_tokens", limit.as_bytes()));
+        }
+        let missing_options = self.member("stream_options").is_none();
+        if let (Some(options), true) = (&stream_options, missing_options) {
+            added.push(("stream_options", options));
+        }
+        self.0.object.rewrite(
+            |name| match name {
+                "model" => Some(Edit::Replace(&model)),
+                "max_tokens" if max_tokens.is_some() => Some(Edit::Drop),
+                "stream_options" => stream_options.as_deref().map(Edit::Replace),
+                name if ROUTING_FIELDS.contains(&name) => Some(Edit::Drop),
+                _ => None,
+            },
+            &added,
+        )
+    }
+
+    /// The client's `stream_options` with `include_usage: true`, its other
+    /// members kept.
+    fn stream_options_with_usage(&self) -> Vec<u8> {
+        let mut options = self
+            .member("stream_options")
+            .and_then(|text| serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(text).ok())
+            .unwrap_or_default();
+        options.insert("include_usage".to_owned(), serde_json::Value::Bool(true));
+        serde_json::to_vec(&options).unwrap_or_default()
     }
 }
 
-/// `stream_options` of a streaming request.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct StreamOptions {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub include_usage: Option<bool>,
-    #[serde(flatten)]
-    pub extra: Extra,
+/// Whether the gateway reads the member `name` (a duplicate of one would be
+/// ambiguous: the gateway and the upstream might read different ones).
+fn is_read(name: &str) -> bool {
+    matches!(
+        name,
+        "model"
+            | "messages"
+            | "max_tokens"
+            | "max_completion_tokens"
+            | "temperature"
+            | "top_p"
+            | "frequency_penalty"
+            | "presence_penalty"
+            | "n"
+            | "stream"
+            | "stream_options"
+    ) || ROUTING_FIELDS.contains(&name)
+}
+
+fn required<T: DeserializeOwned>(object: &JsonObject, name: &str) -> Result<T, ValidationError> {
+    optional(object, name)?.ok_or_else(|| {
+        ValidationError::new(name, format!("Missing required parameter: `{name}`"))
+            .with_code("missing_required_parameter")
+    })
+}
+
+/// The member `name` read as a `T`; absent or `null` is `None`.
+fn optional<T: DeserializeOwned>(object: &JsonObject, name: &str) -> Result<Option<T>, ValidationError> {
+    let Some(text) = object.get(name) else {
+        return Ok(None);
+    };
+    let mut deserializer = serde_json::Deserializer::from_slice(text);
+    serde_path_to_error::deserialize::<_, Option<T>>(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let param = match path.as_str() {
+            "." => name.to_owned(),
+            path if path.starts_with('[') => format!("{name}{path}"),
+            path => format!("{name}.{path}"),
+        };
+        invalid(&param, error.inner())
+    })
+}
+
+/// The error for a member whose value is not what it must be.
+fn invalid(param: &str, error: &serde_json::Error) -> ValidationError {
+    let param = quote(param).into_owned();
+    let message = error.to_string();
+    let message = message
+        .rsplit_once(" at line ")
+        .map_or(message.as_str(), |(message, _)| message);
+    if let Some(field) = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+    {
+        let param = format!("{param}.{}", quote(field));
+        return ValidationError::new(param.clone(), format!("Missing required parameter: `{param}`"))
+            .with_code("missing_required_parameter");
+    }
+    if error.classify() != Category::Data {
+        // serde_json reports a value of a type an enum cannot start with
+        // (`"role": 5`) as a syntax error; the body itself is valid JSON.
+        return ValidationError::new(param.clone(), format!("Invalid type for `{param}`"));
+    }
+    let detail = match message.rsplit_once(", expected ") {
+        Some((value, expected)) => Cow::Owned(format!("{}, expected {expected}", quote(value))),
+        None => quote(message),
+    };
+    ValidationError::new(param.clone(), format!("Invalid value for `{param}`: {detail}"))
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+impl<'de> Deserialize<'de> for MessageFacts {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Message {
+            role: Role,
+            #[serde(default)]
+            content: Option<ContentFacts>,
+            #[serde(default)]
+            tool_calls: Option<Vec<IgnoredAny>>,
+            #[serde(default)]
+            function_call: Option<IgnoredAny>,
+            #[serde(default)]
+            tool_call_id: Option<IgnoredString>,
+        }
+
+        let message = Message::deserialize(deserializer)?;
+        Ok(Self {
+            role: message.role,
+            content: message.content.unwrap_or_default(),
+            tool_calls: message.tool_calls.is_some(),
+            function_call: message.function_call.is_some(),
+            tool_call_id: message.tool_call_id.is_some(),
+        })
+    }
+}
+
+// Hand-written so that a wrong type says what is expected instead of "did not
+// match any variant", and the text is never kept.
+impl<'de> Deserialize<'de> for ContentFacts {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ContentVisitor;
+
+        impl<'de> Visitor<'de> for ContentVisitor {
+            type Value = ContentFacts;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or an array of content parts")
+            }
+
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(ContentFacts::Text)
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut parts = Vec::with_capacity(seq.size_hint().unwrap_or(1));
+                while let Some(PartFacts(typed)) = seq.next_element()? {
+                    parts.push(typed);
+                }
+                Ok(ContentFacts::Parts(parts))
+            }
+        }
+
+        deserializer.deserialize_any(ContentVisitor)
+    }
+}
+
+/// Whether a content part is an object with a string `type`.
+struct PartFacts(bool);
+
+impl<'de> Deserialize<'de> for PartFacts {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PartVisitor;
+
+        impl<'de> Visitor<'de> for PartVisitor {
+            type Value = PartFacts;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a content part")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut typed = false;
+                while let Some(IsType(is_type)) = map.next_key()? {
+                    if is_type {
+                        typed = matches!(map.next_value()?, IgnoredOrString::String);
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(PartFacts(typed))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(PartFacts(false))
+            }
+
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(PartFacts(false))
+            }
+
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(PartFacts(false))
+            }
+
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(PartFacts(false))
+            }
+
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(PartFacts(false))
+            }
+
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(PartFacts(false))
+            }
+
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(PartFacts(false))
+            }
+        }
+
+        deserializer.deserialize_any(PartVisitor)
+    }
+}
+
+/// Whether a member name is `type`.
+struct IsType(bool);
+
+impl<'de> Deserialize<'de> for IsType {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+
+        impl Visitor<'_> for NameVisitor {
+            type Value = IsType;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<Self::Value, E> {
+                Ok(IsType(name == "type"))
+            }
+        }
+
+        deserializer.deserialize_str(NameVisitor)
+    }
+}
+
+/// A value, told apart only as a string or not.
+enum IgnoredOrString {
+    String,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for IgnoredOrString {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KindVisitor;
+
+        impl<'de> Visitor<'de> for KindVisitor {
+            type Value = IgnoredOrString;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any value")
+            }
+
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(IgnoredOrString::String)
+            }
+
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(IgnoredOrString::Other)
+            }
+
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(IgnoredOrString::Other)
+            }
+
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(IgnoredOrString::Other)
+            }
+
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(IgnoredOrString::Other)
+            }
+
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(IgnoredOrString::Other)
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(IgnoredOrString::Other)
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(IgnoredOrString::Other)
+            }
+        }
+
+        deserializer.deserialize_any(KindVisitor)
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
 
+    fn parse(text: &str) -> Result<ChatRequest, ValidationError> {
+        ChatRequest::parse(Bytes::copy_from_slice(text.as_bytes()))
+    }
+
+    const BODY: &str = r#"{"x_first": {"b": 1, "a": [1.50, 2]}, "model": "gpt", "stream": true,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}, {"no": "type"}], "x": 1},
+                     {"role": "assistant", "content": null, "tool_calls": [{"id": "t"}]},
+                     {"role": "tool", "content": "42", "tool_call_id": "t"}],
+        "provider": "portkey", "portkey_virtual_key": "vk-secret", "temperature": 0.7}"#;
+
     #[test]
-    fn a_request_round_trips_with_unknown_fields_intact() {
-        let input = json!({
-            "model": "gpt-4o-mini",
-            "messages": [{"role": "user", "content": "hi", "x_note": 1}],
-            "temperature": 0.5,
-            "stream": true,
-            "stream_options": {"include_usage": true, "x_future": "kept"},
-            "parallel_tool_calls": false,
-            "metadata": {"team": "a"}
+    fn the_fields_are_read_once_and_the_message_text_is_not_kept() {
+        let request = parse(BODY).unwrap();
+        let fields = request.fields();
+        assert_eq!(fields.model, "gpt");
+        assert_eq!(fields.temperature, Some(0.7));
+        assert!(request.is_stream() && !request.wants_stream_usage());
+        assert_eq!(
+            fields.messages,
+            [
+                MessageFacts {
+                    role: Role::User,
+                    content: ContentFacts::Parts(vec![true, false]),
+                    tool_calls: false,
+                    function_call: false,
+                    tool_call_id: false,
+                },
+                MessageFacts {
+                    role: Role::Assistant,
+                    content: ContentFacts::None,
+                    tool_calls: true,
+                    function_call: false,
+                    tool_call_id: false,
+                },
+                MessageFacts {
+                    role: Role::Tool,
+                    content: ContentFacts::Text,
+                    tool_calls: false,
+                    function_call: false,
+                    tool_call_id: true,
+                },
+            ]
+        );
+        assert!(!format!("{request:?}").contains("vk-secret"));
+    }
+
+    #[test]
+    fn the_upstream_body_changes_only_what_the_gateway_must() {
+        let request = parse(BODY).unwrap();
+
+        let body = request.upstream_body(UpstreamEdits {
+            model: "gpt-4o",
+            max_tokens: Some(64),
+            stream_usage: true,
         });
-        let request: ChatRequest = serde_json::from_value(input.clone()).unwrap();
-        assert_eq!(request.extra.get("parallel_tool_calls"), Some(&json!(false)));
-        assert!(request.is_stream());
-        assert!(request.wants_stream_usage());
-        assert_eq!(serde_json::to_value(&request).unwrap(), input);
+
+        let text = std::str::from_utf8(&body).unwrap();
+        // Every member the gateway does not change is written as it came.
+        assert!(
+            text.starts_with(r#"{"x_first":{"b": 1, "a": [1.50, 2]},"model":"gpt-4o","stream":true,"#),
+            "{text}"
+        );
+        let sent: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(sent["max_tokens"], 64);
+        assert_eq!(sent["stream_options"], json!({"include_usage": true}));
+        for routing in ROUTING_FIELDS {
+            assert!(sent.get(routing).is_none(), "{routing} was forwarded");
+        }
+        let original: Value = serde_json::from_str(BODY).unwrap();
+        assert_eq!(sent["messages"], original["messages"]);
+    }
+
+    #[test]
+    fn the_clients_limit_and_stream_options_are_kept() {
+        let request = parse(
+            r#"{"model": "m", "messages": [], "stream": true, "max_completion_tokens": 5,
+                "stream_options": {"include_usage": false, "x": 1}}"#,
+        )
+        .unwrap();
+        let sent: Value = serde_json::from_slice(&request.upstream_body(UpstreamEdits {
+            model: "m",
+            max_tokens: Some(64),
+            stream_usage: true,
+        }))
+        .unwrap();
+        assert_eq!(sent.get("max_tokens"), None);
+        assert_eq!(sent["max_completion_tokens"], 5);
+        assert_eq!(sent["stream_options"], json!({"include_usage": true, "x": 1}));
+    }
+
+    #[test]
+    fn a_request_that_is_not_one_names_its_param_and_code() {
+        let cases = [
+            ("", None, Some("invalid_json")),
+            ("[1]", None, Some("invalid_json")),
+            (r#"{"model": "m""#, None, Some("invalid_json")),
+            (
+                r#"{"messages": []}"#,
+                Some("model"),
+                Some("missing_required_parameter"),
+            ),
+            (
+                r#"{"model": "m"}"#,
+                Some("messages"),
+                Some("missing_required_parameter"),
+            ),
+            (
+                r#"{"model": "m", "model": "n", "messages": []}"#,
+                Some("model"),
+                Some("duplicate_parameter"),
+            ),
+            (r#"{"model": 5, "messages": []}"#, Some("model"), None),
+            (
+                r#"{"model": "m", "messages": [{"role": 5}]}"#,
+                Some("messages[0].role"),
+                None,
+            ),
+            (
+                r#"{"model": "m", "messages": [{"content": "x"}]}"#,
+                Some("messages[0].role"),
+                Some("missing_required_parameter"),
+            ),
+            (
+                r#"{"model": "m", "messages": [{"role": "user", "content": 1}]}"#,
+                Some("messages[0].content"),
+                None,
+            ),
+            (
+                r#"{"model": "m", "messages": [], "max_tokens": "many"}"#,
+                Some("max_tokens"),
+                None,
+            ),
+            (
+                r#"{"model": "m", "messages": [], "stream_options": {"include_usage": 1}}"#,
+                Some("stream_options.include_usage"),
+                None,
+            ),
+        ];
+        for (text, param, code) in cases {
+            let error = parse(text).unwrap_err();
+            assert_eq!(error.param.as_deref(), param, "{text}: {}", error.message);
+            assert_eq!(error.code.as_deref(), code, "{text}: {}", error.message);
+        }
+    }
+
+    #[test]
+    fn a_huge_refused_value_is_quoted_short() {
+        let text = format!(
+            r#"{{"model": "m", "messages": [{{"role": "{}"}}]}}"#,
+            "r".repeat(100_000)
+        );
+        let error = parse(&text).unwrap_err();
+        assert!(error.message.len() < 400, "{}", error.message.len());
+    }
+
+    #[test]
+    fn a_duplicate_of_a_member_the_gateway_does_not_read_passes_through() {
+        let request = parse(r#"{"model": "m", "messages": [], "x": 1, "x": 2}"#).unwrap();
+        let body = request.upstream_body(UpstreamEdits {
+            model: "m",
+            ..UpstreamEdits::default()
+        });
+        assert_eq!(&body[..], br#"{"model":"m","messages":[],"x":1,"x":2}"#);
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::answer::{Answer, decorator};
 use crate::catalog::TargetSpec;
 use crate::error::ChatError;
+use crate::model::UpstreamEdits;
 use crate::ports::{ChatProvider, KeyResolver, ProviderCall};
 use crate::route::Route;
 
@@ -44,12 +45,14 @@ impl Bound {
 
     async fn run<A: Answer>(&self, mut call: ProviderCall) -> Result<A, ChatError> {
         call.route = self.route.clone().overridden(&call.context.overrides);
-        self.spec
-            .target
-            .upstream_model()
-            .clone_into(&mut call.request.model);
-        call.route
-            .limit_output(&mut call.request, self.max_tokens, self.default_max_tokens);
+        // Built once here, shared by this target's retries.
+        call.body = call.request.upstream_body(UpstreamEdits {
+            model: self.spec.target.upstream_model(),
+            max_tokens: call
+                .route
+                .output_limit(&call.request, self.max_tokens, self.default_max_tokens),
+            stream_usage: true,
+        });
         let record = call.context.record.clone();
         let tried = record.read(Tried::of);
         record.update(|facts| {

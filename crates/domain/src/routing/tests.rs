@@ -13,8 +13,7 @@ use tokio::time::Instant;
 use super::*;
 use crate::catalog::{Catalog, GroupSpec, Pricing, Target};
 use crate::error::{ErrorSource, KeyError, UpstreamError};
-use crate::model::ChatResponse;
-use crate::model::{ChatChunk, Message, Role};
+use crate::model::{ChatChunk, ChatRequest, ChatResponse};
 use crate::policy::{RoutingPolicy, Strategy};
 use crate::portkey_routing::PortkeyRouting;
 use crate::ports::{BreakerState, ChatStream};
@@ -63,7 +62,7 @@ impl Scripted {
     }
 
     async fn step(&self, call: &ProviderCall) -> Result<(), ChatError> {
-        let model = call.request.model.clone();
+        let model = upstream_model(call);
         let config = call
             .route
             .portkey_config()
@@ -92,31 +91,27 @@ impl Scripted {
 impl ChatProvider for Scripted {
     async fn complete(&self, call: ProviderCall) -> Result<ChatResponse, ChatError> {
         self.step(&call).await?;
-        Ok(ChatResponse {
-            id: "x".into(),
-            object: "chat.completion".into(),
-            created: 0,
-            model: call.request.model.clone(),
-            choices: vec![crate::model::Choice {
-                index: 0,
-                message: Message::text(Role::Assistant, "ok"),
-                finish_reason: Some("stop".into()),
-                extra: Default::default(),
-            }],
-            usage: Some(crate::model::Usage::new(1_000_000, 0)),
-            extra: Default::default(),
-        })
+        let answer = json!({"id": "x", "object": "chat.completion", "created": 0, "model": upstream_model(&call),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1_000_000, "completion_tokens": 0, "total_tokens": 1_000_000}});
+        Ok(ChatResponse::from_json(serde_json::to_vec(&answer).unwrap().into()).unwrap())
     }
 
     async fn stream(&self, call: ProviderCall) -> Result<ChatStream, ChatError> {
         self.step(&call).await?;
-        let chunk: ChatChunk = serde_json::from_value(json!({
-            "id": "x", "object": "chat.completion.chunk", "created": 0, "model": call.request.model,
+        let chunk = json!({
+            "id": "x", "object": "chat.completion.chunk", "created": 0, "model": upstream_model(&call),
             "choices": [{"index": 0, "delta": {"content": "ok"}, "finish_reason": "stop"}]
-        }))
-        .unwrap();
+        });
+        let chunk = ChatChunk::from_json(serde_json::to_vec(&chunk).unwrap().into()).unwrap();
         Ok(futures::stream::iter([Ok(chunk)]).boxed())
     }
+}
+
+/// The model the upstream was sent.
+fn upstream_model(call: &ProviderCall) -> String {
+    let body: serde_json::Value = serde_json::from_slice(&call.body).unwrap();
+    body["model"].as_str().unwrap().to_owned()
 }
 
 /// Keys for every provider but the ones listed.
@@ -271,8 +266,12 @@ impl Setup {
         let context = RequestContext::default();
         let record = context.record.clone();
         let command = ChatCommand {
-            request: serde_json::from_value(
-                json!({"model": "m", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}),
+            request: ChatRequest::parse(
+                serde_json::to_vec(
+                    &json!({"model": "m", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}),
+                )
+                .unwrap()
+                .into(),
             )
             .unwrap(),
             routing,
@@ -429,7 +428,8 @@ async fn fallback_goes_in_order_and_the_serving_target_is_recorded_and_priced() 
     // b had no key: skipped without a call.
     assert_eq!(setup.upstream.calls(), ["model-a", "model-c"]);
     assert_eq!(served(&record), (Some("c".into()), 2));
-    assert_eq!(response.extra["gateway_usage"]["cost_usd"], 2.0);
+    let body: serde_json::Value = serde_json::from_slice(response.json()).unwrap();
+    assert_eq!(body["gateway_usage"]["cost_usd"], 2.0);
     record.read(|facts| assert_eq!(facts.portkey_provider, Some(UpstreamProvider::Groq)));
     assert_eq!(
         setup.told(),
