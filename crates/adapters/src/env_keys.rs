@@ -4,8 +4,23 @@ use gatewayz_domain::{Credentials, KeyError, KeyResolver, Route, UpstreamAuth, U
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-/// The environment variables holding keys. An empty variable counts as unset.
-#[derive(Debug, Default, Deserialize)]
+use crate::env::EnvSettings;
+
+/// The Portkey and provider keys, each from its environment variable (an
+/// empty variable counts as unset). Only keys that can be sent are held:
+/// reading refuses the others (see [`UnsendableKey`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(try_from = "KeyVars")]
+pub struct KeySettings {
+    vars: KeyVars,
+}
+
+impl EnvSettings for KeySettings {
+    const PREFIX: &'static str = "";
+}
+
+/// The environment variables holding keys, as envy reads them.
+#[derive(Debug, Clone, Default, Deserialize)]
 struct KeyVars {
     portkey_api_key: Option<SecretString>,
     provider_openai_api_key: Option<SecretString>,
@@ -34,6 +49,12 @@ impl KeyVars {
         }
         .filter(|key| !key.expose_secret().is_empty())
     }
+
+    fn portkey_key(&self) -> Option<&SecretString> {
+        self.portkey_api_key
+            .as_ref()
+            .filter(|key| !key.expose_secret().is_empty())
+    }
 }
 
 /// The environment variable that holds `provider`'s key.
@@ -51,48 +72,24 @@ pub const fn provider_key_var(provider: UpstreamProvider) -> &'static str {
     }
 }
 
-/// Why the keys in the environment cannot be used.
+/// A key variable holding characters that cannot be sent in an HTTP header;
+/// reading the keys fails with it, naming the variable.
 #[derive(Debug, thiserror::Error)]
-pub enum KeyConfigError {
-    #[error("cannot read the key variables: {0}")]
-    Env(#[from] envy::Error),
-    #[error("{0} contains characters that cannot be sent in an HTTP header (visible ASCII only)")]
-    Unsendable(&'static str),
-}
+#[error("{0} contains characters that cannot be sent in an HTTP header (visible ASCII only)")]
+pub struct UnsendableKey(&'static str);
 
 /// Whether a key can be sent as a header value: visible ASCII, no spaces.
 pub fn is_header_safe(key: &str) -> bool {
     key.bytes().all(|byte| byte.is_ascii_graphic())
 }
 
-/// A [`KeyResolver`] over keys read once from the environment.
-#[derive(Debug, Default)]
-pub struct EnvKeyResolver {
-    vars: KeyVars,
-}
-
-impl EnvKeyResolver {
-    /// Reads the keys from the process environment.
-    ///
-    /// # Errors
-    /// When a key variable is not valid Unicode, or holds characters that
-    /// cannot be sent in an HTTP header.
-    pub fn from_env() -> Result<Self, KeyConfigError> {
-        Self::checked(envy::from_env()?)
-    }
-
-    /// Reads the keys from `(name, value)` pairs, as tests and embedders do.
-    ///
-    /// # Errors
-    /// As [`Self::from_env`].
-    pub fn from_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Result<Self, KeyConfigError> {
-        Self::checked(envy::from_iter(vars)?)
-    }
+impl TryFrom<KeyVars> for KeySettings {
+    type Error = UnsendableKey;
 
     /// Refuses keys that could never be sent: every key ends up in an HTTP
     /// header, so it must be visible ASCII.
-    fn checked(vars: KeyVars) -> Result<Self, KeyConfigError> {
-        let portkey = std::iter::once(("PORTKEY_API_KEY", vars.portkey_api_key.as_ref()));
+    fn try_from(vars: KeyVars) -> Result<Self, Self::Error> {
+        let portkey = std::iter::once(("PORTKEY_API_KEY", vars.portkey_key()));
         let providers = UpstreamProvider::ALL
             .into_iter()
             .map(|provider| (provider_key_var(provider), vars.provider_key(provider)));
@@ -100,21 +97,37 @@ impl EnvKeyResolver {
             .chain(providers)
             .find(|(_, key)| key.is_some_and(|key| !is_header_safe(key.expose_secret())))
         {
-            return Err(KeyConfigError::Unsendable(name));
+            return Err(UnsendableKey(name));
         }
         Ok(Self { vars })
     }
+}
 
+impl KeySettings {
     /// Whether a Portkey key is configured.
     pub fn has_portkey_key(&self) -> bool {
-        self.portkey_key().is_some()
+        self.vars.portkey_key().is_some()
+    }
+}
+
+/// A [`KeyResolver`] over keys read once from the environment.
+#[derive(Debug, Default)]
+pub struct EnvKeyResolver {
+    keys: KeySettings,
+}
+
+impl EnvKeyResolver {
+    pub fn new(keys: KeySettings) -> Self {
+        Self { keys }
     }
 
-    fn portkey_key(&self) -> Option<&SecretString> {
-        self.vars
-            .portkey_api_key
-            .as_ref()
-            .filter(|key| !key.expose_secret().is_empty())
+    /// Reads the keys from `(name, value)` pairs, as tests and embedders do.
+    ///
+    /// # Errors
+    /// When a key variable holds characters that cannot be sent in an HTTP
+    /// header (the message names it).
+    pub fn from_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Result<Self, envy::Error> {
+        KeySettings::from_vars(vars).map(Self::new)
     }
 }
 
@@ -128,12 +141,12 @@ impl KeyResolver for EnvKeyResolver {
         else {
             return Ok(Credentials::None);
         };
-        let api_key = self.portkey_key().ok_or(KeyError::PortkeyKeyMissing)?.clone();
+        let keys = &self.keys.vars;
+        let api_key = keys.portkey_key().ok_or(KeyError::PortkeyKeyMissing)?.clone();
         let upstream = match virtual_key.as_ref().filter(|key| !key.expose_secret().is_empty()) {
             Some(virtual_key) => UpstreamAuth::VirtualKey(virtual_key.clone()),
             None => UpstreamAuth::ProviderKey(
-                self.vars
-                    .provider_key(*provider)
+                keys.provider_key(*provider)
                     .ok_or(KeyError::ProviderKeyMissing {
                         provider: *provider,
                         env_var: provider_key_var(*provider),
@@ -187,6 +200,25 @@ mod tests {
             err.to_string(),
             "DEEPINFRA_API_KEY contains characters that cannot be sent in an HTTP header (visible ASCII only)"
         );
+    }
+
+    #[test]
+    fn the_variables_are_the_documented_ones() {
+        let mut expected = vec!["PORTKEY_API_KEY"];
+        expected.extend(UpstreamProvider::ALL.map(provider_key_var));
+        let mut variables = KeySettings::variables();
+        variables.sort();
+        expected.sort_unstable();
+        assert_eq!(variables, expected);
+    }
+
+    #[test]
+    fn debug_output_prints_no_key() {
+        let mut vars = vec![("PORTKEY_API_KEY", "pk-secret-value")];
+        vars.extend(UpstreamProvider::ALL.map(|provider| (provider_key_var(provider), "sk-secret-value")));
+        let printed = format!("{:?}", resolver(&vars));
+        assert!(!printed.contains("secret-value"), "{printed}");
+        assert!(printed.contains("REDACTED"), "{printed}");
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! - [`demo::DemoProvider`]: a deterministic in-process provider for demos and tests.
 //! - [`metrics::Metrics`]: Prometheus metrics of every request.
 //! - [`portkey::PortkeyClient`]: chat completions through Portkey over HTTP.
-//! - [`env_keys::EnvKeyResolver`]: Portkey and provider keys read once from the environment.
+//! - [`env_keys::EnvKeyResolver`]: Portkey and provider keys ([`KeySettings`]) read once from the environment.
+//! - [`env`](mod@env): settings read from environment variables with envy, and the names of those variables.
 //! - [`mock`] (feature `mocks`): mockall mocks of the ports.
 
 pub mod catalog;
@@ -21,5 +22,5 @@ pub mod mock {
 }
 
 pub use demo::DemoProvider;
-pub use env_keys::{EnvKeyResolver, KeyConfigError};
+pub use env_keys::{EnvKeyResolver, KeySettings, UnsendableKey};
 pub use portkey::{PortkeyClient, PortkeySettings};

@@ -1,50 +1,14 @@
-//! The gateway's configuration, read once at start from `GATEWAYZ_*`
-//! environment variables.
+//! The HTTP service's settings, from the `GATEWAYZ_*` environment variables
+//! (the gateway's section of [`crate::settings::Settings`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use gatewayz_adapters::env::EnvSettings;
 use gatewayz_domain::{Route, RoutingFields, ValidationError};
 use secrecy::SecretString;
 use serde::Deserialize;
-
-/// Every environment variable the gateway reads (the manifests in `deploy/`
-/// may set no other; a test holds both sides to it).
-pub const ENV_VARS: &[&str] = &[
-    "GATEWAYZ_BIND",
-    "GATEWAYZ_ADMIN_BIND",
-    "GATEWAYZ_API_KEYS",
-    "GATEWAYZ_API_KEYS_FILE",
-    "GATEWAYZ_API_KEYS_RELOAD_MS",
-    "GATEWAYZ_SHUTDOWN_TIMEOUT",
-    "GATEWAYZ_MAX_BODY_BYTES",
-    "GATEWAYZ_REQUEST_HEAD_TIMEOUT_MS",
-    "GATEWAYZ_BODY_TIMEOUT_MS",
-    "GATEWAYZ_REQUEST_TIMEOUT_MS",
-    "GATEWAYZ_DEFAULT_MAX_TOKENS",
-    "GATEWAYZ_CATALOG",
-    "GATEWAYZ_DEFAULT_PROVIDER",
-    "GATEWAYZ_DEFAULT_PORTKEY_PROVIDER",
-    "GATEWAYZ_LOG_FORMAT",
-    "GATEWAYZ_UPSTREAM_CONNECT_TIMEOUT_MS",
-    "GATEWAYZ_UPSTREAM_REQUEST_TIMEOUT_MS",
-    "GATEWAYZ_UPSTREAM_FIRST_BYTE_TIMEOUT_MS",
-    "GATEWAYZ_UPSTREAM_IDLE_TIMEOUT_MS",
-    "PORTKEY_API_KEY",
-    "PORTKEY_BASE_URL",
-    "PORTKEY_CUSTOM_HOST",
-    "PROVIDER_OPENAI_API_KEY",
-    "PROVIDER_ANTHROPIC_API_KEY",
-    "DEEPINFRA_API_KEY",
-    "PROVIDER_GOOGLE_AI_KEY",
-    "PROVIDER_COHERE_API_KEY",
-    "PROVIDER_TOGETHER_AI_KEY",
-    "PROVIDER_PERPLEXITY_AI_API_KEY",
-    "PROVIDER_MISTRAL_AI_API_KEY",
-    "PROVIDER_GROQ_API_KEY",
-    "RUST_LOG",
-];
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -215,23 +179,10 @@ impl Config {
                 ..error
             })
     }
+}
 
-    /// Reads the configuration from the process environment.
-    ///
-    /// # Errors
-    /// When a variable is present but malformed (`GATEWAYZ_BIND=nonsense`);
-    /// the message names it.
-    pub fn from_env() -> Result<Self, envy::Error> {
-        envy::prefixed("GATEWAYZ_").from_env()
-    }
-
-    /// Reads the configuration from `(name, value)` pairs, as tests do.
-    ///
-    /// # Errors
-    /// As [`Self::from_env`].
-    pub fn from_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Result<Self, envy::Error> {
-        envy::prefixed("GATEWAYZ_").from_iter(vars)
-    }
+impl EnvSettings for Config {
+    const PREFIX: &'static str = "GATEWAYZ_";
 }
 
 #[cfg(test)]
@@ -318,41 +269,6 @@ mod tests {
             "{}",
             err.message
         );
-    }
-
-    /// Everything the gateway reads from a set of variables, as text.
-    fn everything_read(pairs: &[(&str, &str)]) -> String {
-        let vars = vars(pairs);
-        format!(
-            "{:?} {:?} {:?}",
-            Config::from_vars(vars.clone()).unwrap(),
-            gatewayz_adapters::PortkeySettings::from_vars(vars.clone()).unwrap(),
-            gatewayz_adapters::EnvKeyResolver::from_vars(vars).unwrap()
-        )
-    }
-
-    #[test]
-    fn every_listed_variable_is_read() {
-        let defaults = everything_read(&[]);
-        let sample = |name: &str| match name {
-            "GATEWAYZ_BIND" | "GATEWAYZ_ADMIN_BIND" => "127.0.0.1:7",
-            "GATEWAYZ_LOG_FORMAT" => "json",
-            "GATEWAYZ_DEFAULT_PROVIDER" => "demo",
-            "GATEWAYZ_DEFAULT_PORTKEY_PROVIDER" => "groq",
-            "PORTKEY_BASE_URL" | "PORTKEY_CUSTOM_HOST" => "http://127.0.0.1:7/v1",
-            "GATEWAYZ_API_KEYS_FILE" | "GATEWAYZ_CATALOG" => "/nowhere",
-            name if name.ends_with("_MS") || name.ends_with("_BYTES") || name.ends_with("_TOKENS") => "7",
-            "GATEWAYZ_SHUTDOWN_TIMEOUT" => "7",
-            _ => "a-value",
-        };
-        // RUST_LOG is read by the log set-up, not the configuration.
-        for name in ENV_VARS.iter().filter(|name| **name != "RUST_LOG") {
-            assert_ne!(
-                everything_read(&[(name, sample(name))]),
-                defaults,
-                "{name} is not read"
-            );
-        }
     }
 
     #[test]

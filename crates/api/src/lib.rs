@@ -9,10 +9,12 @@ pub mod http_refusals;
 pub mod middleware;
 pub mod probe;
 pub mod routes;
+pub mod settings;
 pub mod sse;
 pub mod startup;
 pub mod telemetry;
 pub mod trace_context;
 
 pub use config::Config;
+pub use settings::Settings;
 pub use startup::Application;

@@ -1,37 +1,26 @@
-//! The `gatewayz` binary: read the configuration, wire the adapters, serve.
+//! The `gatewayz` binary: read the settings, set up the logs, wire the
+//! adapters, serve.
 
 use std::process::ExitCode;
 
-use gatewayz_adapters::{EnvKeyResolver, PortkeySettings};
-use gatewayz_api::{Application, Config, startup, telemetry};
+use gatewayz_api::{Application, Settings, startup, telemetry};
 
 #[actix_web::main]
 async fn main() -> ExitCode {
-    let config = match Config::from_env() {
-        Ok(config) => config,
+    let settings = match Settings::from_env() {
+        Ok(settings) => settings,
         Err(error) => {
             eprintln!("gatewayz: invalid configuration: {error}");
             return ExitCode::FAILURE;
         }
     };
-    let _log = telemetry::init(config.log_format);
+    let _log = telemetry::init(settings.gateway.log_format);
 
-    let portkey = match PortkeySettings::from_env() {
-        Ok(portkey) => portkey,
-        Err(error) => {
-            tracing::error!(%error, "invalid Portkey configuration");
-            return ExitCode::FAILURE;
-        }
-    };
-    let keys = match EnvKeyResolver::from_env() {
-        Ok(keys) => keys,
-        Err(error) => {
-            tracing::error!(%error, "invalid key configuration");
-            return ExitCode::FAILURE;
-        }
-    };
-    let service = startup::chat_service(&config, &portkey, keys, |name| std::env::var(name).ok());
-    let application = match service.and_then(|service| Application::build(&config, service)) {
+    let built =
+        startup::chat_service(&settings).and_then(|service| Application::build(&settings.gateway, service));
+    // The environment as read, keys and all, is no longer needed.
+    drop(settings);
+    let application = match built {
         Ok(application) => application,
         Err(error) => {
             tracing::error!(%error, "gatewayz cannot start");

@@ -11,7 +11,7 @@ use actix_web::{App, HttpServer, web};
 use gatewayz_adapters::catalog::{self, CatalogError};
 use gatewayz_adapters::metrics::Metrics;
 use gatewayz_adapters::portkey::{PortkeyHeaderRules, PortkeySetupError};
-use gatewayz_adapters::{DemoProvider, EnvKeyResolver, PortkeyClient, PortkeySettings};
+use gatewayz_adapters::{DemoProvider, EnvKeyResolver, PortkeyClient};
 use gatewayz_domain::{ChatService, KeyResolver, ProviderKind, Providers, RoutingEvents, ValidationError};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -22,6 +22,7 @@ use crate::middleware::track;
 use crate::probe::ClientProbe;
 use crate::routes::admin::Readiness;
 use crate::routes::{self, chat::ChatState};
+use crate::settings::Settings;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -46,19 +47,20 @@ pub enum StartupError {
 }
 
 /// The chat use case wired to the production adapters: the demo provider,
-/// Portkey, keys from the environment, and the model catalog (whose virtual
-/// keys `env` looks up).
+/// Portkey, the keys, and the model catalog (whose virtual keys are looked
+/// up in the environment as it was read).
 ///
 /// # Errors
 /// When the Portkey adapter, the catalog or the default route cannot be
 /// built from their settings.
-pub fn chat_service(
-    config: &Config,
-    portkey: &PortkeySettings,
-    keys: EnvKeyResolver,
-    env: impl Fn(&str) -> Option<String>,
-) -> Result<ChatService, StartupError> {
-    let catalog = catalog::load(config.catalog.as_deref(), env)?;
+pub fn chat_service(settings: &Settings) -> Result<ChatService, StartupError> {
+    let Settings {
+        gateway: config,
+        portkey,
+        keys,
+        environment,
+    } = settings;
+    let catalog = catalog::load(config.catalog.as_deref(), |name| environment.get(name))?;
     tracing::info!(
         models = catalog.models().len(),
         file = %config.catalog.as_ref().map_or(catalog::DEFAULT_CATALOG_NAME.into(), |path| path.display().to_string()),
@@ -71,14 +73,13 @@ pub fn chat_service(
     let providers = Providers::default()
         .with(ProviderKind::Demo, Arc::new(DemoProvider))
         .with(ProviderKind::Portkey, Arc::new(PortkeyClient::new(portkey)?));
-    Ok(
-        ChatService::new(providers, Arc::new(keys) as Arc<dyn KeyResolver>)
-            .with_catalog(Arc::new(catalog))
-            .with_default_route(default_route)
-            .with_default_max_tokens(config.default_max_tokens)
-            .with_request_timeout(Duration::from_millis(config.request_timeout_ms.max(1)))
-            .with_routing_field_rules(Arc::new(PortkeyHeaderRules)),
-    )
+    let keys: Arc<dyn KeyResolver> = Arc::new(EnvKeyResolver::new(keys.clone()));
+    Ok(ChatService::new(providers, keys)
+        .with_catalog(Arc::new(catalog))
+        .with_default_route(default_route)
+        .with_default_max_tokens(config.default_max_tokens)
+        .with_request_timeout(Duration::from_millis(config.request_timeout_ms.max(1)))
+        .with_routing_field_rules(Arc::new(PortkeyHeaderRules)))
 }
 
 /// A bound, ready-to-run gateway: the public listener and the admin one.

@@ -5,6 +5,8 @@ use std::time::Duration;
 use reqwest::Url;
 use serde::Deserialize;
 
+use crate::env::EnvSettings;
+
 pub const DEFAULT_BASE_URL: &str = "https://api.portkey.ai/v1";
 
 /// `PORTKEY_*` and `GATEWAYZ_UPSTREAM_*` variables.
@@ -31,23 +33,12 @@ pub struct PortkeySettings {
     pub gatewayz_upstream_idle_timeout_ms: u64,
 }
 
+/// The fields carry their variables' whole names: they have two prefixes.
+impl EnvSettings for PortkeySettings {
+    const PREFIX: &'static str = "";
+}
+
 impl PortkeySettings {
-    /// Reads the settings from the process environment.
-    ///
-    /// # Errors
-    /// When a variable is malformed; the message names it.
-    pub fn from_env() -> Result<Self, envy::Error> {
-        envy::from_env()
-    }
-
-    /// Reads the settings from `(name, value)` pairs.
-    ///
-    /// # Errors
-    /// As [`Self::from_env`].
-    pub fn from_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Result<Self, envy::Error> {
-        envy::from_iter(vars)
-    }
-
     pub fn timeouts(&self) -> Timeouts {
         Timeouts {
             connect: Duration::from_millis(self.gatewayz_upstream_connect_timeout_ms),

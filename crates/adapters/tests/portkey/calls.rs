@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use gatewayz_adapters::env::EnvSettings;
 use gatewayz_domain::{ChatError, ChatProvider, UpstreamProvider};
 use serde_json::{Value, json};
 use wiremock::ResponseTemplate;

@@ -1,3 +1,4 @@
+use gatewayz_adapters::env::EnvSettings;
 use gatewayz_adapters::{EnvKeyResolver, PortkeyClient, PortkeySettings};
 use gatewayz_domain::{KeyResolver, ProviderCall, RequestContext, Route, UpstreamProvider};
 use secrecy::SecretString;

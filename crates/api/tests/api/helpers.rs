@@ -2,9 +2,9 @@ use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use futures::StreamExt;
+use gatewayz_adapters::DemoProvider;
 use gatewayz_adapters::mock::{MockChatProvider, MockKeyResolver};
-use gatewayz_adapters::{DemoProvider, EnvKeyResolver, PortkeySettings};
-use gatewayz_api::{Application, Config, startup, telemetry};
+use gatewayz_api::{Application, Settings, startup, telemetry};
 use gatewayz_domain::{ChatService, Credentials, ProviderKind, Providers};
 use serde_json::{Value, json};
 
@@ -41,13 +41,9 @@ impl TestApp {
     /// The gateway wired as `main` wires it (demo, Portkey, keys from the
     /// variables), configured only by `vars`.
     pub async fn production(vars: &[(&str, &str)]) -> Self {
-        let all = with_defaults(vars);
-        let config = Config::from_vars(all.clone()).expect("test configuration is valid");
-        let portkey = PortkeySettings::from_vars(all.clone()).expect("Portkey configuration is valid");
-        let keys = EnvKeyResolver::from_vars(all.clone()).expect("keys are valid");
-        let env = |name: &str| all.get(name).cloned();
-        let service = startup::chat_service(&config, &portkey, keys, env).expect("the service wires");
-        Self::spawn(service, vars).await
+        let settings = settings(vars);
+        let service = startup::chat_service(&settings).expect("the service wires");
+        Self::start(&settings, service)
     }
 
     /// The production gateway with Portkey at `server` and `vars` set.
@@ -58,10 +54,14 @@ impl TestApp {
         Self::production(&all).await
     }
 
+    /// The gateway serving `service`, its HTTP service configured by `vars`.
     pub async fn spawn(service: ChatService, vars: &[(&str, &str)]) -> Self {
+        Self::start(&settings(vars), service)
+    }
+
+    fn start(settings: &Settings, service: ChatService) -> Self {
         init_test_log();
-        let config = Config::from_vars(with_defaults(vars)).expect("test configuration is valid");
-        let application = Application::build(&config, service).expect("the gateway starts");
+        let application = Application::build(&settings.gateway, service).expect("the gateway starts");
         let address = format!("http://{}", application.address());
         let admin = format!("http://{}", application.admin_address());
         tokio::spawn(application.run_until_stopped());
@@ -103,18 +103,20 @@ impl TestApp {
     }
 }
 
-/// `vars` over the test defaults (loopback, port 0, the test key).
-fn with_defaults(vars: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+/// The settings of `vars` over the test defaults (loopback, port 0, the
+/// test key), read as `main` reads the environment.
+fn settings(vars: &[(&str, &str)]) -> Settings {
     let defaults = [
         ("GATEWAYZ_BIND", "127.0.0.1:0"),
         ("GATEWAYZ_ADMIN_BIND", "127.0.0.1:0"),
         ("GATEWAYZ_API_KEYS", KEY),
     ];
-    defaults
+    let all: std::collections::BTreeMap<String, String> = defaults
         .iter()
         .chain(vars)
         .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
-        .collect()
+        .collect();
+    Settings::from_vars(all).expect("test settings are valid")
 }
 
 pub fn demo_service() -> ChatService {
