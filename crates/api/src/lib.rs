@@ -1,6 +1,7 @@
 //! The Gatewayz HTTP service: actix-web routes over the domain's chat use
 //! case, with the adapters wired in [`startup`].
 
+pub mod access_log;
 pub mod auth;
 pub mod config;
 pub mod error;

@@ -21,6 +21,7 @@ use tracing::Instrument;
 
 use gatewayz_domain::text::quote;
 
+use crate::access_log::{self, Access, RequestSpan};
 use crate::auth::KeyId;
 use crate::error::CLIENT_CLOSED;
 use crate::extensions::{BodyRead, RequestId};
@@ -107,6 +108,7 @@ pub async fn track(
     let mut tracker = Tracker {
         started: Instant::now(),
         method: request.method().clone(),
+        uri: request.uri().clone(),
         key_id: None,
         route: route_of(request.path()),
         record,
@@ -159,6 +161,7 @@ pub async fn track(
 struct Tracker {
     started: Instant,
     method: Method,
+    uri: actix_web::http::Uri,
     key_id: Option<String>,
     route: &'static str,
     record: CallRecord,
@@ -229,41 +232,39 @@ impl Tracker {
             });
         }
         let millis = |duration: std::time::Duration| duration.as_secs_f64() * 1000.0;
+        let method = quote(self.method.as_str());
         let _entered = self.span.enter();
-        macro_rules! access {
-            ($level:expr) => {
-                tracing::event!(
-                    target: "gatewayz::access",
-                    $level,
-                    request_id = %self.request_id,
-                    key_id = self.key_id.as_deref(),
-                    method = %quote(self.method.as_str()),
-                    route = self.route,
-                    provider = facts.provider.map(ProviderKind::as_str),
-                    portkey_provider = facts.portkey_provider.map(|provider| provider.name()),
-                    model = facts.model.as_deref(),
-                    target = facts.target.as_deref(),
-                    attempts = facts.attempts,
-                    stream = facts.stream,
-                    status,
-                    duration_ms = millis(duration),
-                    upstream_ms = facts.upstream.map(millis),
-                    ttft_ms = facts.first_token.map(millis),
-                    prompt_tokens = facts.prompt_tokens,
-                    completion_tokens = facts.completion_tokens,
-                    cost_usd = facts.cost_usd,
-                    error_source = facts.error.map(|(source, _)| source.as_str()),
-                    error_kind = facts.error.map(|(_, kind)| kind),
-                    error = self.error.as_deref(),
-                    "access"
-                )
-            };
-        }
-        if status >= 500 {
-            access!(tracing::Level::ERROR);
-        } else {
-            access!(tracing::Level::INFO);
-        }
+        access_log::log(
+            &Access {
+                message: "access",
+                request_id: &self.request_id,
+                key_id: self.key_id.as_deref(),
+                method: &method,
+                route: self.route,
+                provider: facts.provider.map(ProviderKind::as_str),
+                portkey_provider: facts.portkey_provider.map(|provider| provider.name()),
+                model: facts.model.as_deref(),
+                target: facts.target.as_deref(),
+                attempts: facts.attempts,
+                stream: facts.stream,
+                status,
+                duration_ms: millis(duration),
+                upstream_ms: facts.upstream.map(millis),
+                ttft_ms: facts.first_token.map(millis),
+                prompt_tokens: facts.prompt_tokens,
+                completion_tokens: facts.completion_tokens,
+                cost_usd: facts.cost_usd,
+                error_source: facts.error.map(|(source, _)| source.as_str()),
+                error_kind: facts.error.map(|(_, kind)| kind),
+                error: self.error.as_deref(),
+            },
+            &RequestSpan {
+                method: &method,
+                path: &quote(self.uri.path()),
+                request_id: &self.request_id,
+                name: "request",
+            },
+        );
     }
 }
 

@@ -50,6 +50,7 @@ pub fn init(format: LogFormat) -> Option<WorkerGuard> {
         .buffered_lines_limit(16_384)
         .thread_name("gatewayz-log")
         .finish(std::io::stdout());
+    let access_writer = writer.clone();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
@@ -63,7 +64,11 @@ pub fn init(format: LogFormat) -> Option<WorkerGuard> {
             .try_init(),
         LogFormat::Pretty => builder.try_init(),
     };
-    installed.ok().map(|()| guard)
+    installed.ok()?;
+    if format == LogFormat::Json {
+        crate::access_log::write_json_to(access_writer);
+    }
+    Some(guard)
 }
 
 #[cfg(test)]
