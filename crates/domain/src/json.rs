@@ -82,14 +82,18 @@ impl JsonObject {
     /// The value of the last member named `name` (as a JSON parser keeps the
     /// last of duplicates).
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.members()
-            .filter(|(key, _)| *key == name)
-            .last()
-            .map(|(_, value)| value)
+        self.members
+            .iter()
+            .rev()
+            .find(|member| self.name_bytes(member) == name.as_bytes())
+            .map(|member| &self.bytes[member.value.clone()])
     }
 
     /// The names given more than once, each once.
     pub fn duplicates(&self) -> Vec<&str> {
+        if !self.has_duplicates() {
+            return Vec::new();
+        }
         let mut names: Vec<&str> = self.members().map(|(name, _)| name).collect();
         names.sort_unstable();
         let mut duplicates: Vec<&str> = names
@@ -101,11 +105,31 @@ impl JsonObject {
         duplicates
     }
 
+    /// Whether a name is given twice: compared as bytes, without sorting or
+    /// collecting, since the answer is almost always no.
+    fn has_duplicates(&self) -> bool {
+        self.members.iter().enumerate().any(|(index, member)| {
+            let name = self.name_bytes(member);
+            self.members[index + 1..]
+                .iter()
+                .any(|other| self.name_bytes(other) == name)
+        })
+    }
+
     fn name<'a>(&'a self, member: &'a Member) -> &'a str {
         match &member.name {
             // A span came from a borrowed `&str` of these bytes: it is UTF-8.
             Name::Span(span) => std::str::from_utf8(&self.bytes[span.clone()]).unwrap_or_default(),
             Name::Owned(name) => name,
+        }
+    }
+
+    /// A member's name as bytes, compared without checking again that it is
+    /// UTF-8 (the parser did).
+    fn name_bytes<'a>(&'a self, member: &'a Member) -> &'a [u8] {
+        match &member.name {
+            Name::Span(span) => &self.bytes[span.clone()],
+            Name::Owned(name) => name.as_bytes(),
         }
     }
 
