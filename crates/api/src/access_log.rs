@@ -4,9 +4,9 @@
 //! writer, in the shape the JSON formatter gives every other line
 //! (`timestamp`, `level`, `fields`, `target`, `span`). Through
 //! `tracing-subscriber`'s formatter, which visits each field of an event,
-//! the line cost ~7.5 µs of CPU a request, a sixth of all the gateway spent
-//! on it (`docs/benchmarks/history.md`); written this way, about one.
-//! `RUST_LOG` still decides whether it is written. With readable logs (and
+//! the whole line cost ~7.5 µs of CPU a request; written this way, ~3 µs
+//! less (`docs/benchmarks/history.md`): what is left is mostly the hand-off
+//! to the log thread. `RUST_LOG` still decides whether it is written. With readable logs (and
 //! in tests without a log set-up) it is an ordinary event.
 
 use std::io::Write;
