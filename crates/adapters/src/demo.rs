@@ -10,8 +10,8 @@ use futures::StreamExt;
 use gatewayz_domain::{
     ChatChunk, ChatError, ChatProvider, ChatResponse, ChatStream, ProviderCall, Role, Usage, ValidationError,
 };
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// The `demo` provider. Needs no account and no network.
 #[derive(Debug, Clone, Copy, Default)]
@@ -130,31 +130,49 @@ impl Answer {
         })
     }
 
-    fn usage_json(&self) -> Value {
-        json!({"prompt_tokens": self.usage.prompt_tokens, "completion_tokens": self.usage.completion_tokens,
-            "total_tokens": self.usage.total_tokens})
+    fn usage_out(&self) -> UsageOut {
+        UsageOut {
+            prompt_tokens: self.usage.prompt_tokens,
+            completion_tokens: self.usage.completion_tokens,
+            total_tokens: self.usage.total_tokens,
+        }
     }
 
     fn into_response(self) -> Result<ChatResponse, ChatError> {
         let content = self.words.join(" ");
-        let choices: Vec<Value> = (0..self.choices)
-            .map(|index| {
-                json!({"index": index, "message": {"role": "assistant", "content": content},
-                    "finish_reason": self.finish_reason})
+        let choices: Vec<ChoiceOut<'_>> = (0..self.choices)
+            .map(|index| ChoiceOut {
+                index,
+                message: Some(DeltaOut {
+                    role: Some("assistant"),
+                    content: Some(&content),
+                }),
+                delta: None,
+                finish_reason: Some(self.finish_reason),
             })
             .collect();
-        let answer = json!({"id": self.id, "object": "chat.completion", "created": self.created,
-            "model": self.model, "choices": choices, "usage": self.usage_json(),
-            "system_fingerprint": FINGERPRINT});
+        let answer = Out {
+            id: &self.id,
+            object: "chat.completion",
+            created: self.created,
+            model: &self.model,
+            system_fingerprint: FINGERPRINT,
+            choices,
+            usage: Some(self.usage_out()),
+        };
         ChatResponse::from_json(to_bytes(&answer)).map_err(refused)
     }
 
-    fn chunk(&self, choices: Value, usage: Option<Value>) -> Result<ChatChunk, ChatError> {
-        let mut chunk = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-            "model": self.model, "system_fingerprint": FINGERPRINT, "choices": choices});
-        if let Some(usage) = usage {
-            chunk["usage"] = usage;
-        }
+    fn chunk(&self, choices: Vec<ChoiceOut<'_>>, usage: Option<UsageOut>) -> Result<ChatChunk, ChatError> {
+        let chunk = Out {
+            id: &self.id,
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: &self.model,
+            system_fingerprint: FINGERPRINT,
+            choices,
+            usage,
+        };
         ChatChunk::from_json(to_bytes(&chunk)).map_err(refused)
     }
 
@@ -168,8 +186,50 @@ impl Answer {
     }
 }
 
-fn to_bytes(value: &Value) -> Bytes {
-    // A JSON value always serializes into memory.
+/// A completion or a chunk as the demo writes it: its members in the order
+/// OpenAI's API writes them.
+#[derive(Serialize)]
+struct Out<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    system_fingerprint: &'static str,
+    choices: Vec<ChoiceOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<UsageOut>,
+}
+
+/// A choice: a whole `message`, or a stream's `delta` (with a `null`
+/// `finish_reason` until the last).
+#[derive(Serialize)]
+struct ChoiceOut<'a> {
+    index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<DeltaOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delta: Option<DeltaOut<'a>>,
+    finish_reason: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct DeltaOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct UsageOut {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total_tokens: Option<u64>,
+}
+
+fn to_bytes(value: &impl Serialize) -> Bytes {
+    // The demo's own structs always serialize into memory.
     serde_json::to_vec(value).unwrap_or_default().into()
 }
 
@@ -206,24 +266,27 @@ impl Iterator for Chunks {
                 self.step = 0;
                 self.choice += 1;
             }
-            let (delta, finish_reason) = match step {
-                0 => (json!({"role": "assistant", "content": ""}), None),
-                word if word <= answer.words.len() => {
-                    let text = &answer.words[word - 1];
-                    let content = if word == 1 {
-                        text.clone()
-                    } else {
-                        format!(" {text}")
-                    };
-                    (json!({"content": content}), None)
-                }
-                _ => (json!({}), Some(answer.finish_reason)),
+            let text = match step {
+                0 => String::new(),
+                1 => answer.words[0].clone(),
+                word if word <= answer.words.len() => format!(" {}", answer.words[word - 1]),
+                _ => String::new(),
             };
-            let choice = json!([{"index": index, "delta": delta, "finish_reason": finish_reason}]);
-            return Some(answer.chunk(choice, None));
+            let last = step > answer.words.len();
+            let delta = DeltaOut {
+                role: (step == 0).then_some("assistant"),
+                content: (!last).then_some(text.as_str()),
+            };
+            let choice = ChoiceOut {
+                index,
+                message: None,
+                delta: Some(delta),
+                finish_reason: last.then_some(answer.finish_reason),
+            };
+            return Some(answer.chunk(vec![choice], None));
         }
         if std::mem::take(&mut self.include_usage) {
-            return Some(answer.chunk(json!([]), Some(answer.usage_json())));
+            return Some(answer.chunk(Vec::new(), Some(answer.usage_out())));
         }
         None
     }
@@ -269,6 +332,7 @@ impl ChatProvider for DemoProvider {
 mod tests {
     use futures::TryStreamExt;
     use gatewayz_domain::{ChatRequest, Credentials, RequestContext, Route, UpstreamEdits};
+    use serde_json::json;
 
     use super::*;
 
