@@ -349,8 +349,8 @@ impl<'de> Deserialize<'de> for ContentFacts {
 
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 let mut parts = Vec::with_capacity(seq.size_hint().unwrap_or(1));
-                while let Some(PartFacts(typed)) = seq.next_element()? {
-                    parts.push(typed);
+                while let Some(part) = seq.next_element::<Shape>()? {
+                    parts.push(part == Shape::TypedObject);
                 }
                 Ok(ContentFacts::Parts(parts))
             }
@@ -360,63 +360,72 @@ impl<'de> Deserialize<'de> for ContentFacts {
     }
 }
 
-/// Whether a content part is an object with a string `type`.
-struct PartFacts(bool);
+/// What kind of value something is, read without keeping any of it: for an
+/// object, whether its `type` member is a string (what a content part needs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    TypedObject,
+    Object,
+    String,
+    Other,
+}
 
-impl<'de> Deserialize<'de> for PartFacts {
+impl<'de> Deserialize<'de> for Shape {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct PartVisitor;
+        struct ShapeVisitor;
 
-        impl<'de> Visitor<'de> for PartVisitor {
-            type Value = PartFacts;
+        impl<'de> Visitor<'de> for ShapeVisitor {
+            type Value = Shape;
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a content part")
+                f.write_str("any value")
             }
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut typed = false;
+                let mut shape = Shape::Object;
                 while let Some(IsType(is_type)) = map.next_key()? {
                     if is_type {
-                        typed = matches!(map.next_value()?, IgnoredOrString::String);
+                        if map.next_value::<Shape>()? == Shape::String {
+                            shape = Shape::TypedObject;
+                        }
                     } else {
                         map.next_value::<IgnoredAny>()?;
                     }
                 }
-                Ok(PartFacts(typed))
+                Ok(shape)
             }
 
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(PartFacts(false))
-            }
-
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(PartFacts(false))
-            }
-
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(PartFacts(false))
-            }
-
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(PartFacts(false))
-            }
-
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(PartFacts(false))
+                Ok(Shape::Other)
             }
 
             fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(PartFacts(false))
+                Ok(Shape::String)
+            }
+
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Shape::Other)
+            }
+
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Shape::Other)
+            }
+
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Shape::Other)
+            }
+
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Shape::Other)
             }
 
             fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(PartFacts(false))
+                Ok(Shape::Other)
             }
         }
 
-        deserializer.deserialize_any(PartVisitor)
+        deserializer.deserialize_any(ShapeVisitor)
     }
 }
 
@@ -440,62 +449,6 @@ impl<'de> Deserialize<'de> for IsType {
         }
 
         deserializer.deserialize_str(NameVisitor)
-    }
-}
-
-/// A value, told apart only as a string or not.
-enum IgnoredOrString {
-    String,
-    Other,
-}
-
-impl<'de> Deserialize<'de> for IgnoredOrString {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KindVisitor;
-
-        impl<'de> Visitor<'de> for KindVisitor {
-            type Value = IgnoredOrString;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("any value")
-            }
-
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(IgnoredOrString::String)
-            }
-
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(IgnoredOrString::Other)
-            }
-
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(IgnoredOrString::Other)
-            }
-
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(IgnoredOrString::Other)
-            }
-
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(IgnoredOrString::Other)
-            }
-
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(IgnoredOrString::Other)
-            }
-
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(IgnoredOrString::Other)
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(IgnoredOrString::Other)
-            }
-        }
-
-        deserializer.deserialize_any(KindVisitor)
     }
 }
 
