@@ -367,7 +367,7 @@ mod tests {
             .await
             .unwrap();
 
-        let answer = value(response.json());
+        let answer = value(&response.json());
         assert_eq!(answer["id"], "chatcmpl-req-1");
         assert_eq!(answer["model"], "demo-1");
         assert_eq!(
@@ -387,7 +387,7 @@ mod tests {
             ))
             .await
             .unwrap();
-        let answer = value(response.json());
+        let answer = value(&response.json());
         assert_eq!(answer["choices"][0]["message"]["content"], "You said:");
         assert_eq!(answer["choices"][0]["finish_reason"], "length");
     }
@@ -397,7 +397,7 @@ mod tests {
         for huge in ["word ".repeat(MAX_ANSWER_BYTES), "é".repeat(MAX_ANSWER_BYTES * 4)] {
             let body = json!({"model": "m", "n": 128, "messages": [{"role": "user", "content": huge}]});
             let response = DemoProvider.complete(call(body)).await.unwrap();
-            let answer = value(response.json());
+            let answer = value(&response.json());
             assert_eq!(answer["choices"].as_array().unwrap().len(), 128);
             let text = answer["choices"][0]["message"]["content"].as_str().unwrap();
             assert!(

@@ -1,6 +1,7 @@
 //! Gatewayz adapters: implementations of the domain ports.
 //!
 //! - [`catalog`]: the model catalog, read from TOML at start.
+//! - [`cgroup`]: the container's memory limit, which sizes the memory budget.
 //! - [`demo::DemoProvider`]: a deterministic in-process provider for demos and tests.
 //! - [`metrics::Metrics`]: Prometheus metrics of every request.
 //! - [`portkey::PortkeyClient`]: chat completions through Portkey over HTTP.
@@ -9,6 +10,7 @@
 //! - [`mock`] (feature `mocks`): mockall mocks of the ports.
 
 pub mod catalog;
+pub mod cgroup;
 pub mod demo;
 pub mod env;
 pub mod env_keys;

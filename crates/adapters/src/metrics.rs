@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use gatewayz_domain::{BreakerState, CallFacts, ChatError, ErrorSource, RoutingEvents};
+use gatewayz_domain::{BreakerState, CallFacts, ChatError, ErrorSource, MemoryBudget, RoutingEvents};
 use prometheus::{
     CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -48,6 +48,12 @@ pub struct Metrics {
     breaker_transitions: IntCounterVec,
     breaker_state: IntGaugeVec,
     http_refusals: IntCounterVec,
+    overload_refusals: IntCounterVec,
+    memory_budget: IntGauge,
+    memory_budget_in_use: IntGauge,
+    in_flight_limit: IntGauge,
+    /// Read when the metrics are rendered.
+    budget: Option<MemoryBudget>,
 }
 
 const CALL_LABELS: &[&str] = &["provider", "portkey_provider", "model"];
@@ -156,9 +162,33 @@ impl Metrics {
                 ),
                 &["reason"],
             )?,
+            overload_refusals: IntCounterVec::new(
+                Opts::new(
+                    "gatewayz_overload_refusals_total",
+                    "Requests refused with 503 overloaded, by the limit reached (in_flight, memory)",
+                ),
+                &["reason"],
+            )?,
+            memory_budget: IntGauge::new(
+                "gatewayz_memory_budget_bytes",
+                "The memory budget for request buffers (GATEWAYZ_MEMORY_BUDGET_BYTES)",
+            )?,
+            memory_budget_in_use: IntGauge::new(
+                "gatewayz_memory_budget_in_use_bytes",
+                "Bytes of the memory budget held by request buffers now",
+            )?,
+            in_flight_limit: IntGauge::new(
+                "gatewayz_in_flight_limit",
+                "Requests served at once before new ones are refused (GATEWAYZ_MAX_IN_FLIGHT)",
+            )?,
+            budget: None,
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 15] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 19] = [
+            Box::new(metrics.overload_refusals.clone()),
+            Box::new(metrics.memory_budget.clone()),
+            Box::new(metrics.memory_budget_in_use.clone()),
+            Box::new(metrics.in_flight_limit.clone()),
             Box::new(metrics.http_refusals.clone()),
             Box::new(metrics.retries.clone()),
             Box::new(metrics.fallbacks.clone()),
@@ -179,6 +209,22 @@ impl Metrics {
             metrics.registry.register(collector)?;
         }
         Ok(metrics)
+    }
+
+    /// Reports the memory budget (read at each render) and the in-flight
+    /// limit.
+    #[must_use]
+    pub fn with_overload_limits(mut self, budget: MemoryBudget, max_in_flight: usize) -> Self {
+        self.memory_budget.set(gauge(budget.bytes()));
+        self.in_flight_limit.set(gauge(max_in_flight));
+        self.budget = Some(budget);
+        self
+    }
+
+    /// A request was refused with 503 overloaded; `reason` is `in_flight` or
+    /// `memory`.
+    pub fn overload_refused(&self, reason: &'static str) {
+        self.overload_refusals.with_label_values(&[reason]).inc();
     }
 
     /// A request started.
@@ -264,12 +310,19 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        if let Some(budget) = &self.budget {
+            self.memory_budget_in_use.set(gauge(budget.in_use()));
+        }
         let mut text = Vec::with_capacity(16 * 1024);
         // Encoding into memory fails only on a metric that breaks the
         // format's rules, which these never do.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut text);
         String::from_utf8(text).unwrap_or_default()
     }
+}
+
+fn gauge(value: usize) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 fn status_class(status: u16) -> &'static str {

@@ -96,6 +96,19 @@ pub struct Config {
     /// when it is `portkey`.
     #[serde(default)]
     pub default_portkey_provider: Option<String>,
+    /// `GATEWAYZ_MEMORY_BUDGET_BYTES`: what the gateway may hold at once in
+    /// the buffers of requests (bodies, whole answers, stream events); half
+    /// the container's memory limit by default, 512 MiB without one.
+    #[serde(default, deserialize_with = "some_memory_budget_bytes")]
+    pub memory_budget_bytes: Option<usize>,
+    /// `GATEWAYZ_MAX_IN_FLIGHT`: requests served at once on the public
+    /// listener; one budget's worth of 64 KiB each by default.
+    #[serde(default, deserialize_with = "some_max_in_flight")]
+    pub max_in_flight: Option<usize>,
+    /// `GATEWAYZ_OVERLOAD_GRACE_MS`: how long the gateway may shed load
+    /// before `/readyz` says it is not ready.
+    #[serde(default = "default_overload_grace_ms", deserialize_with = "overload_grace_ms")]
+    pub overload_grace_ms: u64,
     /// `GATEWAYZ_LOG_FORMAT`: `json` or `pretty`.
     #[serde(default, deserialize_with = "log_format")]
     pub log_format: LogFormat,
@@ -133,6 +146,10 @@ const fn default_request_timeout_ms() -> u64 {
     600_000
 }
 
+const fn default_overload_grace_ms() -> u64 {
+    5_000
+}
+
 const fn default_max_tokens() -> u32 {
     gatewayz_domain::service::DEFAULT_MAX_TOKENS
 }
@@ -148,6 +165,45 @@ gatewayz_adapters::var_parsers! {
     body_timeout_ms: u64 = "GATEWAYZ_BODY_TIMEOUT_MS";
     request_timeout_ms: u64 = "GATEWAYZ_REQUEST_TIMEOUT_MS";
     log_format: LogFormat = "GATEWAYZ_LOG_FORMAT";
+    memory_budget_bytes: usize = "GATEWAYZ_MEMORY_BUDGET_BYTES";
+    max_in_flight: usize = "GATEWAYZ_MAX_IN_FLIGHT";
+    overload_grace_ms: u64 = "GATEWAYZ_OVERLOAD_GRACE_MS";
+}
+
+fn some_memory_budget_bytes<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<usize>, D::Error> {
+    memory_budget_bytes(deserializer).map(Some)
+}
+
+fn some_max_in_flight<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<usize>, D::Error> {
+    max_in_flight(deserializer).map(Some)
+}
+
+/// The memory budget without a variable and without a container limit.
+pub const DEFAULT_MEMORY_BUDGET_BYTES: usize = 512 * 1024 * 1024;
+/// The smallest budget accepted: less cannot hold one large request.
+pub const MIN_MEMORY_BUDGET_BYTES: usize = 1024 * 1024;
+/// The default in-flight limit gives each request this much of the budget.
+pub const BUDGET_PER_REQUEST_BYTES: usize = 64 * 1024;
+
+/// The overload limits, settled at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverloadLimits {
+    pub memory_budget_bytes: usize,
+    /// Where the budget came from, for the start-up log line.
+    pub budget_from: &'static str,
+    pub max_in_flight: usize,
+    pub grace: std::time::Duration,
+}
+
+/// Why the overload limits cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OverloadSetupError {
+    #[error("GATEWAYZ_MEMORY_BUDGET_BYTES must be at least {MIN_MEMORY_BUDGET_BYTES}, got {0}")]
+    BudgetTooSmall(usize),
+    #[error("GATEWAYZ_MAX_IN_FLIGHT must be at least 1")]
+    NoRequests,
 }
 
 impl Config {
@@ -178,6 +234,47 @@ impl Config {
                 ),
                 ..error
             })
+    }
+}
+
+impl Config {
+    /// The memory budget and the in-flight limit: the variables when set,
+    /// else half the container's memory limit (`container_limit`, from its
+    /// cgroup) or 512 MiB, and as many requests as that budget holds at
+    /// [`BUDGET_PER_REQUEST_BYTES`] each.
+    ///
+    /// # Errors
+    /// A budget under 1 MiB, or an in-flight limit of 0.
+    pub fn overload_limits(
+        &self,
+        container_limit: Option<u64>,
+    ) -> Result<OverloadLimits, OverloadSetupError> {
+        let (memory_budget_bytes, budget_from) = match (self.memory_budget_bytes, container_limit) {
+            (Some(bytes), _) => (bytes, "GATEWAYZ_MEMORY_BUDGET_BYTES"),
+            (None, Some(limit)) => (
+                usize::try_from(limit / 2).unwrap_or(usize::MAX),
+                "half the container's memory limit",
+            ),
+            (None, None) => (
+                DEFAULT_MEMORY_BUDGET_BYTES,
+                "the default (no container memory limit)",
+            ),
+        };
+        if memory_budget_bytes < MIN_MEMORY_BUDGET_BYTES {
+            return Err(OverloadSetupError::BudgetTooSmall(memory_budget_bytes));
+        }
+        let max_in_flight = self
+            .max_in_flight
+            .unwrap_or(memory_budget_bytes / BUDGET_PER_REQUEST_BYTES);
+        if max_in_flight == 0 {
+            return Err(OverloadSetupError::NoRequests);
+        }
+        Ok(OverloadLimits {
+            memory_budget_bytes,
+            budget_from,
+            max_in_flight,
+            grace: std::time::Duration::from_millis(self.overload_grace_ms),
+        })
     }
 }
 
@@ -212,6 +309,44 @@ mod tests {
         assert_eq!(config.body_timeout_ms, 10_000);
         assert_eq!(config.request_timeout_ms, 600_000);
         assert!(config.api_keys.is_none() && config.api_keys_file.is_none());
+        assert_eq!(config.overload_grace_ms, 5_000);
+    }
+
+    #[test]
+    fn the_budget_is_half_the_container_limit_and_sizes_the_in_flight_limit() {
+        let config = Config::from_vars(vars(&[])).unwrap();
+        let pod = config.overload_limits(Some(256 * 1024 * 1024)).unwrap();
+        assert_eq!(pod.memory_budget_bytes, 128 * 1024 * 1024);
+        assert_eq!(pod.max_in_flight, 2048);
+        let bare = config.overload_limits(None).unwrap();
+        assert_eq!(bare.memory_budget_bytes, DEFAULT_MEMORY_BUDGET_BYTES);
+        assert_eq!(bare.max_in_flight, 8192);
+        let set = Config::from_vars(vars(&[
+            ("GATEWAYZ_MEMORY_BUDGET_BYTES", "67108864"),
+            ("GATEWAYZ_MAX_IN_FLIGHT", "50"),
+            ("GATEWAYZ_OVERLOAD_GRACE_MS", "250"),
+        ]))
+        .unwrap()
+        .overload_limits(Some(1 << 30))
+        .unwrap();
+        assert_eq!(
+            (set.memory_budget_bytes, set.max_in_flight, set.grace),
+            (64 * 1024 * 1024, 50, std::time::Duration::from_millis(250))
+        );
+    }
+
+    #[test]
+    fn a_budget_too_small_or_no_request_in_flight_stops_the_start() {
+        for (name, value) in [
+            ("GATEWAYZ_MEMORY_BUDGET_BYTES", "1000"),
+            ("GATEWAYZ_MAX_IN_FLIGHT", "0"),
+        ] {
+            let error = Config::from_vars(vars(&[(name, value)]))
+                .unwrap()
+                .overload_limits(None)
+                .unwrap_err();
+            assert!(error.to_string().contains(name), "{error}");
+        }
     }
 
     #[test]

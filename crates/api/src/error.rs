@@ -176,6 +176,15 @@ impl ApiError {
     }
 
     /// 500: the gateway itself is misconfigured or broken.
+    /// 503 `overloaded`: the gateway sheds this request to stay within its
+    /// limits; the client may retry in a second.
+    pub fn overloaded(message: impl Into<String>) -> Self {
+        Self {
+            retry_after: Some(whole_seconds(gatewayz_domain::budget::OVERLOADED_RETRY_AFTER)),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message).with_code("overloaded")
+        }
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
     }
@@ -326,6 +335,7 @@ impl From<ChatError> for ApiError {
                 ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
                     .with_code("circuit_open")
             },
+            ChatError::Overloaded(_) => Self::overloaded(message),
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod error;
 pub mod extensions;
 pub mod http_refusals;
 pub mod middleware;
+pub mod overload;
 pub mod probe;
 pub mod routes;
 pub mod settings;

@@ -25,6 +25,7 @@ use crate::access_log::{self, Access, RequestSpan};
 use crate::auth::KeyId;
 use crate::error::CLIENT_CLOSED;
 use crate::extensions::{BodyRead, RequestId};
+use crate::overload::{Limit, Overload};
 use crate::probe::ClientProbe;
 use crate::routes::chat::ChatState;
 
@@ -100,6 +101,7 @@ pub async fn track(
     request.extensions_mut().insert(RequestId(request_id.clone()));
     request.extensions_mut().insert(record.clone());
     let metrics = request.app_data::<web::Data<Metrics>>().cloned();
+    let overload = request.app_data::<web::Data<Overload>>().cloned();
     if let Some(metrics) = &metrics {
         metrics.request_started();
     }
@@ -113,6 +115,7 @@ pub async fn track(
         route: route_of(request.path()),
         record,
         metrics,
+        overload,
         span: span.clone(),
         request_id,
         status: CLIENT_CLOSED,
@@ -166,6 +169,7 @@ struct Tracker {
     route: &'static str,
     record: CallRecord,
     metrics: Option<web::Data<Metrics>>,
+    overload: Option<web::Data<Overload>>,
     span: tracing::Span,
     request_id: String,
     status: u16,
@@ -223,6 +227,10 @@ impl Tracker {
         } else {
             CLIENT_CLOSED
         };
+        // The memory budget refused it, before its answer or mid-stream.
+        if let (Some(overload), Some((_, "overloaded"))) = (&self.overload, facts.error) {
+            overload.refused(Limit::Memory);
+        }
         if let Some(metrics) = &self.metrics {
             metrics.request_finished(&RequestOutcome {
                 route: self.route,

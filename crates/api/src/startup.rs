@@ -9,16 +9,20 @@ use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use gatewayz_adapters::catalog::{self, CatalogError};
+use gatewayz_adapters::cgroup;
 use gatewayz_adapters::metrics::Metrics;
 use gatewayz_adapters::portkey::{PortkeyHeaderRules, PortkeySetupError};
 use gatewayz_adapters::{DemoProvider, EnvKeyResolver, PortkeyClient};
-use gatewayz_domain::{ChatService, KeyResolver, ProviderKind, Providers, RoutingEvents, ValidationError};
+use gatewayz_domain::{
+    ChatService, KeyResolver, MemoryBudget, ProviderKind, Providers, RoutingEvents, ValidationError,
+};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::auth::{GatewayKeys, KeySetupError, LOCAL_DEV_KEY};
-use crate::config::Config;
+use crate::config::{Config, OverloadSetupError};
 use crate::http_refusals;
 use crate::middleware::track;
+use crate::overload::{Overload, admit};
 use crate::probe::ClientProbe;
 use crate::routes::admin::Readiness;
 use crate::routes::{self, chat::ChatState};
@@ -40,6 +44,8 @@ pub enum StartupError {
         address: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Overload(#[from] OverloadSetupError),
     #[error("cannot set up the metrics: {0}")]
     Metrics(String),
     #[error(transparent)]
@@ -132,14 +138,27 @@ impl Application {
             );
         }
 
-        let metrics =
-            web::Data::new(Metrics::new().map_err(|error| StartupError::Metrics(error.to_string()))?);
+        let limits = config.overload_limits(cgroup::memory_limit())?;
+        let budget = MemoryBudget::new(limits.memory_budget_bytes);
+        tracing::info!(
+            memory_budget_bytes = budget.bytes(),
+            from = limits.budget_from,
+            max_in_flight = limits.max_in_flight,
+            "overload limits set"
+        );
+        let metrics = web::Data::new(
+            Metrics::new()
+                .map_err(|error| StartupError::Metrics(error.to_string()))?
+                .with_overload_limits(budget.clone(), limits.max_in_flight),
+        );
+        let overload = web::Data::new(Overload::new(&limits, budget.clone(), Some(metrics.clone())));
         let readiness = Readiness::default();
         let keys_data = web::Data::new(keys.clone());
         let events: Arc<dyn RoutingEvents> = Arc::new(Metrics::clone(&metrics));
         let chat = web::Data::new(ChatState {
             service: service.with_routing_events(events),
             max_body_bytes: config.max_body_bytes,
+            budget,
             body_timeout: Duration::from_millis(config.body_timeout_ms.max(1)),
             started_at: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -147,6 +166,7 @@ impl Application {
         });
         let public_metrics = metrics.clone();
         let admin_metrics = metrics.clone();
+        let public_overload = overload.clone();
         let server = http_refusals::serve(
             listener,
             config.shutdown_timeout,
@@ -155,7 +175,10 @@ impl Application {
             ClientProbe::attach,
             move || {
                 App::new()
+                    // Tracked first: a refused request is logged and counted too.
+                    .wrap(from_fn(admit))
                     .wrap(from_fn(track))
+                    .app_data(public_overload.clone())
                     .app_data(public_metrics.clone())
                     .app_data(keys_data.clone())
                     .app_data(chat.clone())
@@ -167,6 +190,7 @@ impl Application {
             App::new()
                 .app_data(admin_metrics.clone())
                 .app_data(admin_readiness.clone())
+                .app_data(overload.clone())
                 .configure(routes::admin::configure)
         })
         .workers(1)

@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
+use crate::budget::{OVERLOADED_RETRY_AFTER, OverBudget};
 use crate::provider::{ProviderKind, UpstreamProvider};
 
 /// A request the gateway refuses before calling anyone.
@@ -164,6 +165,10 @@ pub enum ChatError {
         retry_in.as_secs().max(1)
     )]
     CircuitOpen { target: String, retry_in: Duration },
+    /// 503: the gateway's memory budget cannot hold this request's buffers
+    /// now; the client may try again shortly.
+    #[error("The gateway is overloaded: {0}; retry shortly")]
+    Overloaded(#[from] OverBudget),
 }
 
 impl ChatError {
@@ -182,6 +187,7 @@ impl ChatError {
             Self::Unavailable(_) => "unavailable",
             Self::InvalidUpstreamResponse(_) => "invalid_upstream_response",
             Self::CircuitOpen { .. } => "circuit_open",
+            Self::Overloaded(_) => "overloaded",
         }
     }
 
@@ -207,6 +213,7 @@ impl ChatError {
     pub const fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::RateLimited { retry_after, .. } => *retry_after,
+            Self::Overloaded(_) => Some(OVERLOADED_RETRY_AFTER),
             _ => None,
         }
     }
@@ -218,7 +225,8 @@ impl ChatError {
             | Self::Keys(_)
             | Self::ModelNotFound(_)
             | Self::ProviderDisabled(_)
-            | Self::CircuitOpen { .. } => ErrorSource::Gateway,
+            | Self::CircuitOpen { .. }
+            | Self::Overloaded(_) => ErrorSource::Gateway,
             Self::UpstreamAuth(error)
             | Self::RateLimited { error, .. }
             | Self::Timeout(error)

@@ -176,6 +176,18 @@ impl JsonObject {
 /// its end: every byte of the object as it came, the member spliced in
 /// before its closing brace. `None` when `object` does not end with `}`.
 pub fn with_member(object: &[u8], name: &str, value: &[u8]) -> Option<Bytes> {
+    let (at, member) = member_insertion(object, name, value)?;
+    let mut out = BytesMut::with_capacity(object.len() + member.len());
+    out.put_slice(&object[..at]);
+    out.put_slice(&member);
+    out.put_slice(&object[at..]);
+    Some(out.freeze())
+}
+
+/// Where and what to insert into `object` to add the member `name: value`
+/// at its end: the offset of its closing brace, and the member's text (with
+/// the comma it needs). `None` when `object` does not end with `}`.
+pub fn member_insertion(object: &[u8], name: &str, value: &[u8]) -> Option<(usize, Bytes)> {
     let end = object.iter().rposition(|byte| !byte.is_ascii_whitespace())?;
     if object[end] != b'}' {
         return None;
@@ -184,16 +196,14 @@ pub fn with_member(object: &[u8], name: &str, value: &[u8]) -> Option<Bytes> {
         .iter()
         .rposition(|byte| !byte.is_ascii_whitespace())
         .is_some_and(|before| object[before] == b'{');
-    let mut out = BytesMut::with_capacity(object.len() + name.len() + value.len() + 4);
-    out.put_slice(&object[..end]);
+    let mut out = BytesMut::with_capacity(name.len() + value.len() + 4);
     if !empty {
         out.put_u8(b',');
     }
     write_name(&mut out, name);
     out.put_u8(b':');
     out.put_slice(value);
-    out.put_slice(&object[end..]);
-    Some(out.freeze())
+    Some((end, out.freeze()))
 }
 
 fn write_name(out: &mut BytesMut, name: &str) {

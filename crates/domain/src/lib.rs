@@ -5,6 +5,7 @@
 //! This crate is pure: no HTTP framework, no HTTP client, no environment
 //! reading. Adapters implement the ports; the API crate wires them.
 
+pub mod budget;
 pub mod catalog;
 pub mod error;
 pub mod json;
@@ -23,6 +24,7 @@ pub mod text;
 pub mod usage;
 pub mod validation;
 
+pub use budget::{BudgetedBuffer, Lease, MemoryBudget, OverBudget};
 pub use catalog::{Catalog, GroupSpec, ModelEntry, Node, Pricing, Target, TargetSpec};
 pub use error::{ChatError, ErrorSource, KeyError, UpstreamError, ValidationError};
 pub use json::ShapeError;

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use secrecy::SecretString;
 
+use crate::budget::MemoryBudget;
 use crate::error::{ChatError, KeyError, ValidationError};
 use crate::model::{ChatChunk, ChatRequest, ChatResponse};
 use crate::record::CallRecord;
@@ -37,6 +38,9 @@ pub struct RequestContext {
     /// When every attempt of this request must have ended, if a deadline
     /// applies (set by a catalog model's routing).
     pub deadline: Option<tokio::time::Instant>,
+    /// What the provider's buffers (a whole answer, a stream's events) are
+    /// taken from: past it, [`ChatError::Overloaded`].
+    pub budget: MemoryBudget,
 }
 
 impl RequestContext {
@@ -49,6 +53,7 @@ impl RequestContext {
             record: CallRecord::default(),
             overrides: Overrides::default(),
             deadline: None,
+            budget: MemoryBudget::default(),
         }
     }
 }

@@ -11,6 +11,7 @@ use reqwest::{Client, Url};
 use thread_local::ThreadLocal;
 use tokio::time::{Instant, timeout_at};
 
+use super::errors::ReadError;
 use super::secrets::Secrets;
 use super::settings::{PortkeySettings, Timeouts};
 use super::{errors, headers, stream};
@@ -126,13 +127,16 @@ impl PortkeyClient {
         if !response.status().is_success() {
             return Err(errors::from_status(response).await);
         }
-        let body = errors::read_at_most(response, MAX_RESPONSE_BYTES)
+        let body = errors::read_within(response, MAX_RESPONSE_BYTES, &call.context.budget)
             .await
-            .map_err(|error| errors::from_transport(&error, timeout))?
-            .ok_or_else(|| {
-                errors::invalid_response(format!("the answer is larger than {MAX_RESPONSE_BYTES} bytes"))
+            .map_err(|error| match error {
+                ReadError::Transport(error) => errors::from_transport(&error, timeout),
+                ReadError::TooLarge => {
+                    errors::invalid_response(format!("the answer is larger than {MAX_RESPONSE_BYTES} bytes"))
+                }
+                ReadError::OverBudget(over) => ChatError::Overloaded(over),
             })?;
-        ChatResponse::from_json(body.into()).map_err(|shape| {
+        ChatResponse::from_json(body).map_err(|shape| {
             errors::invalid_response(format!("the answer is not a chat.completion: {shape}"))
         })
     }
@@ -171,7 +175,12 @@ impl PortkeyClient {
                 gatewayz_domain::text::quote(content_type)
             )));
         }
-        Ok(stream::chunks(response.bytes_stream(), deadline, idle))
+        Ok(stream::chunks(
+            response.bytes_stream(),
+            deadline,
+            idle,
+            call.context.budget.lease(),
+        ))
     }
 }
 

@@ -4,8 +4,9 @@
 
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use futures::StreamExt;
-use gatewayz_domain::{ChatError, ErrorSource, UpstreamError};
+use gatewayz_domain::{BudgetedBuffer, ChatError, ErrorSource, MemoryBudget, OverBudget, UpstreamError};
 use reqwest::header::HeaderMap;
 use reqwest::{Response, StatusCode};
 use serde::Deserialize;
@@ -102,24 +103,40 @@ pub(crate) async fn from_status(response: Response) -> ChatError {
     classify(status, describe_error_body(status.as_u16(), &body), retry_after)
 }
 
-/// The whole body, or `None` if it is longer than `limit` bytes (read no
-/// further than that).
-pub(crate) async fn read_at_most(
+/// Why a whole answer could not be read.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    Transport(reqwest::Error),
+    /// Longer than the limit (declared, or as read so far).
+    TooLarge,
+    /// The memory budget cannot hold it.
+    OverBudget(OverBudget),
+}
+
+/// The whole body, in a buffer taken from `budget`: its declared length at
+/// once, else as it arrives. Reads no further than `limit` bytes.
+pub(crate) async fn read_within(
     response: Response,
     limit: usize,
-) -> Result<Option<Vec<u8>>, reqwest::Error> {
-    let mut body = Vec::with_capacity(response.content_length().map_or(8 * 1024, |length| {
-        usize::try_from(length).unwrap_or(limit).min(limit)
-    }));
+    budget: &MemoryBudget,
+) -> Result<Bytes, ReadError> {
+    let declared = response
+        .content_length()
+        .map(|length| usize::try_from(length).unwrap_or(usize::MAX));
+    if declared.is_some_and(|length| length > limit) {
+        return Err(ReadError::TooLarge);
+    }
+    let mut body =
+        BudgetedBuffer::with_capacity(budget, declared.unwrap_or(8 * 1024)).map_err(ReadError::OverBudget)?;
     let mut chunks = response.bytes_stream();
     while let Some(chunk) = chunks.next().await {
-        let chunk = chunk?;
+        let chunk = chunk.map_err(ReadError::Transport)?;
         if body.len() + chunk.len() > limit {
-            return Ok(None);
+            return Err(ReadError::TooLarge);
         }
-        body.extend_from_slice(&chunk);
+        body.extend_from_slice(&chunk).map_err(ReadError::OverBudget)?;
     }
-    Ok(Some(body))
+    Ok(body.freeze())
 }
 
 /// The error table: which upstream status becomes which failure.

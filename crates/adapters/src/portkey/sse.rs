@@ -115,7 +115,7 @@ impl Decoder {
     }
 
     /// The bytes the event being read holds.
-    fn held(&self) -> usize {
+    pub(crate) fn held(&self) -> usize {
         self.line.len() + self.data.len() + self.kind.len()
     }
 

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use gatewayz_domain::{ChatChunk, ChatError, ChatStream, ErrorSource, UpstreamError};
+use gatewayz_domain::{ChatChunk, ChatError, ChatStream, ErrorSource, Lease, UpstreamError};
 use tokio::time::{Instant, timeout_at};
 
 use super::errors::{self, describe_error_body};
@@ -24,9 +24,15 @@ use super::sse::Decoder;
 /// never ends one must not grow it without bound.
 pub(crate) const MAX_EVENT_BYTES: usize = 8 * 1024 * 1024;
 
+/// A stream's lease keeps up to this much between events, so small events
+/// take nothing from the budget after the first.
+const KEEP_LEASED: usize = 64 * 1024;
+
 struct State<S> {
     bytes: Pin<Box<S>>,
     decoder: Decoder,
+    /// Pays for what the decoder holds.
+    lease: Lease,
     /// When the next chunk must have arrived.
     deadline: Instant,
     /// Since when the gateway has been waiting for it.
@@ -39,8 +45,10 @@ struct State<S> {
 }
 
 /// Reads a byte stream as chat chunks. The first chunk must arrive before
-/// `first_deadline`, each later one within `idle` of the previous.
-pub(crate) fn chunks<S, B, E>(bytes: S, first_deadline: Instant, idle: Duration) -> ChatStream
+/// `first_deadline`, each later one within `idle` of the previous. The event
+/// being assembled is held within `lease`'s budget: past it, the stream ends
+/// with [`ChatError::Overloaded`].
+pub(crate) fn chunks<S, B, E>(bytes: S, first_deadline: Instant, idle: Duration, lease: Lease) -> ChatStream
 where
     S: Stream<Item = Result<B, E>> + Send + 'static,
     B: AsRef<[u8]> + Send + 'static,
@@ -49,6 +57,7 @@ where
     let state = State {
         bytes: Box::pin(bytes),
         decoder: Decoder::new(MAX_EVENT_BYTES),
+        lease,
         deadline: first_deadline,
         waiting_since: Instant::now(),
         idle,
@@ -100,12 +109,28 @@ where
                 }
                 Ok(Some(Ok(bytes))) => bytes,
             };
-            if let Err(error) = self.decoder.feed(bytes.as_ref()) {
-                return Some(Err(errors::invalid_response(format!(
-                    "the upstream's event stream is invalid: {error}"
-                ))));
+            if let Err(error) = self.feed(bytes.as_ref()) {
+                return Some(Err(error));
             }
         }
+    }
+
+    /// Feeds the decoder, first covering what it may hold afterwards: what it
+    /// holds now and `bytes`, twice over for buffers that double as they grow.
+    fn feed(&mut self, bytes: &[u8]) -> Result<(), ChatError> {
+        let bound = |held: usize| held.saturating_mul(2);
+        self.lease
+            .cover(bound(self.decoder.held() + bytes.len()))
+            .map_err(ChatError::Overloaded)?;
+        self.decoder.feed(bytes).map_err(|error| {
+            errors::invalid_response(format!("the upstream's event stream is invalid: {error}"))
+        })?;
+        // Given back once a large event is out, as the decoder frees it.
+        let needed = bound(self.decoder.held());
+        if self.lease.bytes() > KEEP_LEASED && self.lease.bytes() > needed.saturating_mul(2) {
+            self.lease.shrink_to(needed);
+        }
+        Ok(())
     }
 
     fn parse(&mut self, data: Bytes) -> Result<ChatChunk, ChatError> {
@@ -148,6 +173,8 @@ mod tests {
     use futures::stream;
     use serde_json::json;
 
+    use gatewayz_domain::MemoryBudget;
+
     use super::*;
 
     fn chunk_json(content: &str, finish: Option<&str>) -> String {
@@ -166,6 +193,7 @@ mod tests {
             bytes,
             Instant::now() + Duration::from_secs(5),
             Duration::from_secs(5),
+            MemoryBudget::default().lease(),
         )
         .collect()
         .await
@@ -265,6 +293,7 @@ mod tests {
             bytes,
             Instant::now() + Duration::from_secs(5),
             Duration::from_secs(5),
+            MemoryBudget::default().lease(),
         )
         .collect()
         .await;
@@ -288,6 +317,7 @@ mod tests {
             heartbeats,
             started + Duration::from_millis(200),
             Duration::from_secs(5),
+            MemoryBudget::default().lease(),
         )
         .collect()
         .await;
@@ -305,10 +335,52 @@ mod tests {
             bytes,
             Instant::now() + Duration::from_secs(5),
             Duration::from_millis(50),
+            MemoryBudget::default().lease(),
         )
         .collect()
         .await;
         assert_eq!(items.len(), 2);
         assert!(matches!(items[1], Err(ChatError::Timeout(_))));
+    }
+
+    #[tokio::test]
+    async fn an_event_the_budget_cannot_hold_ends_the_stream_as_overloaded_and_frees_the_budget() {
+        let budget = MemoryBudget::new(256 * 1024);
+        let first = format!("data: {}\n\n", chunk_json("a", None));
+        // An event of 200 KiB: twice over, more than the budget holds.
+        let large = format!("data: {}", "x".repeat(200 * 1024));
+        let bytes = stream::iter([first, large].map(|part| Ok::<_, std::io::Error>(part.into_bytes())))
+            .chain(stream::pending());
+        let items: Vec<_> = chunks(
+            bytes,
+            Instant::now() + Duration::from_secs(5),
+            Duration::from_secs(5),
+            budget.lease(),
+        )
+        .collect()
+        .await;
+        assert_eq!(contents(&items[..1]), ["a"]);
+        assert!(matches!(items[1..], [Err(ChatError::Overloaded(_))]), "{items:?}");
+        assert_eq!(budget.in_use(), 0, "the ended stream gave its lease back");
+    }
+
+    #[tokio::test]
+    async fn small_events_keep_a_small_lease_and_a_large_one_is_given_back() {
+        let budget = MemoryBudget::new(64 * 1024 * 1024);
+        let small = format!("data: {}\n\n", chunk_json("a", None));
+        let large = format!("data: {}\n\n", chunk_json(&"b".repeat(1024 * 1024), None));
+        let parts = [small.clone(), large, small];
+        let mut items = chunks(
+            stream::iter(parts.map(|part| Ok::<_, std::io::Error>(part.into_bytes())))
+                .chain(stream::pending()),
+            Instant::now() + Duration::from_secs(5),
+            Duration::from_secs(5),
+            budget.lease(),
+        );
+        items.next().await.unwrap().unwrap();
+        assert!(budget.in_use() <= 4 * 1024, "{}", budget.in_use());
+        items.next().await.unwrap().unwrap();
+        items.next().await.unwrap().unwrap();
+        assert!(budget.in_use() <= 64 * 1024, "{}", budget.in_use());
     }
 }

@@ -166,7 +166,7 @@ async fn unknown_fields_survive_both_ways() {
 
     let sent: Value = serde_json::from_slice(&only_request(&server).await.body).unwrap();
     assert_eq!(sent, body);
-    assert_eq!(serde_json::from_slice::<Value>(response.json()).unwrap(), answer);
+    assert_eq!(serde_json::from_slice::<Value>(&response.json()).unwrap(), answer);
 }
 
 #[tokio::test]

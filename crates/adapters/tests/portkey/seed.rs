@@ -94,7 +94,7 @@ async fn process_portkey_response_happy() {
         .await
         .unwrap();
 
-    let answer: Value = serde_json::from_slice(response.json()).unwrap();
+    let answer: Value = serde_json::from_slice(&response.json()).unwrap();
     assert_eq!(answer["id"], "chatcmpl-abc");
     assert_eq!(answer["choices"][0]["message"]["content"], "Hello!");
     assert_eq!(answer["choices"][0]["finish_reason"], "stop");
@@ -121,6 +121,6 @@ async fn process_portkey_response_no_usage() {
         .unwrap();
 
     assert_eq!(response.usage(), None);
-    let answer: Value = serde_json::from_slice(response.json()).unwrap();
+    let answer: Value = serde_json::from_slice(&response.json()).unwrap();
     assert!(answer.get("usage").is_none(), "no invented usage");
 }

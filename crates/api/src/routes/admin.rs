@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use actix_web::{HttpResponse, web};
 use gatewayz_adapters::metrics::Metrics;
 
+use crate::overload::Overload;
+
 /// Whether the gateway takes traffic: set once both listeners are up,
 /// cleared the moment a shutdown begins.
 #[derive(Debug, Clone, Default)]
@@ -37,10 +39,21 @@ async fn metrics(metrics: web::Data<Metrics>) -> HttpResponse {
         .body(metrics.render())
 }
 
-async fn readyz(readiness: web::Data<Readiness>) -> HttpResponse {
-    if readiness.is_ready() {
-        HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
-    } else {
-        HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "not ready"}))
+/// Ready while serving and not shedding load for longer than the grace
+/// period ([`Overload::sustained`]).
+async fn readyz(readiness: web::Data<Readiness>, overload: Option<web::Data<Overload>>) -> HttpResponse {
+    if !readiness.is_ready() {
+        return HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "not ready"}));
     }
+    if let Some(shedding) =
+        overload.and_then(|overload| overload.sustained().then(|| overload.shedding_for()))
+    {
+        let seconds = shedding.unwrap_or_default().as_secs_f64();
+        return HttpResponse::ServiceUnavailable().json(serde_json::json!({
+            "status": "not ready",
+            "reason": "overloaded",
+            "shedding_seconds": (seconds * 10.0).round() / 10.0,
+        }));
+    }
+    HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
 }

@@ -2,13 +2,15 @@
 
 use std::time::Instant;
 
+use actix_web::body::{BoxBody, SizedStream};
 use actix_web::http::header::{self, ContentType};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use futures::StreamExt;
 use gatewayz_domain::text::quote;
 use gatewayz_domain::{
-    CallRecord, ChatCommand, ChatOutcome, ChatRequest, ChatService, RequestContext, RoutingFields,
+    BudgetedBuffer, CallRecord, ChatCommand, ChatError, ChatOutcome, ChatRequest, ChatResponse, ChatService,
+    MemoryBudget, OverBudget, RequestContext, RoutingFields,
 };
 
 use crate::auth::Authenticated;
@@ -23,6 +25,8 @@ use crate::trace_context;
 pub struct ChatState {
     pub service: ChatService,
     pub max_body_bytes: usize,
+    /// What request bodies and answers are buffered in.
+    pub budget: MemoryBudget,
     /// How long the body may take to arrive.
     pub body_timeout: std::time::Duration,
     /// Unix time the gateway started: the `created` of its models.
@@ -37,26 +41,40 @@ pub async fn chat_completions(
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
     require_json(&request)?;
-    let body = tokio::time::timeout(
-        state.body_timeout,
-        read_body(&request, payload, state.max_body_bytes),
-    )
-    .await
-    .map_err(|_| ApiError::body_timeout(state.body_timeout))??;
-    request.extensions_mut().insert(BodyRead);
-    let chat_request = parse_request(body)?;
-    let routing = RoutingFields::of(&chat_request)?;
     let record = request
         .extensions()
         .get::<CallRecord>()
         .cloned()
         .unwrap_or_default();
+    let overloaded = |over: OverBudget| {
+        let error = ChatError::Overloaded(over);
+        record.failed(&error);
+        ApiError::from(error)
+    };
+    let body = tokio::time::timeout(
+        state.body_timeout,
+        read_body(&request, payload, state.max_body_bytes, &state.budget),
+    )
+    .await
+    .map_err(|_| ApiError::body_timeout(state.body_timeout))?
+    .map_err(|error| match error {
+        BodyError::Refused(error) => error,
+        BodyError::OverBudget(over) => overloaded(over),
+    })?;
+    request.extensions_mut().insert(BodyRead);
+    // The body sent upstream is a copy of this one (with the gateway's few
+    // changes): its room is taken now, and held while the call runs.
+    let mut upstream_copy = state.budget.lease();
+    upstream_copy.cover(body.len()).map_err(overloaded)?;
+    let chat_request = parse_request(body)?;
+    let routing = RoutingFields::of(&chat_request)?;
     let context = RequestContext {
         received: started,
         record: record.clone(),
         request_id: RequestId::of(&request),
         traceparent: trace_context::traceparent(request.headers()),
         tracestate: trace_context::tracestate(request.headers()),
+        budget: state.budget.clone(),
         ..RequestContext::default()
     };
     let command = ChatCommand {
@@ -81,10 +99,11 @@ pub async fn chat_completions(
         },
         None => execution.await?,
     };
+    drop(upstream_copy);
     match outcome {
         ChatOutcome::Complete(response) => Ok(HttpResponse::Ok()
             .content_type(ContentType::json())
-            .body(response.json().clone())),
+            .body(answer_body(response))),
         ChatOutcome::Stream(chunks) => {
             let events = event_stream(chunks);
             let mut response = HttpResponse::Ok();
@@ -125,20 +144,67 @@ fn require_json(request: &HttpRequest) -> Result<(), ApiError> {
     )))
 }
 
-async fn read_body(request: &HttpRequest, payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
+/// Why a request body was not read.
+enum BodyError {
+    /// Refused with this error (too large, broken).
+    Refused(ApiError),
+    /// The memory budget cannot hold it.
+    OverBudget(OverBudget),
+}
+
+/// The whole body, in a buffer taken from `budget`: its declared length at
+/// once (refused before a byte of it is read when the budget cannot hold
+/// it), else as it arrives.
+async fn read_body(
+    request: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+    budget: &MemoryBudget,
+) -> Result<Bytes, BodyError> {
     let declared_length = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<usize>().ok());
     if declared_length.is_some_and(|length| length > limit) {
-        return Err(ApiError::payload_too_large(limit));
+        return Err(BodyError::Refused(ApiError::payload_too_large(limit)));
     }
-    payload
-        .to_bytes_limited(limit)
-        .await
-        .map_err(|_| ApiError::payload_too_large(limit))?
-        .map_err(|error| ApiError::invalid_request(format!("Could not read the request body: {error}")))
+    let mut body = BudgetedBuffer::with_capacity(budget, declared_length.unwrap_or(8 * 1024))
+        .map_err(BodyError::OverBudget)?;
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|error| {
+            BodyError::Refused(ApiError::invalid_request(format!(
+                "Could not read the request body: {error}"
+            )))
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::Refused(ApiError::payload_too_large(limit)));
+        }
+        body.extend_from_slice(&chunk).map_err(BodyError::OverBudget)?;
+    }
+    Ok(body.freeze())
+}
+
+/// The largest piece of an answer handed to actix at once: actix copies
+/// each piece into its connection's write buffer, which would otherwise
+/// grow to the whole answer (and keep that size).
+const ANSWER_PIECE_BYTES: usize = 64 * 1024;
+
+/// A whole answer's body: in one piece when small, else its parts cut into
+/// pieces of at most [`ANSWER_PIECE_BYTES`], none of them copied.
+fn answer_body(response: ChatResponse) -> BoxBody {
+    if response.len() <= ANSWER_PIECE_BYTES {
+        return BoxBody::new(response.json());
+    }
+    let length = response.len() as u64;
+    let pieces = response.into_parts().flat_map(|part| {
+        let count = part.len().div_ceil(ANSWER_PIECE_BYTES);
+        (0..count).map(move |index| {
+            let start = index * ANSWER_PIECE_BYTES;
+            Ok::<_, std::convert::Infallible>(part.slice(start..part.len().min(start + ANSWER_PIECE_BYTES)))
+        })
+    });
+    BoxBody::new(SizedStream::new(length, futures::stream::iter(pieces)))
 }
 
 /// The request, parsed once: what validation and routing read, and the body

@@ -16,6 +16,7 @@ mod hostile_client;
 mod hostile_upstream;
 mod lifecycle;
 mod modules;
+mod overload;
 mod ops;
 mod peers;
 mod portkey;

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use crate::json::{IgnoredString, ShapeError, read_shape, with_member};
+use crate::json::{IgnoredString, ShapeError, member_insertion, read_shape};
 
 /// Token counts of one completion. Other members of the upstream's `usage`
 /// (`prompt_tokens_details`, ...) reach the client in the upstream's bytes.
@@ -30,10 +30,17 @@ impl Usage {
     }
 }
 
-/// A whole answer: the upstream's JSON and what the gateway read of it.
+/// A whole answer: the upstream's JSON, a member the gateway adds to it, and
+/// what the gateway read of it.
+///
+/// The added member is kept beside the upstream's bytes, not spliced into a
+/// copy of them: a large answer is written out as its parts
+/// ([`Self::into_parts`]) and never held twice.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ChatResponse {
     json: Bytes,
+    /// The added member's text, and the offset in `json` it goes before.
+    added: Option<(usize, Bytes)>,
     usage: Option<Usage>,
 }
 
@@ -42,7 +49,7 @@ impl fmt::Debug for ChatResponse {
         // The answer is a completion someone asked for: only its size and
         // usage are shown.
         f.debug_struct("ChatResponse")
-            .field("bytes", &self.json.len())
+            .field("bytes", &self.len())
             .field("usage", &self.usage)
             .finish()
     }
@@ -73,13 +80,44 @@ impl ChatResponse {
         let view: View = read_shape(&json)?;
         Ok(Self {
             usage: view.usage,
+            added: None,
             json,
         })
     }
 
-    /// The answer's bytes, as the upstream wrote them.
-    pub fn json(&self) -> &Bytes {
-        &self.json
+    /// The whole answer's text, in one buffer (a copy when a member was
+    /// added: [`Self::into_parts`] writes it out without one).
+    pub fn json(&self) -> Bytes {
+        match &self.added {
+            None => self.json.clone(),
+            Some((at, member)) => {
+                let mut whole = Vec::with_capacity(self.len());
+                whole.extend_from_slice(&self.json[..*at]);
+                whole.extend_from_slice(member);
+                whole.extend_from_slice(&self.json[*at..]);
+                whole.into()
+            }
+        }
+    }
+
+    /// The length of the whole answer's text.
+    pub fn len(&self) -> usize {
+        self.json.len() + self.added.as_ref().map_or(0, |(_, member)| member.len())
+    }
+
+    /// Never: an answer is at least `{}`.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The whole answer's text as consecutive parts, none of them copied:
+    /// the upstream's bytes up to the added member, the member, the rest.
+    pub fn into_parts(self) -> impl Iterator<Item = Bytes> {
+        let (head, member, tail) = match self.added {
+            None => (self.json, None, None),
+            Some((at, member)) => (self.json.slice(..at), Some(member), Some(self.json.slice(at..))),
+        };
+        std::iter::once(head).chain(member).chain(tail)
     }
 
     pub fn usage(&self) -> Option<&Usage> {
@@ -90,9 +128,15 @@ impl ChatResponse {
     /// byte as the upstream wrote it.
     #[must_use]
     pub fn with_member(self, name: &str, value: &[u8]) -> Self {
+        // A second member: the first is spliced in (a copy) to make room.
+        let json = match self.added {
+            None => self.json,
+            Some(_) => self.json(),
+        };
         // A parsed answer is an object: it ends with `}`.
         Self {
-            json: with_member(&self.json, name, value).unwrap_or(self.json),
+            added: member_insertion(&json, name, value),
+            json,
             usage: self.usage,
         }
     }
@@ -117,10 +161,14 @@ mod tests {
         );
         assert_eq!(&answer.json()[..], text.as_bytes());
         let joined = answer.with_member("gateway_usage", b"{}");
-        assert_eq!(
-            &joined.json()[..],
-            format!("{},\"gateway_usage\":{{}}}}", &text[..text.len() - 1]).as_bytes()
-        );
+        let expected = format!("{},\"gateway_usage\":{{}}}}", &text[..text.len() - 1]);
+        assert_eq!(&joined.json()[..], expected.as_bytes());
+        assert_eq!(joined.len(), expected.len());
+        let parts: Vec<Bytes> = joined.clone().into_parts().collect();
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts.concat(), expected.as_bytes());
+        let twice = joined.with_member("more", b"1");
+        assert!(twice.json().ends_with(b",\"gateway_usage\":{},\"more\":1}"));
     }
 
     #[test]

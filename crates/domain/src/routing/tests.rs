@@ -428,7 +428,7 @@ async fn fallback_goes_in_order_and_the_serving_target_is_recorded_and_priced() 
     // b had no key: skipped without a call.
     assert_eq!(setup.upstream.calls(), ["model-a", "model-c"]);
     assert_eq!(served(&record), (Some("c".into()), 2));
-    let body: serde_json::Value = serde_json::from_slice(response.json()).unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&response.json()).unwrap();
     assert_eq!(body["gateway_usage"]["cost_usd"], 2.0);
     record.read(|facts| assert_eq!(facts.portkey_provider, Some(UpstreamProvider::Groq)));
     assert_eq!(
