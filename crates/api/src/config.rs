@@ -102,7 +102,7 @@ pub struct Config {
     #[serde(default, deserialize_with = "some_memory_budget_bytes")]
     pub memory_budget_bytes: Option<usize>,
     /// `GATEWAYZ_MAX_IN_FLIGHT`: requests served at once on the public
-    /// listener; one budget's worth of 64 KiB each by default.
+    /// listener; the budget divided by 128 KiB by default.
     #[serde(default, deserialize_with = "some_max_in_flight")]
     pub max_in_flight: Option<usize>,
     /// `GATEWAYZ_OVERLOAD_GRACE_MS`: how long the gateway may shed load
@@ -184,8 +184,12 @@ fn some_max_in_flight<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Resu
 pub const DEFAULT_MEMORY_BUDGET_BYTES: usize = 512 * 1024 * 1024;
 /// The smallest budget accepted: less cannot hold one large request.
 pub const MIN_MEMORY_BUDGET_BYTES: usize = 1024 * 1024;
-/// The default in-flight limit gives each request this much of the budget.
-pub const BUDGET_PER_REQUEST_BYTES: usize = 64 * 1024;
+/// The default in-flight limit gives each request this much of the budget:
+/// twice what a request in flight costs outside the budget (its
+/// connections, task and HTTP buffers: 35–60 KiB measured with
+/// `deploy/measure_in_flight.py`), so that those costs take at most half as
+/// much again as the budget (docs/deployment.md, "Sizing").
+pub const BUDGET_PER_REQUEST_BYTES: usize = 128 * 1024;
 
 /// The overload limits, settled at start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -317,10 +321,10 @@ mod tests {
         let config = Config::from_vars(vars(&[])).unwrap();
         let pod = config.overload_limits(Some(256 * 1024 * 1024)).unwrap();
         assert_eq!(pod.memory_budget_bytes, 128 * 1024 * 1024);
-        assert_eq!(pod.max_in_flight, 2048);
+        assert_eq!(pod.max_in_flight, 1024);
         let bare = config.overload_limits(None).unwrap();
         assert_eq!(bare.memory_budget_bytes, DEFAULT_MEMORY_BUDGET_BYTES);
-        assert_eq!(bare.max_in_flight, 8192);
+        assert_eq!(bare.max_in_flight, 4096);
         let set = Config::from_vars(vars(&[
             ("GATEWAYZ_MEMORY_BUDGET_BYTES", "67108864"),
             ("GATEWAYZ_MAX_IN_FLIGHT", "50"),
