@@ -9,6 +9,7 @@ pub mod budget;
 pub mod catalog;
 pub mod error;
 pub mod json;
+pub mod limits;
 pub mod model;
 pub mod policy;
 pub mod portkey_routing;
@@ -28,6 +29,7 @@ pub use budget::{BudgetedBuffer, Lease, MemoryBudget, OverBudget};
 pub use catalog::{Catalog, GroupSpec, ModelEntry, Node, Pricing, Target, TargetSpec};
 pub use error::{ChatError, ErrorSource, KeyError, UpstreamError, ValidationError};
 pub use json::ShapeError;
+pub use limits::{KeyPolicy, LimitsStore};
 pub use model::{ChatChunk, ChatRequest, ChatResponse, Role, UpstreamEdits, Usage};
 pub use policy::{RoutingPolicy, Strategy};
 pub use portkey_routing::PortkeyRouting;
@@ -41,5 +43,7 @@ pub use record::{CallFacts, CallRecord};
 pub use route::{Overrides, Route, RoutingFields};
 pub use service::{ChatCommand, ChatOutcome, ChatService};
 
+#[cfg(any(test, feature = "mocks"))]
+pub use limits::MockLimitsStore;
 #[cfg(any(test, feature = "mocks"))]
 pub use ports::{MockChatProvider, MockKeyResolver, MockRoutingEvents, MockRoutingFieldRules};
