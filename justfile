@@ -27,6 +27,14 @@ bench:
 soak:
     cargo build --release --bin gatewayz --bin gatewayz-upstream --bin gatewayz-bench && target/release/gatewayz-bench --reliability-soak 600 --report docs/reliability.md
 
+# Overload soak (issue #19): twice the sustainable rate for 2 minutes through
+# the release gateway with a 32-request in-flight limit; fails when admitted
+# p99 exceeds 2x its unloaded value, refusals are slow, an answer is neither
+# a 200 nor a 503 `overloaded`, or RSS grows, and writes the result into
+# docs/reliability.md (which explains it).
+overload:
+    cargo build --release --bin gatewayz --bin gatewayz-upstream --bin gatewayz-bench && target/release/gatewayz-bench --overload-soak 120 --report docs/reliability.md
+
 # Everything CI does.
 ci:
     bash .ci/run

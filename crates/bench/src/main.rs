@@ -9,12 +9,15 @@
 //!
 //! `--reliability-soak SECONDS` is another mode: mixed traffic, injected
 //! upstream failures, a pass/fail verdict (`docs/reliability.md`).
+//! `--overload-soak SECONDS` is a third: twice the sustainable rate through
+//! a gateway with an in-flight limit, a pass/fail verdict (same page).
 //! `--charts-from FILE` only redraws the charts of an existing `latest.json`.
 
 mod charts;
 mod client;
 mod load;
 mod machine;
+mod overload;
 mod plan;
 mod procs;
 mod reliability;
@@ -37,6 +40,7 @@ gatewayz-bench: Gatewayz against a direct call to a local upstream
 Usage: gatewayz-bench [--out DIR] [--quick] [--gateway-bin PATH] [--upstream-bin PATH] [--threads N]
        gatewayz-bench --soak SECONDS [--soak-streams N | --soak-rate R]
        gatewayz-bench --reliability-soak SECONDS [--reliability-rate R] [--report FILE]
+       gatewayz-bench --overload-soak SECONDS [--report FILE]
        gatewayz-bench --charts-from FILE
 
   --out DIR            where latest.md, latest.json and the charts (open-loop.svg,
@@ -56,7 +60,12 @@ Usage: gatewayz-bench [--out DIR] [--quick] [--gateway-bin PATH] [--upstream-bin
                        for SECONDS (600 for `just soak`, 60 for a smoke run), every answer
                        judged, the gateway's RSS read every 30 s; exits non-zero on a failure
   --reliability-rate R requests a second of the reliability soak [default: 200]
-  --report FILE        write the reliability soak's result between the markers of FILE
+  --overload-soak SECONDS
+                       pass or fail: a gateway limited to 32 requests in flight before an upstream
+                       answering in 50 ms, measured unloaded and up to its sustainable rate, then
+                       loaded at twice that rate for SECONDS (120 for `just overload`); admitted
+                       latency, refusals, RSS and the admin listener judged; exits non-zero on a failure
+  --report FILE        write a soak's result between its markers of FILE
                        (docs/reliability.md), or as FILE when it does not exist
   --charts-from FILE   runs nothing: draws open-loop.svg and streams.svg from FILE (a
                        latest.json) into FILE's directory
@@ -76,6 +85,7 @@ pub struct Args {
     pub soak_rate: Option<f64>,
     pub reliability_soak: Option<std::time::Duration>,
     pub reliability_rate: f64,
+    pub overload_soak: Option<std::time::Duration>,
     pub report: Option<PathBuf>,
     pub charts_from: Option<PathBuf>,
 }
@@ -97,6 +107,7 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
         soak_rate: None,
         reliability_soak: None,
         reliability_rate: reliability::DEFAULT_RATE,
+        overload_soak: None,
         report: None,
         charts_from: None,
     };
@@ -120,6 +131,9 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
                 args.reliability_soak = Some(std::time::Duration::from_secs_f64(value()?.parse()?));
             }
             "--reliability-rate" => args.reliability_rate = value()?.parse()?,
+            "--overload-soak" => {
+                args.overload_soak = Some(std::time::Duration::from_secs_f64(value()?.parse()?));
+            }
             "--report" => args.report = Some(value()?.into()),
             "--charts-from" => args.charts_from = Some(value()?.into()),
             other => bail!("unknown option {other}; see --help"),
@@ -172,6 +186,9 @@ fn main_inner() -> anyhow::Result<()> {
     }
     if let Some(duration) = args.reliability_soak {
         return reliability_soak(&args, &runtime, duration);
+    }
+    if let Some(duration) = args.overload_soak {
+        return overload_soak(&args, &runtime, duration);
     }
     let results = runtime.block_on(run::run(&args))?;
     std::fs::create_dir_all(&args.out)?;
@@ -227,6 +244,31 @@ fn reliability_soak(
         );
     }
     eprintln!("gatewayz-bench: the reliability soak passed");
+    Ok(())
+}
+
+/// Runs the overload soak, prints and writes its result, and fails when its
+/// verdict does.
+fn overload_soak(
+    args: &Args,
+    runtime: &tokio::runtime::Runtime,
+    duration: std::time::Duration,
+) -> anyhow::Result<()> {
+    let soak = runtime.block_on(overload::run(args, duration))?;
+    let mut command = format!("gatewayz-bench --overload-soak {}", duration.as_secs_f64());
+    if let Some(report) = &args.report {
+        command.push_str(&format!(" --report {}", report.display()));
+    }
+    let markdown = overload::render(&soak, &command);
+    print_report(&markdown);
+    if let Some(report) = &args.report {
+        reliability::write_between(report, overload::BEGIN, overload::END, &markdown)?;
+        eprintln!("gatewayz-bench: wrote the result into {}", report.display());
+    }
+    if !soak.verdict.passed() {
+        bail!("the overload soak failed: {}", soak.verdict.failures.join("; "));
+    }
+    eprintln!("gatewayz-bench: the overload soak passed");
     Ok(())
 }
 

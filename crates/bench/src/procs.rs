@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::Request;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 use tokio::net::TcpStream;
@@ -113,6 +113,12 @@ pub struct GatewaySetup<'a> {
 /// the gateway still formats and writes each line, the driver pays nothing
 /// to read them.
 pub fn start_gateway(setup: &GatewaySetup<'_>) -> anyhow::Result<Proc> {
+    start_gateway_with_env(setup, &[])
+}
+
+/// [`start_gateway`], with `env` set on top of the benchmark's environment
+/// (the overload soak's limits, say).
+pub fn start_gateway_with_env(setup: &GatewaySetup<'_>, env: &[(&str, String)]) -> anyhow::Result<Proc> {
     let child = Command::new(setup.bin)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -124,6 +130,7 @@ pub fn start_gateway(setup: &GatewaySetup<'_>) -> anyhow::Result<Proc> {
         .env("PORTKEY_API_KEY", "pk-bench")
         .env("PROVIDER_OPENAI_API_KEY", "sk-bench")
         .env("PORTKEY_BASE_URL", format!("http://{}/v1", setup.upstream))
+        .envs(env.iter().map(|(name, value)| (name, value)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -154,16 +161,30 @@ pub async fn wait_ready(proc: &mut Proc, admin: SocketAddr, limit: Duration) -> 
 }
 
 async fn readyz(admin: SocketAddr) -> anyhow::Result<bool> {
-    let stream = TcpStream::connect(admin).await?;
+    let (status, _) = get(admin, "/readyz").await?;
+    Ok(status.is_success())
+}
+
+/// The most of an answer [`get`] reads: `/metrics` is a few KiB.
+const MAX_GET_BODY: usize = 1024 * 1024;
+
+/// `GET http://address/path` on a connection of its own: the status and
+/// the body (at most 1 MiB). No deadline: the caller sets one.
+pub async fn get(address: SocketAddr, path: &str) -> anyhow::Result<(StatusCode, Bytes)> {
+    let stream = TcpStream::connect(address).await?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);
-    let request = Request::get("/readyz")
-        .header("host", admin.to_string())
+    let request = Request::get(path)
+        .header("host", address.to_string())
         .body(Empty::<Bytes>::new())?;
     let response = sender.send_request(request).await?;
-    let ok = response.status().is_success();
-    let _ = response.into_body().collect().await;
-    Ok(ok)
+    let status = response.status();
+    let body = Limited::new(response.into_body(), MAX_GET_BODY)
+        .collect()
+        .await
+        .map_err(|error| anyhow::anyhow!("the body of {path} broke off: {error}"))?
+        .to_bytes();
+    Ok((status, body))
 }
 
 /// User plus system CPU time of a whole process (all its threads), in
@@ -181,6 +202,19 @@ pub fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
             .parse()?)
     };
     Ok(field(14)? + field(15)?)
+}
+
+/// [`cpu_ticks`] of each of `pids` now, 0 for one that cannot be read.
+pub fn cpu_ticks_of<const N: usize>(pids: &[u32; N]) -> [u64; N] {
+    pids.map(|pid| cpu_ticks(pid).unwrap_or(0))
+}
+
+/// CPU seconds each of `pids` used since `before`, their
+/// [`cpu_ticks_of`] then.
+pub fn cpu_seconds_since<const N: usize>(pids: &[u32; N], before: &[u64; N]) -> [f64; N] {
+    let per_second = ticks_per_second() as f64;
+    let now = cpu_ticks_of(pids);
+    std::array::from_fn(|index| now[index].saturating_sub(before[index]) as f64 / per_second)
 }
 
 /// Clock ticks a second (`sysconf(_SC_CLK_TCK)`, from the auxiliary vector).

@@ -33,7 +33,7 @@ fn row(figure: &str, direct: String, gateway: String, delta: String, target: &st
     }
 }
 
-fn fmt_us(value: f64) -> String {
+pub(crate) fn fmt_us(value: f64) -> String {
     if value.abs() >= 1_000.0 {
         format!("{:.2} ms", value / 1_000.0)
     } else {

@@ -20,9 +20,9 @@ use crate::stats::{Hist, hist, us_at};
 use crate::streams::{Level, Timing, interleaved, level};
 
 /// The gateway key the driver configures and sends.
-const KEY: &str = "gwz-bench-key";
-const PATH: &str = "/v1/chat/completions";
-const BODY: &str = r#"{"model":"gpt-4o-mini","provider":"portkey","portkey_provider":"openai","messages":[{"role":"user","content":"hello"}]}"#;
+pub(crate) const KEY: &str = "gwz-bench-key";
+pub(crate) const PATH: &str = "/v1/chat/completions";
+pub(crate) const BODY: &str = r#"{"model":"gpt-4o-mini","provider":"portkey","portkey_provider":"openai","messages":[{"role":"user","content":"hello"}]}"#;
 const STREAM_BODY: &str = r#"{"model":"gpt-4o-mini","provider":"portkey","portkey_provider":"openai","messages":[{"role":"user","content":"hello"}],"stream":true,"stream_options":{"include_usage":true}}"#;
 
 /// Everything measured, for the report.

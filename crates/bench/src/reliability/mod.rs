@@ -18,17 +18,19 @@ use serde_json::Value;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 
 use self::mix::{Body, CHUNK_GAP, CONTENT_CHUNKS, Kind, LEAVE_AFTER, Observed};
-use self::verdict::{Evidence, RssSample, Tally, Verdict, verdict};
+use self::verdict::{Evidence, RssSample, Tally, verdict};
 use crate::Args;
 use crate::client::{Target, connect};
 use crate::load::{Pool, pace};
 use crate::procs::{
-    GatewaySetup, cpu_ticks, free_port, raise_fd_limit, rss_kib, start_gateway, start_upstream, wait_ready,
+    GatewaySetup, cpu_seconds_since, cpu_ticks_of, free_port, raise_fd_limit, rss_kib, start_gateway,
+    start_upstream, wait_ready,
 };
 use crate::report::{fmt_count, fmt_mib};
 use crate::sse::{Event, Parser};
 
-pub use self::report::{render, write_into};
+pub use self::report::{render, run_line, write_between, write_into};
+pub use self::verdict::Verdict;
 
 /// The gateway key the driver configures and sends.
 const KEY: &str = "gwz-bench-key";
@@ -159,7 +161,7 @@ pub async fn run(args: &Args, duration: Duration, rate: f64) -> anyhow::Result<S
         upstream.pid()
     );
     let pids = [gateway.pid(), upstream.pid(), std::process::id()];
-    let ticks_before: Vec<u64> = pids.iter().map(|pid| cpu_ticks(*pid).unwrap_or(0)).collect();
+    let ticks_before = cpu_ticks_of(&pids);
     let pool = Arc::new(Pool::new(bind, warm, MAX_CONNECTIONS));
     let tally = Arc::new(Mutex::new(Tally::default()));
     let in_flight = Arc::new(AtomicUsize::new(0));
@@ -200,16 +202,7 @@ pub async fn run(args: &Args, duration: Duration, rate: f64) -> anyhow::Result<S
         sleep(Duration::from_millis(10)).await;
     }
     let samples = sampler.await?;
-    let cpu_seconds = {
-        let per_second = crate::procs::ticks_per_second() as f64;
-        let spent = |index: usize| {
-            cpu_ticks(pids[index])
-                .unwrap_or(0)
-                .saturating_sub(ticks_before[index]) as f64
-                / per_second
-        };
-        [spent(0), spent(1), spent(2)]
-    };
+    let cpu_seconds = cpu_seconds_since(&pids, &ticks_before);
     sleep(SETTLE).await;
     let rss_settled_kib = rss_kib(gateway.pid()).ok();
     let gateway_exited = gateway.check_alive().err().map(|error| format!("{error:#}"));

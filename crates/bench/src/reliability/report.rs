@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context;
+use serde_json::Value;
 
 use super::Soak;
 use super::mix::Kind;
@@ -15,10 +16,9 @@ use crate::report::{fmt_count, fmt_mib};
 pub const BEGIN: &str = "<!-- reliability-soak:latest:begin -->";
 pub const END: &str = "<!-- reliability-soak:latest:end -->";
 
-/// The latest run, as markdown. `command` is the line that ran it.
-pub fn render(soak: &Soak, command: &str) -> String {
-    let mut out = String::new();
-    let facts = &soak.facts;
+/// The first line of a soak's report: when, on which commit and machine,
+/// from [`crate::machine::facts`].
+pub fn run_line(facts: &Value) -> String {
     let text = |key: &str| facts[key].as_str().unwrap_or("?").to_owned();
     let commit: String = text("git_commit").chars().take(12).collect();
     let dirty = facts["git_uncommitted_changes"].as_array().map_or(0, Vec::len);
@@ -27,6 +27,18 @@ pub fn render(soak: &Soak, command: &str) -> String {
     } else {
         format!(" plus uncommitted changes to {dirty} tracked files")
     };
+    format!(
+        "Run {} on commit `{commit}`{dirty}; {} CPUs ({}), {}.",
+        text("date_utc"),
+        facts["nproc"],
+        text("cpu_model"),
+        text("rustc"),
+    )
+}
+
+/// The latest run, as markdown. `command` is the line that ran it.
+pub fn render(soak: &Soak, command: &str) -> String {
+    let mut out = String::new();
     let judged = soak.tally.judged();
     let unexpected = soak.tally.unexpected();
     let verdict = if soak.verdict.passed() {
@@ -34,14 +46,7 @@ pub fn render(soak: &Soak, command: &str) -> String {
     } else {
         "**FAIL**"
     };
-    let _ = writeln!(
-        out,
-        "Run {} on commit `{commit}`{dirty}; {} CPUs ({}), {}.\n",
-        text("date_utc"),
-        facts["nproc"],
-        text("cpu_model"),
-        text("rustc"),
-    );
+    let _ = writeln!(out, "{}\n", run_line(&soak.facts));
     let _ = writeln!(out, "Command: `{command}`\n");
     let _ = writeln!(
         out,
@@ -187,14 +192,15 @@ fn load(out: &mut String, soak: &Soak) {
     );
 }
 
-/// `doc` with what lies between its [`BEGIN`] and [`END`] lines replaced by
-/// `section`; `None` when it lacks either.
-pub fn splice(doc: &str, section: &str) -> Option<String> {
-    let begin = doc.find(BEGIN)? + BEGIN.len();
-    let end = begin + doc[begin..].find(END)?;
+/// `doc` with what lies between its `begin` and `end` lines replaced by
+/// `section`; `None` when it lacks either. Other soaks keep their sections
+/// in the same page between markers of their own.
+pub fn splice_between(doc: &str, begin: &str, end: &str, section: &str) -> Option<String> {
+    let after_begin = doc.find(begin)? + begin.len();
+    let end = after_begin + doc[after_begin..].find(end)?;
     Some(format!(
         "{}\n\n{}\n{}",
-        &doc[..begin],
+        &doc[..after_begin],
         section.trim_end(),
         &doc[end..]
     ))
@@ -207,10 +213,19 @@ pub fn splice(doc: &str, section: &str) -> Option<String> {
 /// When the file exists without the markers (it is not overwritten), or
 /// cannot be read or written.
 pub fn write_into(path: &Path, section: &str) -> anyhow::Result<()> {
+    write_between(path, BEGIN, END, section)
+}
+
+/// Writes `section` between the `begin` and `end` lines of `path`, or as
+/// the whole file when there is none yet.
+///
+/// # Errors
+/// As [`write_into`].
+pub fn write_between(path: &Path, begin: &str, end: &str, section: &str) -> anyhow::Result<()> {
     let updated = match std::fs::read_to_string(path) {
-        Ok(doc) => splice(&doc, section).with_context(|| {
+        Ok(doc) => splice_between(&doc, begin, end, section).with_context(|| {
             format!(
-                "{} has no `{BEGIN}` … `{END}` lines to write between",
+                "{} has no `{begin}` … `{end}` lines to write between",
                 path.display()
             )
         })?,
@@ -223,6 +238,10 @@ pub fn write_into(path: &Path, section: &str) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn splice(doc: &str, section: &str) -> Option<String> {
+        splice_between(doc, BEGIN, END, section)
+    }
 
     #[test]
     fn splices_between_the_markers_and_keeps_the_rest() {
