@@ -5,6 +5,7 @@
 //! - [`demo::DemoProvider`]: a deterministic in-process provider for demos and tests.
 //! - [`metrics::Metrics`]: Prometheus metrics of every request.
 //! - [`portkey::PortkeyClient`]: chat completions through Portkey over HTTP.
+//! - [`limits`]: the per-key limits stores: in process, in Redis, and Redis with a local fallback.
 //! - [`env_keys::EnvKeyResolver`]: Portkey and provider keys ([`KeySettings`]) read once from the environment.
 //! - [`env`](mod@env): settings read from environment variables with envy, and the names of those variables.
 //! - [`mock`] (feature `mocks`): mockall mocks of the ports.
@@ -14,6 +15,7 @@ pub mod cgroup;
 pub mod demo;
 pub mod env;
 pub mod env_keys;
+pub mod limits;
 pub mod metrics;
 pub mod portkey;
 

@@ -1,0 +1,467 @@
+//! [`RedisLimits`]: counters in Redis (≥ 7, or Valkey), shared by every
+//! replica.
+//!
+//! Each gateway key has four Redis keys, under one hash tag so that a
+//! cluster would keep them in one slot (`<prefix>` is `gatewayz` unless set):
+//!
+//! | key | type | holds | expires |
+//! |---|---|---|---|
+//! | `{<prefix>:<id>}:rq` | string | the requests window's TAT, Unix µs | at the TAT (+1 s) |
+//! | `{<prefix>:<id>}:tk` | string | the tokens window's TAT, Unix µs | at the TAT (+1 s) |
+//! | `{<prefix>:<id>}:leases` | sorted set | lease id → expiry, Unix µs | lease TTL (+1 s) after the last admission or renewal |
+//! | `{<prefix>:<id>}:spend:<start>` | string | spend of the budget period starting at `<start>` (Unix s), µ$ | a day after the period ends; `total` never |
+//!
+//! Admission is one script ([`admit.lua`](./admit.lua)), one round trip;
+//! settlement another ([`settle.lua`](./settle.lua)). The windows and leases
+//! run on Redis's clock (`TIME` in the scripts), so replicas whose clocks
+//! disagree still count against one; budget periods are named by the
+//! gateway's clock (`now_us` of the admission), which matters only within
+//! a clock skew of a period's boundary.
+//!
+//! Each replica renews the leases it holds every third of their TTL, in one
+//! round trip: a request may last longer than the TTL, and the slots of a
+//! replica that dies come back within it.
+//!
+//! Every call has a deadline ([`RedisSettings::deadline`]): a Redis that is
+//! down or wedged costs a request that long at most, then a [`StoreError`].
+//! The connection is made lazily and remade by itself; the gateway starts
+//! whether Redis is up or not. A Redis restarted without persistence has
+//! lost its counts: windows and spend begin again.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use gatewayz_domain::limits::{
+    Admission, Decision, KeyPolicy, LEASE_TTL, LimitKind, LimitsStore, Settlement, Standing, StoreError,
+};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{FromRedisValue, Script, ScriptInvocation};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::redacted::{redacted_url, scrub, url_secrets};
+use super::{Counters, PARALLEL_RETRY, budget_retry, period_of};
+
+/// Spend keys outlive their period by this much (seconds): a request
+/// admitted just before the end is still settled in it.
+const SPEND_GRACE_S: i64 = 24 * 60 * 60;
+
+/// How the Redis store behaves, beside its URL.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// Every call's deadline, connecting included. Default 250 ms.
+    pub deadline: Duration,
+    /// How long a lease lives unless renewed. Default [`LEASE_TTL`].
+    pub lease_ttl: Duration,
+    /// The first part of every key's hash tag, so that deployments can share
+    /// one Redis. Default `gatewayz`.
+    pub key_prefix: String,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            deadline: Duration::from_millis(250),
+            lease_ttl: LEASE_TTL,
+            key_prefix: "gatewayz".to_owned(),
+        }
+    }
+}
+
+/// A Redis URL the store cannot use. Its text shows the URL with its
+/// password replaced.
+#[derive(Debug, thiserror::Error)]
+#[error("the Redis URL {url} cannot be used: {reason}")]
+pub struct RedisUrlError {
+    url: String,
+    reason: String,
+}
+
+/// Limits counted in Redis, shared by every replica. Cheap to share behind an
+/// `Arc`; the lease renewal stops when the store is dropped.
+pub struct RedisLimits {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    connection: ConnectionManager,
+    settings: RedisSettings,
+    scripts: Scripts,
+    /// The URL as logs may show it.
+    shown_url: String,
+    /// The URL's password, raw and decoded, scrubbed from every error.
+    secrets: Vec<String>,
+    /// The leases this replica holds: leases key → lease ids.
+    held: Mutex<HashMap<String, HashSet<String>>>,
+}
+
+struct Scripts {
+    admit: Script,
+    settle: Script,
+    renew: Script,
+    standing: Script,
+}
+
+/// The key names of one gateway key.
+struct KeyNames {
+    requests: String,
+    tokens: String,
+    leases: String,
+}
+
+impl RedisLimits {
+    /// A store on `url` (`redis://` or `rediss://`, TLS with the system's
+    /// roots). Tries to connect and load the scripts once within the deadline
+    /// so that the first requests find them; if Redis is down it says so in
+    /// the log and connects later by itself. Starts the lease renewal; call
+    /// it within a Tokio runtime.
+    ///
+    /// # Errors
+    /// [`RedisUrlError`] when `url` is not a Redis URL (or names a scheme
+    /// this build cannot speak, such as a Unix socket without support).
+    pub async fn connect(url: &SecretString, settings: RedisSettings) -> Result<Self, RedisUrlError> {
+        let url = url.expose_secret();
+        let secrets = url_secrets(url);
+        let shown_url = redacted_url(url);
+        let refuse = |reason: String| RedisUrlError {
+            url: shown_url.clone(),
+            reason: scrub(reason, &secrets),
+        };
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err(refuse("the scheme must be redis:// or rediss://".to_owned()));
+        }
+        let client = redis::Client::open(url).map_err(|error| refuse(error.to_string()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(settings.deadline))
+            .set_response_timeout(Some(settings.deadline))
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_secs(1))
+            .set_number_of_retries(4);
+        let connection = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|error| refuse(error.to_string()))?;
+        let inner = Arc::new(Inner {
+            connection,
+            settings,
+            scripts: Scripts {
+                admit: Script::new(include_str!("admit.lua")),
+                settle: Script::new(include_str!("settle.lua")),
+                renew: Script::new(include_str!("renew.lua")),
+                standing: Script::new(include_str!("standing.lua")),
+            },
+            shown_url,
+            secrets,
+            held: Mutex::new(HashMap::new()),
+        });
+        match inner.load_scripts().await {
+            Ok(()) => tracing::info!(url = %inner.shown_url, "limits: counting in Redis"),
+            Err(error) => tracing::warn!(
+                url = %inner.shown_url,
+                %error,
+                "limits: Redis is not reachable yet; connecting in the background"
+            ),
+        }
+        tokio::spawn(renew_leases(Arc::downgrade(&inner)));
+        Ok(Self { inner })
+    }
+
+    /// The URL with its password replaced, for logs.
+    pub fn shown_url(&self) -> &str {
+        &self.inner.shown_url
+    }
+
+    /// How many leases this replica holds and renews.
+    pub fn leases_held(&self) -> usize {
+        self.inner.held().values().map(HashSet::len).sum()
+    }
+}
+
+impl fmt::Debug for RedisLimits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisLimits")
+            .field("url", &self.inner.shown_url)
+            .field("settings", &self.inner.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    fn names(&self, id: &str) -> KeyNames {
+        let tag = format!("{{{}:{id}}}", self.settings.key_prefix);
+        KeyNames {
+            requests: format!("{tag}:rq"),
+            tokens: format!("{tag}:tk"),
+            leases: format!("{tag}:leases"),
+        }
+    }
+
+    /// The spend key of `policy`'s budget period holding `at_us`, and when
+    /// it expires (Unix s; 0: never). Without a budget the scripts touch no
+    /// spend key, but Redis wants every key named: the name is a placeholder.
+    fn spend_key(&self, policy: &KeyPolicy, at_us: u64) -> (String, i64) {
+        let tag = format!("{{{}:{}}}", self.settings.key_prefix, policy.id);
+        match policy.budget {
+            Some(budget) => {
+                let (start, end) = period_of(budget.period, at_us);
+                let expires = end.map_or(0, |end| end.saturating_add(SPEND_GRACE_S));
+                (format!("{tag}:spend:{start}"), expires)
+            }
+            None => (format!("{tag}:spend"), 0),
+        }
+    }
+
+    fn held(&self) -> MutexGuard<'_, HashMap<String, HashSet<String>>> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `invocation` within the deadline.
+    async fn call<T: FromRedisValue>(
+        &self,
+        what: &str,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        let mut connection = self.connection.clone();
+        match tokio::time::timeout(self.settings.deadline, invocation.invoke_async(&mut connection)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(StoreError(scrub(format!("redis {what}: {error}"), &self.secrets))),
+            Err(_) => Err(StoreError(format!(
+                "redis {what}: no answer within {} ms",
+                self.settings.deadline.as_millis()
+            ))),
+        }
+    }
+
+    async fn load_scripts(&self) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        let scripts = &self.scripts;
+        let load = async {
+            for script in [&scripts.admit, &scripts.settle, &scripts.renew, &scripts.standing] {
+                script.prepare_invoke().load_async(&mut connection).await?;
+            }
+            Ok::<(), redis::RedisError>(())
+        };
+        match tokio::time::timeout(self.settings.deadline, load).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(StoreError(scrub(format!("redis: {error}"), &self.secrets))),
+            Err(_) => Err(StoreError(format!(
+                "redis: no answer within {} ms",
+                self.settings.deadline.as_millis()
+            ))),
+        }
+    }
+
+    /// Renews every lease held here, in one round trip.
+    async fn renew(&self) -> Result<(), StoreError> {
+        let mut invocation = self.scripts.renew.prepare_invoke();
+        invocation.arg(micros(self.settings.lease_ttl));
+        {
+            let held = self.held();
+            if held.is_empty() {
+                return Ok(());
+            }
+            for (key, leases) in held.iter() {
+                invocation.key(key).arg(leases.len());
+                for lease in leases {
+                    invocation.arg(lease);
+                }
+            }
+        }
+        self.call::<i64>("lease renewal", &invocation).await.map(drop)
+    }
+}
+
+/// Renews the leases of the store behind `inner` every third of their TTL,
+/// until the store is dropped.
+async fn renew_leases(inner: Weak<Inner>) {
+    loop {
+        let Some(period) = inner.upgrade().map(|inner| inner.settings.lease_ttl / 3) else {
+            return;
+        };
+        tokio::time::sleep(period.max(Duration::from_millis(1))).await;
+        let Some(store) = inner.upgrade() else {
+            return;
+        };
+        if let Err(error) = store.renew().await {
+            // The admissions of the same moment say it louder; a lease not
+            // renewed for a whole TTL gives its slot back, as if we had died.
+            tracing::debug!(%error, "limits: lease renewal failed");
+        }
+    }
+}
+
+#[async_trait]
+impl LimitsStore for RedisLimits {
+    async fn admit(&self, admission: &Admission) -> Result<Decision, StoreError> {
+        let inner = &self.inner;
+        let policy = &admission.policy;
+        let names = inner.names(&policy.id);
+        let (spend, spend_expires) = inner.spend_key(policy, admission.now_us);
+        let mut invocation = inner.scripts.admit.prepare_invoke();
+        invocation
+            .key(&names.requests)
+            .key(&names.tokens)
+            .key(&names.leases)
+            .key(&spend)
+            .arg(limit_arg(policy.rpm))
+            .arg(limit_arg(policy.tpm))
+            .arg(admission.reserve.tokens)
+            .arg(limit_arg(policy.max_parallel))
+            .arg(&admission.lease)
+            .arg(micros(inner.settings.lease_ttl))
+            .arg(limit_arg(policy.budget.map(|budget| budget.micros())))
+            .arg(admission.reserve.usd_micros)
+            .arg(spend_expires);
+        let reply: Vec<i64> = inner.call("admission", &invocation).await?;
+        let [admitted, limit, retry_us, counters @ ..] = reply.as_slice() else {
+            return Err(StoreError(format!(
+                "redis admission: unexpected reply of {} values",
+                reply.len()
+            )));
+        };
+        let standing = counters_of(counters)?.standing(policy);
+        if *admitted == 1 {
+            inner
+                .held()
+                .entry(names.leases)
+                .or_default()
+                .insert(admission.lease.clone());
+            return Ok(Decision::Admitted(standing));
+        }
+        let (limit, retry_after) = match limit {
+            1 => (LimitKind::Requests, Duration::from_micros(unsigned(*retry_us))),
+            2 => (LimitKind::Tokens, Duration::from_micros(unsigned(*retry_us))),
+            3 => (LimitKind::Parallel, PARALLEL_RETRY),
+            4 => (
+                LimitKind::Budget,
+                policy.budget.map_or(PARALLEL_RETRY, |budget| {
+                    budget_retry(budget.period, admission.now_us)
+                }),
+            ),
+            other => return Err(StoreError(format!("redis admission: unknown limit {other}"))),
+        };
+        Ok(Decision::Refused {
+            limit,
+            retry_after,
+            standing,
+        })
+    }
+
+    async fn settle(&self, settlement: &Settlement) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        let policy = &settlement.policy;
+        let names = inner.names(&policy.id);
+        {
+            // Renewed no more, whatever happens next: if the settlement fails
+            // the lease expires by itself.
+            let mut held = inner.held();
+            if let Some(leases) = held.get_mut(&names.leases) {
+                leases.remove(&settlement.lease);
+                if leases.is_empty() {
+                    held.remove(&names.leases);
+                }
+            }
+        }
+        let (spend, _) = inner.spend_key(policy, settlement.admitted_us);
+        let mut invocation = inner.scripts.settle.prepare_invoke();
+        invocation
+            .key(&names.tokens)
+            .key(&names.leases)
+            .key(&spend)
+            .arg(&settlement.lease)
+            .arg(limit_arg(policy.tpm))
+            .arg(settlement.reserved.tokens)
+            .arg(settlement.used.tokens)
+            .arg(u8::from(policy.budget.is_some()))
+            .arg(settlement.reserved.usd_micros)
+            .arg(settlement.used.usd_micros);
+        inner.call::<i64>("settlement", &invocation).await.map(drop)
+    }
+
+    async fn standing(&self, policy: &KeyPolicy, now_us: u64) -> Result<Standing, StoreError> {
+        let inner = &self.inner;
+        let names = inner.names(&policy.id);
+        let (spend, _) = inner.spend_key(policy, now_us);
+        let mut invocation = inner.scripts.standing.prepare_invoke();
+        invocation
+            .key(&names.requests)
+            .key(&names.tokens)
+            .key(&names.leases)
+            .key(&spend);
+        let reply: Vec<i64> = inner.call("standing", &invocation).await?;
+        let mut counters = counters_of(&reply)?;
+        if policy.budget.is_none() {
+            counters.spent_usd_micros = 0;
+        }
+        Ok(counters.standing(policy))
+    }
+}
+
+/// `{now, requests TAT, tokens TAT, in flight, spent}` as the scripts return them.
+fn counters_of(values: &[i64]) -> Result<Counters, StoreError> {
+    let [now_us, requests_tat, tokens_tat, in_flight, spent] = values else {
+        return Err(StoreError(format!(
+            "redis: unexpected counters of {} values",
+            values.len()
+        )));
+    };
+    Ok(Counters {
+        now_us: unsigned(*now_us),
+        requests_tat: unsigned(*requests_tat),
+        tokens_tat: unsigned(*tokens_tat),
+        in_flight: unsigned(*in_flight),
+        spent_usd_micros: unsigned(*spent),
+    })
+}
+
+fn unsigned(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// A limit as the scripts take it: -1 for none.
+fn limit_arg(limit: Option<u64>) -> i64 {
+    limit.map_or(-1, |limit| i64::try_from(limit).unwrap_or(i64::MAX))
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_url_that_is_not_redis_is_refused_without_its_password() {
+        for url in [
+            "http://:hunter2@localhost:6379",
+            "redis://:hunter2@[::1",
+            "redis://:hunter2@localhost:notaport",
+        ] {
+            let error = RedisLimits::connect(&SecretString::from(url), RedisSettings::default())
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(!error.contains("hunter2"), "{error}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_error_of_an_unreachable_redis_names_no_password() {
+        // Port 1 on loopback: nothing listens there.
+        let url = SecretString::from("redis://:hunter2@127.0.0.1:1/0");
+        let settings = RedisSettings {
+            deadline: Duration::from_millis(100),
+            ..RedisSettings::default()
+        };
+        let store = RedisLimits::connect(&url, settings).await.unwrap();
+        assert!(!format!("{store:?}").contains("hunter2"));
+        let policy = Arc::new(KeyPolicy {
+            rpm: Some(1),
+            ..KeyPolicy::unlimited("k")
+        });
+        let error = store.standing(&policy, 0).await.unwrap_err().to_string();
+        assert!(error.contains("redis standing"), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
+    }
+}
