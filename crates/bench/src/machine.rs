@@ -93,6 +93,42 @@ pub fn steal_ticks() -> u64 {
         .unwrap_or(0)
 }
 
+/// Machine-wide TCP counters that tell a connection the kernel dropped or
+/// retried from one the process under test refused: the listen queue's
+/// overflows and drops, failed connection attempts, retransmitted segments.
+pub const TCP_COUNTERS: [(&str, &str); 5] = [
+    ("TcpExt", "ListenOverflows"),
+    ("TcpExt", "ListenDrops"),
+    ("TcpExt", "TCPTimeWaitOverflow"),
+    ("Tcp", "AttemptFails"),
+    ("Tcp", "RetransSegs"),
+];
+
+/// [`TCP_COUNTERS`] now, from `/proc/net/netstat` and `/proc/net/snmp`;
+/// `None` for one the kernel does not have.
+pub fn tcp_counters() -> [Option<u64>; TCP_COUNTERS.len()] {
+    let tables = [
+        std::fs::read_to_string("/proc/net/netstat").unwrap_or_default(),
+        std::fs::read_to_string("/proc/net/snmp").unwrap_or_default(),
+    ]
+    .join("\n");
+    TCP_COUNTERS.map(|(section, name)| proc_net_counter(&tables, section, name))
+}
+
+/// One counter of a `/proc/net/{netstat,snmp}` table: a line of names
+/// after `Section:`, then a line of their values after the same.
+fn proc_net_counter(tables: &str, section: &str, name: &str) -> Option<u64> {
+    let prefix = format!("{section}:");
+    let mut lines = tables.lines().filter(|line| line.starts_with(&prefix));
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        let at = names.split_whitespace().position(|each| each == name);
+        if let Some(at) = at {
+            return values.split_whitespace().nth(at)?.parse().ok();
+        }
+    }
+    None
+}
+
 /// CPU time of the machine against that of the benchmark's own processes,
 /// over some span: what is left was used by someone else.
 #[derive(Debug)]
@@ -129,5 +165,27 @@ impl Account {
             "other_processes_cpu_s": crate::stats::round((machine - ours - steal).max(0.0)),
             "stolen_by_the_hypervisor_s": crate::stats::round(steal),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TABLES: &str = "\
+TcpExt: SyncookiesSent ListenOverflows ListenDrops
+TcpExt: 6 539 540
+IpExt: InNoRoutes
+IpExt: 0
+Tcp: RtoAlgorithm ActiveOpens AttemptFails
+Tcp: 1 364909 1021
+";
+
+    #[test]
+    fn reads_a_counter_by_section_and_name_from_the_proc_net_tables() {
+        assert_eq!(proc_net_counter(TABLES, "TcpExt", "ListenDrops"), Some(540));
+        assert_eq!(proc_net_counter(TABLES, "Tcp", "AttemptFails"), Some(1021));
+        assert_eq!(proc_net_counter(TABLES, "Tcp", "ListenDrops"), None);
+        assert_eq!(proc_net_counter(TABLES, "Udp", "InErrors"), None);
     }
 }

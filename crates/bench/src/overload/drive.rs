@@ -14,6 +14,7 @@ use tokio::time::{Instant, sleep, timeout};
 use super::outcome::{Outcome, Tally, classify};
 use crate::client::{Target, connect};
 use crate::load::{Pool, pace};
+use crate::stats::record;
 
 /// The soak's latencies are also kept per window of this length.
 pub const WINDOW: Duration = Duration::from_secs(10);
@@ -69,15 +70,16 @@ pub async fn drive(
         );
         most_in_flight.fetch_max(in_flight.fetch_add(1, Ordering::Relaxed) + 1, Ordering::Relaxed);
         tokio::spawn(async move {
-            let outcome = timeout(REQUEST_TIMEOUT, exchange(&target, &pool))
+            let (outcome, connecting) = timeout(REQUEST_TIMEOUT, exchange(&target, &pool))
                 .await
-                .unwrap_or(Outcome::NoAnswer);
+                .unwrap_or((Outcome::NoAnswer, None));
             let latency = Instant::now().saturating_duration_since(due);
-            tally.lock().unwrap_or_else(PoisonError::into_inner).add(
-                due.saturating_duration_since(start),
-                latency,
-                outcome,
-            );
+            let mut tally = tally.lock().unwrap_or_else(PoisonError::into_inner);
+            tally.add(due.saturating_duration_since(start), latency, outcome);
+            if let Some(connecting) = connecting {
+                record(&mut tally.connecting, connecting);
+            }
+            drop(tally);
             in_flight.fetch_sub(1, Ordering::Relaxed);
         });
     }
@@ -99,17 +101,20 @@ pub async fn drive(
     })
 }
 
-/// Sends one request on a pooled connection and reads its whole answer.
+/// Sends one request on a pooled connection and reads its whole answer;
+/// also returns how long getting the connection took, when it was got.
 /// Only a connection that served a 200 goes back to the pool: the gateway
 /// closes the one of a refused request that had a body.
-async fn exchange(target: &Target, pool: &Pool) -> Outcome {
+async fn exchange(target: &Target, pool: &Pool) -> (Outcome, Option<Duration>) {
+    let began = Instant::now();
     let (_slot, mut conn) = match pool.take(true).await {
         Ok(taken) => taken,
-        Err(error) => return Outcome::NotConnected(format!("{error:#}")),
+        Err(error) => return (Outcome::NotConnected(format!("{error:#}")), None),
     };
+    let connecting = Some(began.elapsed());
     let response = match conn.send(target).await {
         Ok(response) => response,
-        Err(error) => return Outcome::Broken(format!("{error:#}")),
+        Err(error) => return (Outcome::Broken(format!("{error:#}")), connecting),
     };
     let status = response.status().as_u16();
     let retry_after = response
@@ -118,11 +123,16 @@ async fn exchange(target: &Target, pool: &Pool) -> Outcome {
         .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
     let body = match Limited::new(response.into_body(), MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(error) => return Outcome::Broken(format!("{status}, then the body broke off: {error}")),
+        Err(error) => {
+            return (
+                Outcome::Broken(format!("{status}, then the body broke off: {error}")),
+                connecting,
+            );
+        }
     };
     let outcome = classify(status, retry_after.as_deref(), &body);
     if outcome == Outcome::Admitted {
         pool.give_back(conn);
     }
-    outcome
+    (outcome, connecting)
 }

@@ -26,7 +26,7 @@ use self::verdict::{Evidence, READY_AGAIN_LIMIT, Verdict, verdict};
 use self::watch::{Admin, Gauges, Look, gauges, ready_again, rss_halves, watch};
 use crate::Args;
 use crate::client::{Target, connect};
-use crate::machine::Account;
+use crate::machine::{Account, TCP_COUNTERS, tcp_counters};
 use crate::procs::{
     GatewaySetup, cpu_seconds_since, cpu_ticks_of, free_port, raise_fd_limit, rss_kib,
     start_gateway_with_env, start_upstream, wait_ready,
@@ -83,6 +83,9 @@ pub struct Overload {
     pub cpu_seconds: [f64; 3],
     /// Who else used the CPUs meanwhile (`machine::Account`).
     pub account: Value,
+    /// How much each of `machine::TCP_COUNTERS` grew during the load,
+    /// machine-wide.
+    pub tcp_counters: [Option<u64>; TCP_COUNTERS.len()],
     pub verdict: Verdict,
 }
 
@@ -156,11 +159,15 @@ pub async fn run(args: &Args, duration: Duration) -> anyhow::Result<Overload> {
     let gauges_before = gauges(admin).await;
     let ticks_before = cpu_ticks_of(&pids);
     let account = Account::start(pids.to_vec());
+    let tcp_before = tcp_counters();
     let start = Instant::now() + Duration::from_millis(20);
     let watcher = tokio::spawn(watch(gateway.pid(), admin, start, duration, PRINT_EVERY));
     let driven = drive(&target, start, rate, duration).await?;
     let looks = watcher.await?;
     let account = account.finish();
+    let tcp_after = tcp_counters();
+    let tcp_counters =
+        std::array::from_fn(|index| Some(tcp_after[index]?.saturating_sub(tcp_before[index]?)));
     let cpu_seconds = cpu_seconds_since(&pids, &ticks_before);
     let ready_again_after = ready_again(admin, READY_AGAIN_LIMIT).await;
     let gauges_after = gauges(admin).await;
@@ -218,6 +225,7 @@ pub async fn run(args: &Args, duration: Duration) -> anyhow::Result<Overload> {
         ready_again_after,
         cpu_seconds,
         account,
+        tcp_counters,
         verdict,
     })
 }

@@ -67,6 +67,10 @@ pub struct Tally {
     /// ("other answer", "not connected", "broken", "no answer") and
     /// how many, with the first of each.
     pub failures: BTreeMap<&'static str, (u64, String)>,
+    /// How long each request took to get a connection: a free one of the
+    /// pool, or a new one (as after each refusal, whose connection the
+    /// gateway closes).
+    pub connecting: Hist,
 }
 
 impl Tally {
@@ -88,6 +92,7 @@ impl Tally {
             window,
             windows,
             failures: BTreeMap::new(),
+            connecting: hist()?,
         })
     }
 

@@ -9,9 +9,14 @@ use super::baseline::{STEP_P99_LIMIT, Step, shortfall};
 use super::verdict::{
     ADMITTED_P99_LIMIT, MIN_GOODPUT_SHARE, MIN_REFUSED_SHARE, REFUSED_P99_SHARE, RSS_LIMIT,
 };
+use crate::machine::TCP_COUNTERS;
 use crate::reliability::run_line;
 use crate::report::{fmt_count, fmt_mib, fmt_us};
 use crate::stats::{Hist, us, us_at};
+
+/// Getting a connection slower than this is counted: a SYN the kernel
+/// dropped is sent again after 1 s.
+const SLOW_CONNECT_NS: u64 = 500_000_000;
 
 /// The lines between which a report file holds the latest run.
 pub const BEGIN: &str = "<!-- overload-soak:latest:begin -->";
@@ -305,6 +310,32 @@ fn admin(out: &mut String, soak: &Overload) {
 
 fn load(out: &mut String, soak: &Overload) {
     let driven = &soak.driven;
+    let connecting = &driven.tally.connecting;
+    let slow = connecting.count_between(SLOW_CONNECT_NS, u64::MAX);
+    let counters: Vec<String> = TCP_COUNTERS
+        .iter()
+        .zip(&soak.tcp_counters)
+        .map(|((_, name), grew)| {
+            format!(
+                "{name} +{}",
+                grew.map_or_else(|| "?".to_owned(), |grew| fmt_count(grew as f64))
+            )
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "Getting a connection (a free one of the pool, or a new one, as after each refusal): p50 {}, p99 {}, \
+         max {}; {} times over 0.5 s. Machine-wide TCP counters over the load: {}.",
+        at(connecting, 0.5),
+        at(connecting, 0.99),
+        if connecting.is_empty() {
+            "—".to_owned()
+        } else {
+            fmt_us(us(connecting.max()))
+        },
+        fmt_count(slow as f64),
+        counters.join(", "),
+    );
     let seconds = soak.duration.as_secs_f64();
     let [gateway, upstream, driver] = soak.cpu_seconds;
     let account = &soak.account;
