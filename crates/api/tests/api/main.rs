@@ -14,6 +14,7 @@ mod framing;
 mod helpers;
 mod hostile_client;
 mod hostile_upstream;
+mod key_policies;
 mod lifecycle;
 mod modules;
 mod overload;
