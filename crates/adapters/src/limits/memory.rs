@@ -332,4 +332,48 @@ mod tests {
         assert!(store.holds("streaming", "long"));
         assert!(!store.holds("budgeted", "b"));
     }
+
+    #[test]
+    fn an_admission_and_its_settlement_cost_microseconds() {
+        let store = InProcessLimits::new();
+        let policy = Arc::new(KeyPolicy {
+            rpm: Some(u64::MAX / 2),
+            tpm: Some(u64::MAX / 2),
+            max_parallel: Some(1_000),
+            budget: Some(SpendLimit {
+                usd: 1e9,
+                period: BudgetPeriod::Day,
+            }),
+            ..KeyPolicy::unlimited("speed")
+        });
+        let rounds = 100_000;
+        let started = std::time::Instant::now();
+        for round in 0..rounds {
+            let now_us = NOON + round;
+            let lease = round.to_string();
+            assert!(matches!(
+                admit(&store, &policy, &lease, now_us),
+                Decision::Admitted(_)
+            ));
+            store.settle_now(&Settlement {
+                policy: policy.clone(),
+                lease,
+                reserved: Spend {
+                    tokens: 10,
+                    usd_micros: 10,
+                },
+                used: Spend {
+                    tokens: 5,
+                    usd_micros: 5,
+                },
+                estimated: false,
+                admitted_us: now_us,
+                now_us,
+            });
+        }
+        let each = started.elapsed() / u32::try_from(rounds).unwrap();
+        eprintln!("in process: admission and settlement {each:?} each");
+        // Loose: a debug build on a busy machine.
+        assert!(each < std::time::Duration::from_micros(100), "{each:?}");
+    }
 }

@@ -49,7 +49,7 @@ use super::{Counters, PARALLEL_RETRY, budget_retry, period_of};
 const SPEND_GRACE_S: i64 = 24 * 60 * 60;
 
 /// How the Redis store behaves, beside its URL.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RedisSettings {
     /// Every call's deadline, connecting included. Default 250 ms.
     pub deadline: Duration,
@@ -58,6 +58,9 @@ pub struct RedisSettings {
     /// The first part of every key's hash tag, so that deployments can share
     /// one Redis. Default `gatewayz`.
     pub key_prefix: String,
+    /// The CA certificate (PEM) a `rediss://` server's certificate must chain
+    /// to, in place of the system's roots: for a Redis with a private CA.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl Default for RedisSettings {
@@ -66,7 +69,22 @@ impl Default for RedisSettings {
             deadline: Duration::from_millis(250),
             lease_ttl: LEASE_TTL,
             key_prefix: "gatewayz".to_owned(),
+            ca_pem: None,
         }
+    }
+}
+
+impl fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("deadline", &self.deadline)
+            .field("lease_ttl", &self.lease_ttl)
+            .field("key_prefix", &self.key_prefix)
+            .field(
+                "ca_pem",
+                &self.ca_pem.as_ref().map(|pem| format!("{} bytes", pem.len())),
+            )
+            .finish()
     }
 }
 
@@ -112,15 +130,15 @@ struct KeyNames {
 }
 
 impl RedisLimits {
-    /// A store on `url` (`redis://` or `rediss://`, TLS with the system's
-    /// roots). Tries to connect and load the scripts once within the deadline
-    /// so that the first requests find them; if Redis is down it says so in
-    /// the log and connects later by itself. Starts the lease renewal; call
-    /// it within a Tokio runtime.
+    /// A store on `url`: `redis://`, or `rediss://` for TLS verified against
+    /// the system's roots or [`RedisSettings::ca_pem`]. Tries to connect and
+    /// load the scripts once within the deadline, so that the first requests
+    /// find them; if Redis is down it says so in the log and connects later
+    /// by itself. Starts the lease renewal: call it within a Tokio runtime.
     ///
     /// # Errors
-    /// [`RedisUrlError`] when `url` is not a Redis URL (or names a scheme
-    /// this build cannot speak, such as a Unix socket without support).
+    /// [`RedisUrlError`] when `url` is not a `redis://` or `rediss://` URL,
+    /// or `ca_pem` holds no PEM certificate.
     pub async fn connect(url: &SecretString, settings: RedisSettings) -> Result<Self, RedisUrlError> {
         let url = url.expose_secret();
         let secrets = url_secrets(url);
@@ -132,7 +150,17 @@ impl RedisLimits {
         if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
             return Err(refuse("the scheme must be redis:// or rediss://".to_owned()));
         }
-        let client = redis::Client::open(url).map_err(|error| refuse(error.to_string()))?;
+        let client = match &settings.ca_pem {
+            Some(ca_pem) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca_pem.clone()),
+                },
+            ),
+            None => redis::Client::open(url),
+        }
+        .map_err(|error| refuse(error.to_string()))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(settings.deadline))
             .set_response_timeout(Some(settings.deadline))

@@ -349,3 +349,126 @@ async fn an_admission_is_one_round_trip() {
     // Loose: one round trip on loopback, even in a debug build on a busy machine.
     assert!(admit_p50 < 2_000, "admission p50 {admit_p50} µs");
 }
+
+/// A CA and a certificate it signed for 127.0.0.1, made with `openssl`.
+fn certificates(dir: &std::path::Path) {
+    let openssl = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl runs");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=gatewayz test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "san.ext",
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_speaks_tls_and_trusts_only_the_ca_it_is_given() {
+    let dir = std::env::temp_dir().join(format!("gatewayz-redis-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    certificates(&dir);
+    let tls_port = crate::redis_server::free_port();
+    let file = |name: &str| dir.join(name).display().to_string();
+    let args = [
+        "--tls-port".to_owned(),
+        tls_port.to_string(),
+        "--tls-cert-file".to_owned(),
+        file("server.pem"),
+        "--tls-key-file".to_owned(),
+        file("server.key"),
+        "--tls-ca-cert-file".to_owned(),
+        file("ca.pem"),
+        "--tls-auth-clients".to_owned(),
+        "no".to_owned(),
+    ];
+    let Some(_server) =
+        RedisServer::start_with("rediss_speaks_tls_and_trusts_only_the_ca_it_is_given", &args)
+    else {
+        return;
+    };
+    let url = secrecy::SecretString::from(format!("rediss://127.0.0.1:{tls_port}"));
+    let policy = Arc::new(KeyPolicy {
+        rpm: Some(1),
+        ..key_policy("tls")
+    });
+
+    let trusting = gatewayz_adapters::limits::RedisSettings {
+        deadline: Duration::from_secs(2),
+        ca_pem: Some(std::fs::read(dir.join("ca.pem")).unwrap()),
+        ..Default::default()
+    };
+    let store = RedisLimits::connect(&url, trusting).await.unwrap();
+    assert!(is_admitted(
+        &store
+            .admit(&admission(&policy, Spend::default(), now_us()))
+            .await
+            .unwrap()
+    ));
+    assert!(!is_admitted(
+        &store
+            .admit(&admission(&policy, Spend::default(), now_us()))
+            .await
+            .unwrap()
+    ));
+
+    // The system's roots do not know the test CA: no counts from an
+    // unverified server.
+    let doubting = gatewayz_adapters::limits::RedisSettings {
+        deadline: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let store = RedisLimits::connect(&url, doubting).await.unwrap();
+    let error = store
+        .admit(&admission(&policy, Spend::default(), now_us()))
+        .await
+        .unwrap_err();
+    assert!(error.0.to_lowercase().contains("certificate"), "{error}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

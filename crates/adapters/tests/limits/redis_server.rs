@@ -21,12 +21,20 @@ const START_DEADLINE: Duration = Duration::from_secs(10);
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
+    args: Vec<String>,
 }
 
 impl RedisServer {
     /// A fresh server for `test`, or `None` when `redis-server` is missing
     /// (see the module doc).
     pub fn start(test: &str) -> Option<Self> {
+        Self::start_with(test, &[])
+    }
+
+    /// A fresh server started with `args` besides its port (TLS ports and
+    /// certificates, say); it still listens in plain text on
+    /// [`RedisServer::port`], where it is pinged.
+    pub fn start_with(test: &str, args: &[String]) -> Option<Self> {
         let installed = Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -45,10 +53,11 @@ impl RedisServer {
         // then it exits, and another port is tried.
         for _ in 0..5 {
             let port = free_port();
-            if let Some(child) = spawn(port) {
+            if let Some(child) = spawn(port, args) {
                 return Some(Self {
                     child: Some(child),
                     port,
+                    args: args.to_vec(),
                 });
             }
         }
@@ -77,7 +86,7 @@ impl RedisServer {
         self.kill();
         let deadline = Instant::now() + START_DEADLINE;
         while Instant::now() < deadline {
-            if let Some(child) = spawn(self.port) {
+            if let Some(child) = spawn(self.port, &self.args) {
                 self.child = Some(child);
                 return;
             }
@@ -113,7 +122,8 @@ impl Drop for RedisServer {
     }
 }
 
-fn free_port() -> u16 {
+/// A loopback port nothing listens on now.
+pub fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|listener| listener.local_addr())
         .map(|address| address.port())
@@ -121,11 +131,12 @@ fn free_port() -> u16 {
 }
 
 /// The server on `port` once it answers PING, or `None` if it exited first.
-fn spawn(port: u16) -> Option<Child> {
+fn spawn(port: u16, args: &[String]) -> Option<Child> {
     let mut child = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no"])
         .args(["--dir", &std::env::temp_dir().display().to_string()])
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
