@@ -139,6 +139,8 @@ struct RawNode {
     #[serde(default)]
     output_usd_per_million: Option<Spanned<Price>>,
     #[serde(default)]
+    cached_input_usd_per_million: Option<Spanned<Price>>,
+    #[serde(default)]
     weight: Option<Spanned<u32>>,
     #[serde(default)]
     retries: Option<Spanned<u32>>,
@@ -553,9 +555,18 @@ impl<E: Fn(&str) -> Option<String>> Reader<'_, E> {
     fn pricing(&self, at: usize, raw: &RawNode, path: &str) -> Result<Option<Pricing>, CatalogError> {
         match (&raw.input_usd_per_million, &raw.output_usd_per_million) {
             (Some(input), Some(output)) => Ok(Some(Pricing {
-                input_per_million: input.get_ref().0,
-                output_per_million: output.get_ref().0,
+                cached_input_per_million: raw
+                    .cached_input_usd_per_million
+                    .as_ref()
+                    .map(|price| price.get_ref().0),
+                ..Pricing::new(input.get_ref().0, output.get_ref().0)
             })),
+            (None, None) if raw.cached_input_usd_per_million.is_some() => Err(self.at(
+                at,
+                path,
+                "cached_input_usd_per_million",
+                "cached_input_usd_per_million needs input_usd_per_million and output_usd_per_million",
+            )),
             (None, None) => Ok(None),
             _ => Err(self.at(
                 at,

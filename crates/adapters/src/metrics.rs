@@ -4,6 +4,7 @@
 //! Label values are bounded: routes are the gateway's own, models are
 //! catalog ids (anything else is `other`), providers are the known ones.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use gatewayz_domain::{BreakerState, CallFacts, ChatError, ErrorSource, MemoryBudget, RoutingEvents};
@@ -22,6 +23,9 @@ const OVERHEAD_BUCKETS: &[f64] = &[
 /// One finished request, as the metrics see it.
 #[derive(Debug)]
 pub struct RequestOutcome<'a> {
+    /// The gateway key's id (a policy's `id`, or a key's digest prefix):
+    /// bounded by the keys configured.
+    pub key: Option<&'a str>,
     /// The route's pattern (`/v1/chat/completions`), never a raw path.
     pub route: &'static str,
     pub status: u16,
@@ -52,8 +56,23 @@ pub struct Metrics {
     memory_budget: IntGauge,
     memory_budget_in_use: IntGauge,
     in_flight_limit: IntGauge,
+    key_spend: CounterVec,
+    key_tokens: IntCounterVec,
+    key_refusals: IntCounterVec,
+    limits_degraded: IntGauge,
     /// Read when the metrics are rendered.
     budget: Option<MemoryBudget>,
+    degraded: Option<Degraded>,
+}
+
+/// Whether limits are degraded, asked at each render.
+#[derive(Clone)]
+struct Degraded(Arc<dyn Fn() -> bool + Send + Sync>);
+
+impl std::fmt::Debug for Degraded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Degraded(..)")
+    }
 }
 
 const CALL_LABELS: &[&str] = &["provider", "portkey_provider", "model"];
@@ -181,10 +200,41 @@ impl Metrics {
                 "gatewayz_in_flight_limit",
                 "Requests served at once before new ones are refused (GATEWAYZ_MAX_IN_FLIGHT)",
             )?,
+            key_spend: CounterVec::new(
+                Opts::new(
+                    "gatewayz_key_spend_usd_total",
+                    "Dollars charged to gateway keys' budgets at settlement, by key and whether estimated",
+                ),
+                &["key", "estimated"],
+            )?,
+            key_tokens: IntCounterVec::new(
+                Opts::new(
+                    "gatewayz_key_tokens_total",
+                    "Tokens charged to gateway keys' limits at settlement, by key and whether estimated",
+                ),
+                &["key", "estimated"],
+            )?,
+            key_refusals: IntCounterVec::new(
+                Opts::new(
+                    "gatewayz_key_refusals_total",
+                    "Requests a gateway key's policy refused, by key and reason (requests, tokens, \
+                     parallel, budget, model_not_allowed, key_expired, limits_unavailable)",
+                ),
+                &["key", "reason"],
+            )?,
+            limits_degraded: IntGauge::new(
+                "gatewayz_limits_degraded",
+                "1 while the shared limits store is unreachable and limits are counted in this process",
+            )?,
             budget: None,
+            degraded: None,
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 19] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 23] = [
+            Box::new(metrics.key_spend.clone()),
+            Box::new(metrics.key_tokens.clone()),
+            Box::new(metrics.key_refusals.clone()),
+            Box::new(metrics.limits_degraded.clone()),
             Box::new(metrics.overload_refusals.clone()),
             Box::new(metrics.memory_budget.clone()),
             Box::new(metrics.memory_budget_in_use.clone()),
@@ -218,6 +268,14 @@ impl Metrics {
         self.memory_budget.set(gauge(budget.bytes()));
         self.in_flight_limit.set(gauge(max_in_flight));
         self.budget = Some(budget);
+        self
+    }
+
+    /// Reports `degraded()` (whether limits are counted locally because the
+    /// shared store is down) at each render.
+    #[must_use]
+    pub fn with_limits_degraded(mut self, degraded: Arc<dyn Fn() -> bool + Send + Sync>) -> Self {
+        self.degraded = Some(Degraded(degraded));
         self
     }
 
@@ -284,10 +342,34 @@ impl Metrics {
         if let Some(cost) = facts.cost_usd {
             self.cost.with_label_values(&call).inc_by(cost);
         }
+        if let Some(key) = outcome.key {
+            self.key_finished(key, facts);
+        }
         if let Some((source, kind)) = facts.error.filter(|(source, _)| *source != ErrorSource::Gateway) {
             self.upstream_errors
                 .with_label_values(&[kind, source.as_str(), provider, portkey_provider])
                 .inc();
+        }
+    }
+
+    /// A key's charge and refusal, if any.
+    fn key_finished(&self, key: &str, facts: &CallFacts) {
+        if let Some(charged) = facts.charged {
+            let estimated = if facts.usage_estimated { "true" } else { "false" };
+            self.key_spend
+                .with_label_values(&[key, estimated])
+                .inc_by(charged.usd_micros as f64 / 1_000_000.0);
+            self.key_tokens
+                .with_label_values(&[key, estimated])
+                .inc_by(charged.tokens);
+        }
+        let refusal = match facts.error {
+            Some((_, "limit_exceeded" | "budget_exceeded")) => facts.limit_refusal,
+            Some((_, kind @ ("model_not_allowed" | "key_expired" | "limits_unavailable"))) => Some(kind),
+            _ => None,
+        };
+        if let Some(reason) = refusal {
+            self.key_refusals.with_label_values(&[key, reason]).inc();
         }
     }
 
@@ -312,6 +394,9 @@ impl Metrics {
     pub fn render(&self) -> String {
         if let Some(budget) = &self.budget {
             self.memory_budget_in_use.set(gauge(budget.in_use()));
+        }
+        if let Some(degraded) = &self.degraded {
+            self.limits_degraded.set(i64::from((degraded.0)()));
         }
         let mut text = Vec::with_capacity(16 * 1024);
         // Encoding into memory fails only on a metric that breaks the
@@ -407,6 +492,7 @@ mod tests {
         };
         metrics.request_started();
         metrics.request_finished(&RequestOutcome {
+            key: None,
             route: "/v1/chat/completions",
             status: 429,
             duration: Duration::from_millis(41),

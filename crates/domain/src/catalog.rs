@@ -16,12 +16,30 @@ use crate::route::Route;
 pub struct Pricing {
     pub input_per_million: f64,
     pub output_per_million: f64,
+    /// The price of prompt tokens the provider served from its cache
+    /// (`usage.prompt_tokens_details.cached_tokens`); without it they cost
+    /// what other prompt tokens cost.
+    pub cached_input_per_million: Option<f64>,
 }
 
 impl Pricing {
-    /// The cost of `usage`, rounded to 6 decimals (a millionth of a dollar).
+    /// Prompt and completion prices, without a cached-input price.
+    pub const fn new(input_per_million: f64, output_per_million: f64) -> Self {
+        Self {
+            input_per_million,
+            output_per_million,
+            cached_input_per_million: None,
+        }
+    }
+
+    /// The cost of `usage` as providers bill it, rounded to 6 decimals (a
+    /// millionth of a dollar): cached prompt tokens at their own price,
+    /// reasoning tokens as the completion tokens they are counted in.
     pub fn cost(&self, usage: &Usage) -> f64 {
-        let cost = (usage.prompt_tokens as f64 * self.input_per_million
+        let cached = usage.cached_prompt_tokens().min(usage.prompt_tokens);
+        let cached_price = self.cached_input_per_million.unwrap_or(self.input_per_million);
+        let cost = ((usage.prompt_tokens - cached) as f64 * self.input_per_million
+            + cached as f64 * cached_price
             + usage.completion_tokens as f64 * self.output_per_million)
             / 1_000_000.0;
         (cost * 1_000_000.0).round() / 1_000_000.0
@@ -168,6 +186,22 @@ impl ModelEntry {
         }
     }
 
+    /// The highest prices any of its targets may charge (each price on its
+    /// own): what a key's budget reserves before it is known which target
+    /// serves.
+    pub fn highest_pricing(&self) -> Option<Pricing> {
+        self.targets
+            .targets()
+            .iter()
+            .filter_map(|spec| spec.pricing)
+            .reduce(|highest, pricing| {
+                Pricing::new(
+                    highest.input_per_million.max(pricing.input_per_million),
+                    highest.output_per_million.max(pricing.output_per_million),
+                )
+            })
+    }
+
     /// The first target: whose owner `/v1/models` shows, and whose route a
     /// request starts on.
     pub fn primary(&self) -> Option<&Target> {
@@ -263,21 +297,30 @@ mod tests {
 
     #[test]
     fn cost_is_prices_times_tokens_rounded_to_six_decimals() {
-        let pricing = Pricing {
-            input_per_million: 0.15,
-            output_per_million: 0.6,
-        };
+        let pricing = Pricing::new(0.15, 0.6);
         assert_eq!(pricing.cost(&Usage::new(1_000, 500)), 0.00045);
         assert_eq!(pricing.cost(&Usage::new(7, 3)), 0.000003);
         assert_eq!(pricing.cost(&Usage::new(0, 0)), 0.0);
     }
 
     #[test]
-    fn prices_are_found_by_the_upstream_model_whatever_the_public_id() {
+    fn cached_prompt_tokens_cost_their_own_price() {
+        let usage: Usage = serde_json::from_value(serde_json::json!({"prompt_tokens": 1_000,
+            "completion_tokens": 100, "prompt_tokens_details": {"cached_tokens": 800},
+            "completion_tokens_details": {"reasoning_tokens": 60}}))
+        .unwrap();
         let pricing = Pricing {
-            input_per_million: 1.0,
-            output_per_million: 2.0,
+            cached_input_per_million: Some(0.25),
+            ..Pricing::new(1.0, 4.0)
         };
+        // 200 at 1.0, 800 at 0.25, 100 (reasoning included) at 4.0.
+        assert_eq!(pricing.cost(&usage), 0.0008);
+        assert_eq!(Pricing::new(1.0, 4.0).cost(&usage), 0.0014);
+    }
+
+    #[test]
+    fn prices_are_found_by_the_upstream_model_whatever_the_public_id() {
+        let pricing = Pricing::new(1.0, 2.0);
         let catalog = Catalog::new(vec![entry(
             "fast",
             portkey(UpstreamProvider::OpenAi, "gpt-4o-mini"),

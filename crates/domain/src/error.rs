@@ -6,6 +6,9 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::budget::{OVERLOADED_RETRY_AFTER, OverBudget};
+use crate::limits::headers::openai_duration;
+use crate::limits::policy::KeyPolicy;
+use crate::limits::store::{LimitKind, Spend, StoreError};
 use crate::provider::{ProviderKind, UpstreamProvider};
 
 /// A request the gateway refuses before calling anyone.
@@ -169,6 +172,27 @@ pub enum ChatError {
     /// now; the client may try again shortly.
     #[error("The gateway is overloaded: {0}; retry shortly")]
     Overloaded(#[from] OverBudget),
+    /// 401: the gateway key's policy has expired.
+    #[error("This gateway key (`{0}`) has expired")]
+    KeyExpired(#[doc = "the key's id"] String),
+    /// 403: the model is outside the gateway key's allow list.
+    #[error("The model `{model}` is not allowed for this gateway key (`{key}`)")]
+    ModelNotAllowed { model: String, key: String },
+    /// 429: a rate limit of the gateway key (requests, tokens or parallel).
+    #[error("{message}")]
+    LimitExceeded {
+        limit: LimitKind,
+        retry_after: Duration,
+        message: String,
+    },
+    /// 429 `insufficient_quota`: the gateway key's budget for the period is
+    /// spent.
+    #[error("{message}")]
+    BudgetExceeded { retry_after: Duration, message: String },
+    /// 503: the limits store cannot answer and the gateway is set to refuse
+    /// then (`GATEWAYZ_LIMITS_ON_STORE_ERROR=closed`).
+    #[error("Key limits cannot be checked now ({0}); retry shortly")]
+    LimitsUnavailable(StoreError),
 }
 
 impl ChatError {
@@ -188,6 +212,11 @@ impl ChatError {
             Self::InvalidUpstreamResponse(_) => "invalid_upstream_response",
             Self::CircuitOpen { .. } => "circuit_open",
             Self::Overloaded(_) => "overloaded",
+            Self::KeyExpired(_) => "key_expired",
+            Self::ModelNotAllowed { .. } => "model_not_allowed",
+            Self::LimitExceeded { .. } => "limit_exceeded",
+            Self::BudgetExceeded { .. } => "budget_exceeded",
+            Self::LimitsUnavailable(_) => "limits_unavailable",
         }
     }
 
@@ -213,7 +242,10 @@ impl ChatError {
     pub const fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::RateLimited { retry_after, .. } => *retry_after,
-            Self::Overloaded(_) => Some(OVERLOADED_RETRY_AFTER),
+            Self::Overloaded(_) | Self::LimitsUnavailable(_) => Some(OVERLOADED_RETRY_AFTER),
+            Self::LimitExceeded { retry_after, .. } | Self::BudgetExceeded { retry_after, .. } => {
+                Some(*retry_after)
+            }
             _ => None,
         }
     }
@@ -226,7 +258,12 @@ impl ChatError {
             | Self::ModelNotFound(_)
             | Self::ProviderDisabled(_)
             | Self::CircuitOpen { .. }
-            | Self::Overloaded(_) => ErrorSource::Gateway,
+            | Self::Overloaded(_)
+            | Self::KeyExpired(_)
+            | Self::ModelNotAllowed { .. }
+            | Self::LimitExceeded { .. }
+            | Self::BudgetExceeded { .. }
+            | Self::LimitsUnavailable(_) => ErrorSource::Gateway,
             Self::UpstreamAuth(error)
             | Self::RateLimited { error, .. }
             | Self::Timeout(error)
@@ -234,6 +271,46 @@ impl ChatError {
             | Self::UpstreamFailed(error)
             | Self::Unavailable(error)
             | Self::InvalidUpstreamResponse(error) => error.source,
+        }
+    }
+
+    /// The refusal of a request of `policy` reserving `reserve` by `limit`.
+    pub fn refused_by(limit: LimitKind, retry_after: Duration, policy: &KeyPolicy, reserve: Spend) -> Self {
+        let key = &policy.id;
+        let retry = openai_duration(retry_after);
+        let message = match limit {
+            LimitKind::Requests => format!(
+                "Rate limit reached for gateway key `{key}` on requests per min (RPM): limit {}. \
+                 Please try again in {retry}.",
+                policy.rpm.unwrap_or_default()
+            ),
+            LimitKind::Tokens => format!(
+                "Rate limit reached for gateway key `{key}` on tokens per min (TPM): limit {}, \
+                 requested {} (the prompt's estimate and the output limit). Please try again in {retry}.",
+                policy.tpm.unwrap_or_default(),
+                reserve.tokens
+            ),
+            LimitKind::Parallel => format!(
+                "Rate limit reached for gateway key `{key}` on requests in flight: limit {}. \
+                 Please try again in {retry}.",
+                policy.max_parallel.unwrap_or_default()
+            ),
+            LimitKind::Budget => {
+                let (usd, period) = policy
+                    .budget
+                    .map_or((0.0, "total"), |budget| (budget.usd, budget.period.as_str()));
+                return Self::BudgetExceeded {
+                    retry_after,
+                    message: format!(
+                        "The budget of gateway key `{key}` (${usd} per {period}) is spent; it renews in {retry}."
+                    ),
+                };
+            }
+        };
+        Self::LimitExceeded {
+            limit,
+            retry_after,
+            message,
         }
     }
 

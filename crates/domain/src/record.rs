@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::catalog::Pricing;
 use crate::error::{ChatError, ErrorSource};
+use crate::limits::store::{Spend, Standing};
 use crate::provider::{ProviderKind, UpstreamProvider};
 
 /// Facts about one request.
@@ -40,6 +41,16 @@ pub struct CallFacts {
     pub pricing: Option<Pricing>,
     /// Upstream calls made (retries and fallbacks included).
     pub attempts: u32,
+    /// The gateway key's standing against its limits, when it has some.
+    pub limits: Option<Standing>,
+    /// The tokens and cost charged to the key were estimated: the upstream
+    /// reported no usage (the client left first).
+    pub usage_estimated: bool,
+    /// What was charged to the key's limits at settlement.
+    pub charged: Option<Spend>,
+    /// The key limit that refused the request (`requests`, `tokens`,
+    /// `parallel`, `budget`).
+    pub limit_refusal: Option<&'static str>,
 }
 
 /// A shared, fill-as-you-go [`CallFacts`].

@@ -3,9 +3,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::catalog::{Catalog, Pricing};
+use crate::catalog::{Catalog, ModelEntry, Pricing};
 use crate::error::ChatError;
-use crate::model::{ChatRequest, ChatResponse, UpstreamEdits};
+use crate::limits::{KeyPolicy, Limits, LimitsStore, Spend, usd_to_micros};
+use crate::model::{ChatRequest, ChatResponse, UpstreamEdits, Usage};
 use crate::ports::{
     ChatProvider, ChatStream, Credentials, KeyResolver, NoEvents, ProviderCall, RequestContext,
     RoutingEvents, RoutingFieldRules,
@@ -22,6 +23,8 @@ pub struct ChatCommand {
     pub request: ChatRequest,
     pub routing: RoutingFields,
     pub context: RequestContext,
+    /// The policy of the gateway key that sent it, when keys have policies.
+    pub key: Option<Arc<KeyPolicy>>,
 }
 
 /// The answer to a [`ChatCommand`]: whole, or streamed when the request
@@ -76,6 +79,8 @@ pub struct ChatService {
     request_timeout: Duration,
     /// What the adapters can send of a client's routing fields.
     field_rules: Option<Arc<dyn RoutingFieldRules>>,
+    /// Where keys' limits are counted; without it, no limit applies.
+    limits: Option<Limits>,
 }
 
 /// How long a request routed directly (not through a catalog model, whose
@@ -89,6 +94,49 @@ struct Prepared {
     call: ProviderCall,
     pricing: Option<Pricing>,
     client_wants_usage: bool,
+    /// What a key's limits reserve for it, when its key has limits.
+    reservation: Option<Reservation>,
+}
+
+/// What an admission reserves: tokens (the prompt's estimate and the
+/// output limit) priced at the highest price that may apply.
+struct Reservation {
+    policy: Arc<KeyPolicy>,
+    prompt_estimate: u64,
+    output_limit: u64,
+    pricing: Option<Pricing>,
+}
+
+impl Reservation {
+    fn spend(&self) -> Spend {
+        let usage = Usage::new(self.prompt_estimate, self.output_limit);
+        Spend {
+            tokens: self.prompt_estimate + self.output_limit,
+            usd_micros: self
+                .pricing
+                .map_or(0, |pricing| usd_to_micros(pricing.cost(&usage))),
+        }
+    }
+}
+
+/// A token is about four bytes of English text: the prompt's estimate is
+/// a quarter of the size of its messages and tools as sent (settled with
+/// the real count when the upstream reports it).
+fn prompt_estimate(request: &ChatRequest) -> u64 {
+    let size = ["messages", "tools", "functions"]
+        .iter()
+        .filter_map(|name| request.member(name))
+        .map(<[u8]>::len)
+        .sum::<usize>();
+    size.div_ceil(4) as u64
+}
+
+/// What `usage` spends at `pricing`.
+fn spent(usage: Option<&Usage>, cost_usd: Option<f64>) -> Option<Spend> {
+    usage.map(|usage| Spend {
+        tokens: usage.prompt_tokens + usage.completion_tokens,
+        usd_micros: cost_usd.map_or(0, usd_to_micros),
+    })
 }
 
 impl std::fmt::Debug for ChatService {
@@ -112,6 +160,7 @@ impl ChatService {
             direct: Providers::default(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             field_rules: None,
+            limits: None,
         }
         .rebuild()
     }
@@ -176,6 +225,20 @@ impl ChatService {
         self
     }
 
+    /// Counts keys' limits in `store`: a request of a key whose policy has
+    /// limits is admitted there before any upstream call, and settled when
+    /// its answer or stream ends.
+    #[must_use]
+    pub fn with_limits(mut self, store: Arc<dyn LimitsStore>) -> Self {
+        self.limits = Some(Limits::new(store));
+        self
+    }
+
+    /// The limits store and its pending settlements, when limits apply.
+    pub fn limits(&self) -> Option<&Limits> {
+        self.limits.as_ref()
+    }
+
     /// The route of a model that nothing else routes.
     #[must_use]
     pub fn with_default_route(mut self, route: Option<Route>) -> Self {
@@ -226,9 +289,28 @@ impl ChatService {
             call,
             pricing,
             client_wants_usage,
+            reservation,
         } = self.prepare(command)?;
         let received = call.context.received;
         let record = call.context.record.clone();
+        let ticket = match (reservation, &self.limits) {
+            (Some(reservation), Some(limits)) => {
+                // Unique per admission: a client may send one request id twice.
+                let lease = format!("{}:{:016x}", call.context.request_id, fastrand::u64(..));
+                let mut ticket = limits
+                    .admit(&reservation.policy, lease, reservation.spend(), &record)
+                    .await?;
+                ticket.prompt_estimate = reservation.prompt_estimate;
+                ticket.price = reservation.pricing.map(|pricing| {
+                    (
+                        pricing.input_per_million / 1_000_000.0,
+                        pricing.output_per_million / 1_000_000.0,
+                    )
+                });
+                Some(ticket)
+            }
+            _ => None,
+        };
         let started = Instant::now();
         // A catalog model's price is the price of the target that served.
         let priced =
@@ -236,21 +318,45 @@ impl ChatService {
         if call.request.is_stream() {
             let chunks = provider.stream(call).await;
             record.update(|facts| facts.upstream = Some(started.elapsed()));
+            let chunks = match chunks {
+                Ok(chunks) => chunks,
+                Err(error) => {
+                    if let Some(ticket) = ticket {
+                        ticket.release();
+                    }
+                    return Err(error);
+                }
+            };
             let pricing = priced(&record);
             Ok(ChatOutcome::Stream(usage::meter(
-                chunks?,
-                usage::Meter::new(received, started, pricing, client_wants_usage, record),
+                chunks,
+                usage::Meter::new(received, started, pricing, client_wants_usage, record).with_ticket(ticket),
             )))
         } else {
             let response = provider.complete(call).await;
             let upstream = started.elapsed();
             record.update(|facts| facts.upstream = Some(upstream));
-            let (response, reported) = usage::annotate(response?, received, upstream, priced(&record));
+            let response = match response {
+                Ok(response) => response,
+                Err(error) => {
+                    if let Some(ticket) = ticket {
+                        ticket.release();
+                    }
+                    return Err(error);
+                }
+            };
+            let (response, reported) = usage::annotate(response, received, upstream, priced(&record));
             record.update(|facts| {
                 facts.prompt_tokens = response.usage().map(|usage| usage.prompt_tokens);
                 facts.completion_tokens = response.usage().map(|usage| usage.completion_tokens);
                 facts.cost_usd = reported.cost_usd;
             });
+            if let Some(ticket) = ticket {
+                // Without usage in the answer, dropped: settled with an estimate.
+                if let Some(used) = spent(response.usage(), reported.cost_usd) {
+                    ticket.settle(used);
+                }
+            }
             Ok(ChatOutcome::Complete(response))
         }
     }
@@ -260,14 +366,41 @@ impl ChatService {
             request,
             routing,
             mut context,
+            key,
         } = command;
+        if let Some(key) = &key
+            && key.expired(crate::limits::now_unix())
+        {
+            return Err(ChatError::KeyExpired(key.id.clone()));
+        }
         if let Some(rules) = &self.field_rules {
             rules.check(&routing)?;
         }
         context.record.update(|facts| facts.stream = request.is_stream());
         request.validate()?;
+        if let Some(key) = key.as_ref().filter(|key| !key.allows_model(request.model())) {
+            return Err(ChatError::ModelNotAllowed {
+                model: crate::text::quote(request.model()).into_owned(),
+                key: key.id.clone(),
+            });
+        }
         let resolved = resolve(&request, routing, &self.catalog, self.default_route.as_ref())?;
         let route = resolved.route;
+        let limited = key.filter(|key| key.has_limits() && self.limits.is_some());
+        let output_limit = |catalog_limit: Option<u32>| {
+            let limit = request
+                .output_token_limit()
+                .and_then(|limit| u64::try_from(limit).ok())
+                .or(catalog_limit.map(u64::from))
+                .unwrap_or(u64::from(self.default_max_tokens));
+            let choices = request
+                .fields()
+                .n
+                .and_then(|n| u64::try_from(n).ok())
+                .unwrap_or(1)
+                .max(1);
+            limit.saturating_mul(choices)
+        };
         context.record.update(|facts| {
             facts.provider = Some(route.kind());
             facts.portkey_provider = route.portkey_provider();
@@ -276,10 +409,18 @@ impl ChatService {
         });
         let client_wants_usage = request.wants_stream_usage();
         if let Some(router) = resolved.entry.and_then(|index| self.routers.get(index)) {
+            let entry = resolved.entry.and_then(|index| self.catalog.models().get(index));
+            let reservation = limited.map(|policy| Reservation {
+                policy,
+                prompt_estimate: prompt_estimate(&request),
+                output_limit: output_limit(entry.and_then(|entry| entry.max_tokens)),
+                pricing: entry.and_then(ModelEntry::highest_pricing),
+            });
             // The router puts each target's route, model, limit and
             // credentials on the call as it tries it.
             context.overrides = resolved.overrides;
             return Ok(Prepared {
+                reservation,
                 provider: router.clone(),
                 call: ProviderCall {
                     request,
@@ -307,7 +448,14 @@ impl ChatService {
         let credentials = self.keys.resolve(&route)?;
         let pricing = self.catalog.pricing(&route, &resolved.model);
         context.record.update(|facts| facts.attempts = 1);
+        let reservation = limited.map(|policy| Reservation {
+            policy,
+            prompt_estimate: prompt_estimate(&request),
+            output_limit: output_limit(resolved.max_tokens),
+            pricing,
+        });
         Ok(Prepared {
+            reservation,
             provider,
             call: ProviderCall {
                 request,
@@ -340,6 +488,7 @@ mod tests {
                 ..RoutingFields::default()
             },
             context: RequestContext::default(),
+            key: None,
         }
     }
 

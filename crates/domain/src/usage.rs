@@ -7,6 +7,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::catalog::Pricing;
+use crate::limits::{Spend, Ticket, usd_to_micros};
 use crate::model::{ChatChunk, ChatResponse, ChunkHead, Usage};
 use crate::ports::ChatStream;
 use crate::record::CallRecord;
@@ -81,6 +82,10 @@ pub(crate) struct Meter {
     started_stream: bool,
     reported: bool,
     ended: bool,
+    /// The key's admission, settled when the stream ends or is dropped.
+    ticket: Option<Ticket>,
+    /// What the upstream reported the stream used.
+    used: Option<Spend>,
 }
 
 impl Meter {
@@ -101,6 +106,25 @@ impl Meter {
             started_stream: false,
             reported: false,
             ended: false,
+            ticket: None,
+            used: None,
+        }
+    }
+
+    /// Settles `ticket` when the stream ends: with the usage the upstream
+    /// reported, else with an estimate from what was relayed.
+    pub(crate) fn with_ticket(mut self, ticket: Option<Ticket>) -> Self {
+        self.ticket = ticket;
+        self
+    }
+
+    fn settle(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            match self.used {
+                Some(used) => ticket.settle(used),
+                // Dropped: settled with its estimate.
+                None => drop(ticket),
+            }
         }
     }
 }
@@ -121,11 +145,13 @@ pub(crate) fn meter(chunks: ChatStream, meter: Meter) -> ChatStream {
                 meter.ended = true;
                 meter.record.failed(&error);
                 meter.note_end();
+                meter.settle();
                 Some((Err(error), (chunks, meter)))
             }
             None => {
                 meter.ended = true;
                 meter.note_end();
+                meter.settle();
                 let closing = meter.closing_chunk()?;
                 Some((Ok(closing), (chunks, meter)))
             }
@@ -140,6 +166,7 @@ impl Drop for Meter {
         if !self.ended {
             self.note_end();
         }
+        self.settle();
     }
 }
 
@@ -155,11 +182,20 @@ impl Meter {
             let first_token = self.received.elapsed();
             self.record.update(|facts| facts.first_token = Some(first_token));
         }
+        if let Some(ticket) = &mut self.ticket
+            && chunk.has_choices()
+        {
+            ticket.relayed_chunks += 1;
+        }
         let Some(tokens) = chunk.usage().copied().filter(|_| !self.reported) else {
             return chunk;
         };
         self.reported = true;
         let usage = GatewayUsage::measure(self.received, self.started.elapsed(), self.pricing, Some(&tokens));
+        self.used = Some(Spend {
+            tokens: tokens.prompt_tokens + tokens.completion_tokens,
+            usd_micros: usage.cost_usd.map_or(0, usd_to_micros),
+        });
         self.record.update(|facts| {
             facts.prompt_tokens = Some(tokens.prompt_tokens);
             facts.completion_tokens = Some(tokens.completion_tokens);
@@ -201,10 +237,7 @@ mod tests {
         serde_json::from_slice(chunk.json()).unwrap()
     }
 
-    const PRICE: Pricing = Pricing {
-        input_per_million: 1.0,
-        output_per_million: 2.0,
-    };
+    const PRICE: Pricing = Pricing::new(1.0, 2.0);
 
     async fn metered_with(chunks: Vec<ChatChunk>, wants_usage: bool, record: CallRecord) -> Vec<ChatChunk> {
         let now = Instant::now();

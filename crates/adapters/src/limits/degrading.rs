@@ -19,7 +19,7 @@ use gatewayz_domain::limits::{
 };
 use serde::Deserialize;
 
-use super::InProcessLimits;
+use super::memory::InProcessLimits;
 
 /// The least time between two warnings of a failing store.
 const WARN_EVERY: Duration = Duration::from_secs(60);
@@ -185,6 +185,10 @@ impl LimitsStore for DegradingLimits {
     /// # Errors
     /// [`StoreError`] when the shared store fails in mode `closed`; nothing
     /// is held then.
+    fn is_degraded(&self) -> bool {
+        DegradingLimits::is_degraded(self)
+    }
+
     async fn admit(&self, admission: &Admission) -> Result<Decision, StoreError> {
         let Some(_probe) = self.may_call_primary() else {
             return self

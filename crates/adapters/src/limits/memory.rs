@@ -16,7 +16,7 @@ use gatewayz_domain::limits::{
     Admission, Decision, Gcra, KeyPolicy, LimitKind, LimitsStore, Settlement, Standing, StoreError, WINDOW_US,
 };
 
-use super::{Counters, PARALLEL_RETRY, budget_retry, period_of, unix_seconds};
+use super::counters::{Counters, PARALLEL_RETRY, budget_retry, period_of, unix_seconds};
 
 /// Per-key counters in the process. Memory stays bounded: a key's state is
 /// dropped once its windows are whole again, it holds no lease and its

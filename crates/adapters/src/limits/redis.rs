@@ -41,8 +41,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, Script, ScriptInvocation};
 use secrecy::{ExposeSecret, SecretString};
 
+use super::counters::{Counters, PARALLEL_RETRY, budget_retry, period_of};
 use super::redacted::{redacted_url, scrub, url_secrets};
-use super::{Counters, PARALLEL_RETRY, budget_retry, period_of};
 
 /// Spend keys outlive their period by this much (seconds): a request
 /// admitted just before the end is still settled in it.

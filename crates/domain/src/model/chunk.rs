@@ -13,6 +13,9 @@ use crate::json::{Edit, IgnoredString, JsonObject, ShapeError, read_shape, with_
 /// One chunk: the upstream's JSON and what the gateway read of it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ChatChunk {
+    /// Whether `choices` is not empty: the chunk carries a piece of the
+    /// completion (about a token of it), not only usage.
+    choices: bool,
     json: Bytes,
     usage: Option<Usage>,
     finished: bool,
@@ -68,6 +71,7 @@ impl ChatChunk {
         Ok(Self {
             usage: view.usage,
             finished: view.choices.iter().any(|choice| choice.finish_reason.is_some()),
+            choices: !view.choices.is_empty(),
             json,
         })
     }
@@ -79,6 +83,11 @@ impl ChatChunk {
 
     pub fn usage(&self) -> Option<&Usage> {
         self.usage.as_ref()
+    }
+
+    /// Whether the chunk has choices (a piece of the completion).
+    pub fn has_choices(&self) -> bool {
+        self.choices
     }
 
     /// Whether a choice of this chunk has a `finish_reason`.
@@ -111,6 +120,7 @@ impl ChatChunk {
             json: json.unwrap_or(self.json),
             usage: self.usage.filter(|_| keep_usage),
             finished: self.finished,
+            choices: self.choices,
         }
     }
 }

@@ -18,6 +18,17 @@ pub struct Usage {
     /// Some providers leave it out; it is then left out, not invented.
     #[serde(default)]
     pub total_tokens: Option<u64>,
+    /// `prompt_tokens_details`, read for its `cached_tokens`.
+    #[serde(default)]
+    pub prompt_tokens_details: Option<PromptTokensDetails>,
+}
+
+/// The part of `usage.prompt_tokens_details` that prices differ on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct PromptTokensDetails {
+    /// Prompt tokens served from the provider's cache.
+    #[serde(default)]
+    pub cached_tokens: Option<u64>,
 }
 
 impl Usage {
@@ -26,7 +37,15 @@ impl Usage {
             prompt_tokens,
             completion_tokens,
             total_tokens: Some(prompt_tokens + completion_tokens),
+            prompt_tokens_details: None,
         }
+    }
+
+    /// Prompt tokens the provider served from its cache.
+    pub fn cached_prompt_tokens(&self) -> u64 {
+        self.prompt_tokens_details
+            .and_then(|details| details.cached_tokens)
+            .unwrap_or(0)
     }
 }
 
@@ -156,7 +175,8 @@ mod tests {
             Some(&Usage {
                 prompt_tokens: 3,
                 completion_tokens: 4,
-                total_tokens: None
+                total_tokens: None,
+                prompt_tokens_details: None,
             })
         );
         assert_eq!(&answer.json()[..], text.as_bytes());

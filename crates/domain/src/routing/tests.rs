@@ -276,6 +276,7 @@ impl Setup {
             .unwrap(),
             routing,
             context,
+            key: None,
         };
         (self.service.execute(command).await, record)
     }
@@ -395,10 +396,7 @@ async fn a_long_retry_after_on_the_last_target_reaches_the_client() {
 
 #[tokio::test(start_paused = true)]
 async fn fallback_goes_in_order_and_the_serving_target_is_recorded_and_priced() {
-    let pricing = Pricing {
-        input_per_million: 2.0,
-        output_per_million: 0.0,
-    };
+    let pricing = Pricing::new(2.0, 0.0);
     let Node::Target(mut priced) = target("c", UpstreamProvider::Groq, "model-c") else {
         unreachable!("a target")
     };
