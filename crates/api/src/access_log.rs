@@ -36,6 +36,9 @@ pub struct Access<'a> {
     pub request_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_id: Option<&'a str>,
+    /// The key policy's labels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<&'a std::collections::BTreeMap<String, String>>,
     pub method: &'a str,
     pub route: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -60,6 +63,14 @@ pub struct Access<'a> {
     pub completion_tokens: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cost_usd: Option<f64>,
+    /// Tokens and dollars charged to the key's limits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub charged_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub charged_usd: Option<f64>,
+    /// The charge is an estimate: the upstream reported no usage.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub usage_estimated: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_source: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use gatewayz_adapters::env::EnvSettings;
+use gatewayz_adapters::limits::OnStoreError;
 use gatewayz_domain::{Route, RoutingFields, ValidationError};
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -109,6 +110,14 @@ pub struct Config {
     /// before `/readyz` says it is not ready.
     #[serde(default = "default_overload_grace_ms", deserialize_with = "overload_grace_ms")]
     pub overload_grace_ms: u64,
+    /// `GATEWAYZ_REDIS_URL`: where keys' limits are counted for every
+    /// replica (`redis://` or `rediss://`); unset, in this process.
+    #[serde(default)]
+    pub redis_url: Option<SecretString>,
+    /// `GATEWAYZ_LIMITS_ON_STORE_ERROR`: `open` (admit, counting in this
+    /// process, and say so) or `closed` (503) while Redis cannot answer.
+    #[serde(default, deserialize_with = "limits_on_store_error")]
+    pub limits_on_store_error: OnStoreError,
     /// `GATEWAYZ_LOG_FORMAT`: `json` or `pretty`.
     #[serde(default, deserialize_with = "log_format")]
     pub log_format: LogFormat,
@@ -168,6 +177,7 @@ gatewayz_adapters::var_parsers! {
     memory_budget_bytes: usize = "GATEWAYZ_MEMORY_BUDGET_BYTES";
     max_in_flight: usize = "GATEWAYZ_MAX_IN_FLIGHT";
     overload_grace_ms: u64 = "GATEWAYZ_OVERLOAD_GRACE_MS";
+    limits_on_store_error: OnStoreError = "GATEWAYZ_LIMITS_ON_STORE_ERROR";
 }
 
 fn some_memory_budget_bytes<'de, D: serde::Deserializer<'de>>(

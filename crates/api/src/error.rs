@@ -10,6 +10,7 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
+use gatewayz_domain::limits::LimitKind;
 use gatewayz_domain::{ChatError, ErrorSource, KeyError, UpstreamError, ValidationError};
 use serde::Serialize;
 
@@ -336,6 +337,36 @@ impl From<ChatError> for ApiError {
                     .with_code("circuit_open")
             },
             ChatError::Overloaded(_) => Self::overloaded(message),
+            ChatError::KeyExpired(_) => Self::unauthorized(message, "key_expired"),
+            ChatError::ModelNotAllowed { .. } => {
+                Self::new(StatusCode::FORBIDDEN, "invalid_request_error", message)
+                    .with_param("model")
+                    .with_code("model_not_allowed")
+            }
+            ChatError::LimitExceeded {
+                limit, retry_after, ..
+            } => {
+                // OpenAI's types for its own requests and tokens limits.
+                let kind = match limit {
+                    LimitKind::Requests => "requests",
+                    LimitKind::Tokens => "tokens",
+                    LimitKind::Parallel | LimitKind::Budget => "rate_limit_error",
+                };
+                Self {
+                    retry_after: Some(whole_seconds(retry_after).max(1)),
+                    ..Self::new(StatusCode::TOO_MANY_REQUESTS, kind, message).with_code("rate_limit_exceeded")
+                }
+            }
+            ChatError::BudgetExceeded { retry_after, .. } => Self {
+                retry_after: Some(whole_seconds(retry_after).max(1)),
+                ..Self::new(StatusCode::TOO_MANY_REQUESTS, "insufficient_quota", message)
+                    .with_code("budget_exceeded")
+            },
+            ChatError::LimitsUnavailable(_) => Self {
+                retry_after: Some(1),
+                ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
+                    .with_code("limits_unavailable")
+            },
         }
     }
 }

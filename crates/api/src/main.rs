@@ -16,8 +16,9 @@ async fn main() -> ExitCode {
     };
     let _log = telemetry::init(settings.gateway.log_format);
 
-    let built =
-        startup::chat_service(&settings).and_then(|service| Application::build(&settings.gateway, service));
+    let built = startup::chat_service(&settings)
+        .await
+        .and_then(|service| Application::build(&settings.gateway, service));
     // The environment as read, keys and all, is no longer needed.
     drop(settings);
     let application = match built {

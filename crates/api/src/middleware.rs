@@ -5,6 +5,7 @@
 //! dropped early because the client left; the latter is logged as status 499.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -16,7 +17,8 @@ use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage, web};
 use bytes::Bytes;
 use gatewayz_adapters::metrics::{Metrics, RequestOutcome};
-use gatewayz_domain::{CallFacts, CallRecord, ProviderKind};
+use gatewayz_domain::limits::standing_headers;
+use gatewayz_domain::{CallFacts, CallRecord, KeyPolicy, ProviderKind};
 use tracing::Instrument;
 
 use gatewayz_domain::text::quote;
@@ -31,6 +33,8 @@ use crate::routes::chat::ChatState;
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 const PROVIDER_HEADER: HeaderName = HeaderName::from_static("x-gatewayz-provider");
+/// `degraded` when a key's limits were counted in this process only.
+const LIMITS_HEADER: HeaderName = HeaderName::from_static("x-gatewayz-limits");
 /// The catalog target that served the request.
 const TARGET_HEADER: HeaderName = HeaderName::from_static("x-gatewayz-target");
 
@@ -112,6 +116,7 @@ pub async fn track(
         method: request.method().clone(),
         uri: request.uri().clone(),
         key_id: None,
+        key: None,
         route: route_of(request.path()),
         record,
         metrics,
@@ -144,6 +149,7 @@ pub async fn track(
         .extensions()
         .get::<KeyId>()
         .map(|id| id.0.clone());
+    tracker.key = response.request().extensions().get::<Arc<KeyPolicy>>().cloned();
     tracker.error = response.response().error().map(ToString::to_string);
     tracker.add_headers(response.headers_mut());
     Ok(response.map_body(|_, body| {
@@ -166,6 +172,8 @@ struct Tracker {
     method: Method,
     uri: actix_web::http::Uri,
     key_id: Option<String>,
+    /// The key's policy, for its labels.
+    key: Option<Arc<KeyPolicy>>,
     route: &'static str,
     record: CallRecord,
     metrics: Option<web::Data<Metrics>>,
@@ -200,6 +208,16 @@ impl Tracker {
             }
             // The adapter's to name: a name or value no header can carry is
             // left out, never a panic.
+            if let Some(standing) = &facts.limits {
+                for (name, value) in standing_headers(standing) {
+                    if let Ok(value) = HeaderValue::from_str(&value) {
+                        headers.insert(HeaderName::from_static(name), value);
+                    }
+                }
+                if standing.degraded {
+                    headers.insert(LIMITS_HEADER, HeaderValue::from_static("degraded"));
+                }
+            }
             for (name, value) in &facts.passed_on {
                 if let (Ok(name), Ok(value)) = (
                     HeaderName::from_bytes(name.as_bytes()),
@@ -233,6 +251,7 @@ impl Tracker {
         }
         if let Some(metrics) = &self.metrics {
             metrics.request_finished(&RequestOutcome {
+                key: self.key_id.as_deref(),
                 route: self.route,
                 status,
                 duration,
@@ -247,6 +266,11 @@ impl Tracker {
                 message: "access",
                 request_id: &self.request_id,
                 key_id: self.key_id.as_deref(),
+                labels: self
+                    .key
+                    .as_ref()
+                    .map(|key| &key.labels)
+                    .filter(|labels| !labels.is_empty()),
                 method: &method,
                 route: self.route,
                 provider: facts.provider.map(ProviderKind::as_str),
@@ -262,6 +286,11 @@ impl Tracker {
                 prompt_tokens: facts.prompt_tokens,
                 completion_tokens: facts.completion_tokens,
                 cost_usd: facts.cost_usd,
+                charged_tokens: facts.charged.map(|charged| charged.tokens),
+                charged_usd: facts
+                    .charged
+                    .map(|charged| charged.usd_micros as f64 / 1_000_000.0),
+                usage_estimated: facts.usage_estimated,
                 error_source: facts.error.map(|(source, _)| source.as_str()),
                 error_kind: facts.error.map(|(_, kind)| kind),
                 error: self.error.as_deref(),

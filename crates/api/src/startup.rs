@@ -10,11 +10,16 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use gatewayz_adapters::catalog::{self, CatalogError};
 use gatewayz_adapters::cgroup;
+use gatewayz_adapters::limits::{
+    DegradingLimits, InProcessLimits, RedisLimits, RedisSettings, RedisUrlError,
+};
 use gatewayz_adapters::metrics::Metrics;
 use gatewayz_adapters::portkey::{PortkeyHeaderRules, PortkeySetupError};
 use gatewayz_adapters::{DemoProvider, EnvKeyResolver, PortkeyClient};
+use gatewayz_domain::limits::Limits;
 use gatewayz_domain::{
-    ChatService, KeyResolver, MemoryBudget, ProviderKind, Providers, RoutingEvents, ValidationError,
+    ChatService, KeyResolver, LimitsStore, MemoryBudget, ProviderKind, Providers, RoutingEvents,
+    ValidationError,
 };
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -46,6 +51,8 @@ pub enum StartupError {
     },
     #[error(transparent)]
     Overload(#[from] OverloadSetupError),
+    #[error("GATEWAYZ_REDIS_URL: {0}")]
+    Redis(#[from] RedisUrlError),
     #[error("cannot set up the metrics: {0}")]
     Metrics(String),
     #[error(transparent)]
@@ -57,9 +64,9 @@ pub enum StartupError {
 /// up in the environment as it was read).
 ///
 /// # Errors
-/// When the Portkey adapter, the catalog or the default route cannot be
-/// built from their settings.
-pub fn chat_service(settings: &Settings) -> Result<ChatService, StartupError> {
+/// When the Portkey adapter, the catalog, the default route or the limits
+/// store cannot be built from their settings.
+pub async fn chat_service(settings: &Settings) -> Result<ChatService, StartupError> {
     let Settings {
         gateway: config,
         portkey,
@@ -81,11 +88,31 @@ pub fn chat_service(settings: &Settings) -> Result<ChatService, StartupError> {
         .with(ProviderKind::Portkey, Arc::new(PortkeyClient::new(portkey)?));
     let keys: Arc<dyn KeyResolver> = Arc::new(EnvKeyResolver::new(keys.clone()));
     Ok(ChatService::new(providers, keys)
+        .with_limits(limits_store(config).await?)
         .with_catalog(Arc::new(catalog))
         .with_default_route(default_route)
         .with_default_max_tokens(config.default_max_tokens)
         .with_request_timeout(Duration::from_millis(config.request_timeout_ms.max(1)))
         .with_routing_field_rules(Arc::new(PortkeyHeaderRules)))
+}
+
+/// Where keys' limits are counted: in this process, or in Redis (shared by
+/// every replica) when `GATEWAYZ_REDIS_URL` is set, falling back as
+/// `GATEWAYZ_LIMITS_ON_STORE_ERROR` says while it cannot answer.
+async fn limits_store(config: &Config) -> Result<Arc<dyn LimitsStore>, StartupError> {
+    let Some(url) = &config.redis_url else {
+        return Ok(Arc::new(InProcessLimits::new()));
+    };
+    let redis = RedisLimits::connect(url, RedisSettings::default()).await?;
+    tracing::info!(
+        url = redis.shown_url(),
+        on_store_error = config.limits_on_store_error.as_str(),
+        "key limits counted in Redis"
+    );
+    Ok(Arc::new(DegradingLimits::new(
+        Arc::new(redis),
+        config.limits_on_store_error,
+    )))
 }
 
 /// A bound, ready-to-run gateway: the public listener and the admin one.
@@ -98,7 +125,12 @@ pub struct Application {
     keys: GatewayKeys,
     metrics: web::Data<Metrics>,
     reload_interval: Duration,
+    /// Settlements still on their way to the limits store at shutdown.
+    limits: Option<Limits>,
 }
+
+/// How long a shutdown waits for the last settlements to reach the store.
+const SETTLEMENT_FLUSH: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for Application {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -146,11 +178,16 @@ impl Application {
             max_in_flight = limits.max_in_flight,
             "overload limits set"
         );
-        let metrics = web::Data::new(
-            Metrics::new()
-                .map_err(|error| StartupError::Metrics(error.to_string()))?
-                .with_overload_limits(budget.clone(), limits.max_in_flight),
-        );
+        let mut metrics = Metrics::new()
+            .map_err(|error| StartupError::Metrics(error.to_string()))?
+            .with_overload_limits(budget.clone(), limits.max_in_flight);
+        let settlements = service.limits().cloned();
+        let limits_store = service.limits().map(|limits| Arc::clone(limits.store()));
+        if let Some(store) = &limits_store {
+            let store = Arc::clone(store);
+            metrics = metrics.with_limits_degraded(Arc::new(move || store.is_degraded()));
+        }
+        let metrics = web::Data::new(metrics);
         let overload = web::Data::new(Overload::new(&limits, budget.clone(), Some(metrics.clone())));
         let readiness = Readiness::default();
         let keys_data = web::Data::new(keys.clone());
@@ -186,12 +223,19 @@ impl Application {
             },
         )?;
         let admin_readiness = web::Data::new(readiness.clone());
+        let admin_keys = web::Data::new(keys.clone());
+        let admin_limits = limits_store.map(web::Data::new);
         let admin = HttpServer::new(move || {
-            App::new()
+            let app = App::new()
                 .app_data(admin_metrics.clone())
                 .app_data(admin_readiness.clone())
-                .app_data(overload.clone())
-                .configure(routes::admin::configure)
+                .app_data(admin_keys.clone())
+                .app_data(overload.clone());
+            let app = match &admin_limits {
+                Some(store) => app.app_data(store.clone()),
+                None => app,
+            };
+            app.configure(routes::admin::configure)
         })
         .workers(1)
         .shutdown_timeout(1)
@@ -207,6 +251,7 @@ impl Application {
             keys,
             metrics,
             reload_interval: Duration::from_millis(config.api_keys_reload_ms.max(10)),
+            limits: settlements,
         })
     }
 
@@ -241,6 +286,7 @@ impl Application {
             keys,
             metrics,
             reload_interval,
+            limits,
             ..
         } = self;
         let public = server.handle();
@@ -274,6 +320,13 @@ impl Application {
         tracing::info!("shutting down: not ready, finishing in-flight requests");
         public.stop(true).await;
         let _ = public_task.await;
+        // Every request has ended and settled; the last settlements reach
+        // the store before the process ends.
+        if let Some(limits) = limits
+            && !limits.flush(SETTLEMENT_FLUSH).await
+        {
+            tracing::warn!("some key limit settlements did not reach the store before shutdown");
+        }
         admin_handle.stop(true).await;
         let _ = admin_task.await;
         tracing::info!("stopped");

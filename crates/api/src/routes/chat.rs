@@ -1,5 +1,6 @@
 //! `POST /v1/chat/completions`.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::body::{BoxBody, SizedStream};
@@ -10,7 +11,7 @@ use futures::StreamExt;
 use gatewayz_domain::text::quote;
 use gatewayz_domain::{
     BudgetedBuffer, CallRecord, ChatCommand, ChatError, ChatOutcome, ChatRequest, ChatResponse, ChatService,
-    MemoryBudget, OverBudget, RequestContext, RoutingFields,
+    KeyPolicy, MemoryBudget, OverBudget, RequestContext, RoutingFields,
 };
 
 use crate::auth::Authenticated;
@@ -81,6 +82,7 @@ pub async fn chat_completions(
         request: chat_request,
         routing,
         context,
+        key: request.extensions().get::<Arc<KeyPolicy>>().cloned(),
     };
     let probe = request.conn_data::<ClientProbe>().cloned();
     let execution = state.service.execute(command);
@@ -119,12 +121,41 @@ pub async fn chat_completions(
                         probe.gone().await;
                         record.update(|facts| facts.client_gone = true);
                     };
-                    response.streaming(events.take_until(Box::pin(gone)))
+                    response.streaming(until_gone(events, gone))
                 }
                 None => response.streaming(events),
             })
         }
     }
+}
+
+/// `events` until `gone` resolves; then, or when `events` ends, `events`
+/// is dropped before the body ends, so that what its drop settles (the
+/// key's charge, the upstream time) is in the record when the request is
+/// reported. (`take_until` would keep it until the body itself is dropped.)
+fn until_gone<S, E>(
+    events: S,
+    gone: impl Future<Output = ()>,
+) -> impl futures::Stream<Item = Result<Bytes, E>>
+where
+    S: futures::Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    let mut events = Some(events);
+    let mut gone = Box::pin(gone);
+    futures::stream::poll_fn(move |cx| {
+        let Some(stream) = events.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        if gone.as_mut().poll(cx).is_ready() {
+            events = None;
+            return std::task::Poll::Ready(None);
+        }
+        let polled = stream.poll_next_unpin(cx);
+        if let std::task::Poll::Ready(None) = polled {
+            events = None;
+        }
+        polled
+    })
 }
 
 /// A body declared as anything but JSON is refused; an undeclared one is

@@ -1,3 +1,4 @@
+use std::path::PathBuf;
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
@@ -7,6 +8,7 @@ use gatewayz_adapters::mock::{MockChatProvider, MockKeyResolver};
 use gatewayz_api::{Application, Settings, startup, telemetry};
 use gatewayz_domain::{ChatService, Credentials, ProviderKind, Providers};
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 pub const KEY: &str = "test-gateway-key";
 
@@ -42,7 +44,7 @@ impl TestApp {
     /// variables), configured only by `vars`.
     pub async fn production(vars: &[(&str, &str)]) -> Self {
         let settings = settings(vars);
-        let service = startup::chat_service(&settings).expect("the service wires");
+        let service = startup::chat_service(&settings).await.expect("the service wires");
         Self::start(&settings, service)
     }
 
@@ -258,4 +260,52 @@ pub async fn portkey_answering(response: wiremock::ResponseTemplate) -> wiremock
         .mount(&server)
         .await;
     server
+}
+
+pub fn sha256_hex(key: &str) -> String {
+    Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// One `[[keys]]` entry for `key`, with `fields` added.
+pub fn entry(id: &str, key: &str, fields: &str) -> String {
+    format!(
+        "[[keys]]\nid = \"{id}\"\nkey_sha256 = \"{}\"\n{fields}\n\n",
+        sha256_hex(key)
+    )
+}
+
+/// A TOML file of the test's own (a key policy file, a catalog), removed
+/// when the test ends.
+pub struct PolicyFile(PathBuf);
+
+impl PolicyFile {
+    pub fn new(test: &str, text: &str) -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "gatewayz-key-policies-{}-{test}.toml",
+            std::process::id()
+        ));
+        let file = Self(path);
+        file.write(text);
+        file
+    }
+
+    /// Written whole, as Kubernetes swaps a mounted Secret, never half-way.
+    pub fn write(&self, text: &str) {
+        let next = self.0.with_extension("next");
+        std::fs::write(&next, text).unwrap();
+        std::fs::rename(&next, &self.0).unwrap();
+    }
+
+    pub fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for PolicyFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }

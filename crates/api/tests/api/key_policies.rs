@@ -2,60 +2,10 @@
 //! authenticate under their ids, reloads take effect or are refused whole,
 //! and the admin listener shows the policies, never a digest.
 
-use std::path::PathBuf;
-
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::binary;
-use crate::helpers::{KEY, TestApp, chat_body, eventually, sample};
-
-fn sha256_hex(key: &str) -> String {
-    Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
-}
-
-/// One `[[keys]]` entry for `key`, with `fields` added.
-fn entry(id: &str, key: &str, fields: &str) -> String {
-    format!(
-        "[[keys]]\nid = \"{id}\"\nkey_sha256 = \"{}\"\n{fields}\n\n",
-        sha256_hex(key)
-    )
-}
-
-/// A policy file of the test's own, removed when the test ends.
-struct PolicyFile(PathBuf);
-
-impl PolicyFile {
-    fn new(test: &str, text: &str) -> Self {
-        let path = std::env::temp_dir().join(format!(
-            "gatewayz-key-policies-{}-{test}.toml",
-            std::process::id()
-        ));
-        let file = Self(path);
-        file.write(text);
-        file
-    }
-
-    /// Written whole, as Kubernetes swaps a mounted Secret, never half-way.
-    fn write(&self, text: &str) {
-        let next = self.0.with_extension("next");
-        std::fs::write(&next, text).unwrap();
-        std::fs::rename(&next, &self.0).unwrap();
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for PolicyFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
+use crate::helpers::{KEY, PolicyFile, TestApp, chat_body, entry, eventually, sample, sha256_hex};
 
 /// The production gateway reading `file` every 50 ms.
 async fn gateway(file: &PolicyFile) -> TestApp {
