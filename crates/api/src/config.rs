@@ -114,6 +114,11 @@ pub struct Config {
     /// replica (`redis://` or `rediss://`); unset, in this process.
     #[serde(default)]
     pub redis_url: Option<SecretString>,
+    /// `GATEWAYZ_REDIS_CA_FILE`: a PEM file of the CA that signed a
+    /// `rediss://` server's certificate, trusted instead of the system's
+    /// roots (a self-hosted Redis with a private CA).
+    #[serde(default)]
+    pub redis_ca_file: Option<PathBuf>,
     /// `GATEWAYZ_LIMITS_ON_STORE_ERROR`: `open` (admit, counting in this
     /// process, and say so) or `closed` (503) while Redis cannot answer.
     #[serde(default, deserialize_with = "limits_on_store_error")]

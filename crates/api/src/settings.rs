@@ -150,7 +150,7 @@ mod tests {
             "GATEWAYZ_DEFAULT_PROVIDER" => "demo",
             "GATEWAYZ_DEFAULT_PORTKEY_PROVIDER" => "groq",
             "PORTKEY_BASE_URL" | "PORTKEY_CUSTOM_HOST" => "http://127.0.0.1:7/v1",
-            "GATEWAYZ_API_KEYS_FILE" | "GATEWAYZ_CATALOG" => "/nowhere",
+            "GATEWAYZ_API_KEYS_FILE" | "GATEWAYZ_CATALOG" | "GATEWAYZ_REDIS_CA_FILE" => "/nowhere",
             name if name.ends_with("_MS") || name.ends_with("_BYTES") || name.ends_with("_TOKENS") => "7",
             "GATEWAYZ_SHUTDOWN_TIMEOUT" | "GATEWAYZ_MAX_IN_FLIGHT" => "7",
             _ => "a-value",

@@ -53,6 +53,8 @@ pub enum StartupError {
     Overload(#[from] OverloadSetupError),
     #[error("GATEWAYZ_REDIS_URL: {0}")]
     Redis(#[from] RedisUrlError),
+    #[error("GATEWAYZ_REDIS_CA_FILE: cannot read {path}: {error}")]
+    RedisCa { path: String, error: std::io::Error },
     #[error("cannot set up the metrics: {0}")]
     Metrics(String),
     #[error(transparent)]
@@ -103,7 +105,18 @@ async fn limits_store(config: &Config) -> Result<Arc<dyn LimitsStore>, StartupEr
     let Some(url) = &config.redis_url else {
         return Ok(Arc::new(InProcessLimits::new()));
     };
-    let redis = RedisLimits::connect(url, RedisSettings::default()).await?;
+    let ca_pem = match &config.redis_ca_file {
+        Some(path) => Some(std::fs::read(path).map_err(|error| StartupError::RedisCa {
+            path: path.display().to_string(),
+            error,
+        })?),
+        None => None,
+    };
+    let settings = RedisSettings {
+        ca_pem,
+        ..RedisSettings::default()
+    };
+    let redis = RedisLimits::connect(url, settings).await?;
     tracing::info!(
         url = redis.shown_url(),
         on_store_error = config.limits_on_store_error.as_str(),
