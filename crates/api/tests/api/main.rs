@@ -17,11 +17,14 @@ mod hostile_upstream;
 mod key_policies;
 mod lifecycle;
 mod limits;
+mod limits_redis;
 mod modules;
 mod ops;
 mod overload;
 mod peers;
 mod portkey;
+#[path = "../../../adapters/tests/limits/redis_server.rs"]
+mod redis_server;
 mod routing;
 mod sdk;
 mod streaming;
