@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::catalog::{Catalog, ModelEntry, Pricing};
 use crate::error::ChatError;
-use crate::limits::{KeyPolicy, Limits, LimitsStore, Spend, usd_to_micros};
+use crate::limits::{KeyPolicy, Limits, LimitsStore, Spend, Ticket, usd_to_micros};
 use crate::model::{ChatRequest, ChatResponse, UpstreamEdits, Usage};
 use crate::ports::{
     ChatProvider, ChatStream, Credentials, KeyResolver, NoEvents, ProviderCall, RequestContext,
@@ -273,6 +273,10 @@ impl ChatService {
     /// - [`ChatError::ProviderDisabled`] when the route's adapter is not
     ///   enabled on this gateway;
     /// - [`ChatError::Keys`] when credentials are missing;
+    /// - [`ChatError::KeyExpired`], [`ChatError::ModelNotAllowed`],
+    ///   [`ChatError::LimitExceeded`], [`ChatError::BudgetExceeded`] when the
+    ///   key's policy refuses it, [`ChatError::LimitsUnavailable`] when its
+    ///   limits cannot be checked;
     /// - whatever the provider returns.
     pub async fn execute(&self, command: ChatCommand) -> Result<ChatOutcome, ChatError> {
         let record = command.context.record.clone();
@@ -293,23 +297,9 @@ impl ChatService {
         } = self.prepare(command)?;
         let received = call.context.received;
         let record = call.context.record.clone();
-        let ticket = match (reservation, &self.limits) {
-            (Some(reservation), Some(limits)) => {
-                // Unique per admission: a client may send one request id twice.
-                let lease = format!("{}:{:016x}", call.context.request_id, fastrand::u64(..));
-                let mut ticket = limits
-                    .admit(&reservation.policy, lease, reservation.spend(), &record)
-                    .await?;
-                ticket.prompt_estimate = reservation.prompt_estimate;
-                ticket.price = reservation.pricing.map(|pricing| {
-                    (
-                        pricing.input_per_million / 1_000_000.0,
-                        pricing.output_per_million / 1_000_000.0,
-                    )
-                });
-                Some(ticket)
-            }
-            _ => None,
+        let ticket = match reservation {
+            Some(reservation) => self.admit(reservation, &call.context).await?,
+            None => None,
         };
         let started = Instant::now();
         // A catalog model's price is the price of the target that served.
@@ -359,6 +349,31 @@ impl ChatService {
             }
             Ok(ChatOutcome::Complete(response))
         }
+    }
+
+    /// Admits a request of a key with limits: its ticket, to settle when it
+    /// ends (`None` without a limits store).
+    async fn admit(
+        &self,
+        reservation: Reservation,
+        context: &RequestContext,
+    ) -> Result<Option<Ticket>, ChatError> {
+        let Some(limits) = &self.limits else {
+            return Ok(None);
+        };
+        // Unique per admission: a client may send one request id twice.
+        let lease = format!("{}:{:016x}", context.request_id, fastrand::u64(..));
+        let mut ticket = limits
+            .admit(&reservation.policy, lease, reservation.spend(), &context.record)
+            .await?;
+        ticket.prompt_estimate = reservation.prompt_estimate;
+        ticket.price = reservation.pricing.map(|pricing| {
+            (
+                pricing.input_per_million / 1_000_000.0,
+                pricing.output_per_million / 1_000_000.0,
+            )
+        });
+        Ok(Some(ticket))
     }
 
     fn prepare(&self, command: ChatCommand) -> Result<Prepared, ChatError> {
