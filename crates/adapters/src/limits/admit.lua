@@ -5,13 +5,20 @@
 -- same one; the GCRA is gcra.rs's, in microseconds (doubles hold them exactly).
 --
 -- KEYS[1] requests TAT, KEYS[2] tokens TAT (µs, strings),
--- KEYS[3] leases (ZSET: lease id -> expiry µs), KEYS[4] spend of the period (µ$).
+-- KEYS[3] leases (ZSET: lease id -> expiry µs), KEYS[4] spend of the period (µ$),
+-- KEYS[5] the lease's void marker (set by cancel.lua).
 -- ARGV[1] rpm, ARGV[2] tpm (-1: none), ARGV[3] tokens to reserve,
 -- ARGV[4] max parallel (-1: none), ARGV[5] lease id, ARGV[6] lease TTL µs,
 -- ARGV[7] budget µ$ (-1: none), ARGV[8] µ$ to reserve,
 -- ARGV[9] when the spend key expires (Unix s; 0: never).
 -- Returns {admitted 1|0, refusing limit (1 requests, 2 tokens, 3 parallel,
--- 4 budget; 0 none), retry µs, now µs, requests TAT, tokens TAT, in flight, spent µ$}.
+-- 4 budget; 0 none), retry µs, now µs, requests TAT, tokens TAT, in flight, spent µ$},
+-- or {-1} for a lease made void: its gateway gave up on this admission before
+-- it ran (Redis answered too late), so it takes nothing.
+
+if redis.call('EXISTS', KEYS[5]) == 1 then
+  return {-1}
+end
 
 local WINDOW = 60000000
 local MARGIN_MS = 1000

@@ -1,7 +1,7 @@
 //! [`RedisLimits`]: counters in Redis (≥ 7, or Valkey), shared by every
 //! replica.
 //!
-//! Each gateway key has four Redis keys, under one hash tag so that a
+//! Each gateway key has these Redis keys, under one hash tag so that a
 //! cluster would keep them in one slot (`<prefix>` is `gatewayz` unless set):
 //!
 //! | key | type | holds | expires |
@@ -10,6 +10,7 @@
 //! | `{<prefix>:<id>}:tk` | string | the tokens window's TAT, Unix µs | at the TAT (+1 s) |
 //! | `{<prefix>:<id>}:leases` | sorted set | lease id → expiry, Unix µs | lease TTL (+1 s) after the last admission or renewal |
 //! | `{<prefix>:<id>}:spend:<start>` | string | spend of the budget period starting at `<start>` (Unix s), µ$ | a day after the period ends; `total` never |
+//! | `{<prefix>:<id>}:void:<lease>` | string | an admission given up on before it ran: it takes nothing | 5 minutes |
 //!
 //! Admission is one script ([`admit.lua`](./admit.lua)), one round trip;
 //! settlement another ([`settle.lua`](./settle.lua)). The windows and leases
@@ -22,26 +23,37 @@
 //! round trip: a request may last longer than the TTL, and the slots of a
 //! replica that dies come back within it.
 //!
+//! An admission whose answer is not taken (past its deadline, its
+//! connection lost, its request gone) may still run when a stalled Redis
+//! catches up: it is cancelled ([`cancel.lua`](./cancel.lua)), from a task
+//! that retries until Redis answers; see [`cancel`].
+//!
 //! Every call has a deadline ([`RedisSettings::deadline`]): a Redis that is
 //! down or wedged costs a request that long at most, then a [`StoreError`].
 //! The connection is made lazily and remade by itself; the gateway starts
 //! whether Redis is up or not. A Redis restarted without persistence has
 //! lost its counts: windows and spend begin again.
 
+mod cancel;
+mod lua;
+
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use gatewayz_domain::limits::{
-    Admission, Decision, KeyPolicy, LEASE_TTL, LimitKind, LimitsStore, Settlement, Standing, StoreError,
+    Admission, Decision, KeyPolicy, LEASE_TTL, LimitsStore, Settlement, Standing, StoreError,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, Script, ScriptInvocation};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::counters::{Counters, PARALLEL_RETRY, budget_retry, period_of};
+use self::cancel::{Cancellation, MOST_UNDER_WAY};
+use self::lua::{counters_of, decision_of, limit_arg, micros};
+use super::counters::period_of;
 use super::redacted::{redacted_url, scrub, url_secrets};
 
 /// Spend keys outlive their period by this much (seconds): a request
@@ -113,6 +125,8 @@ struct Inner {
     secrets: Vec<String>,
     /// The leases this replica holds: leases key → lease ids.
     held: Mutex<HashMap<String, HashSet<String>>>,
+    /// Cancellations of admissions given up on, not yet run by Redis.
+    cancelling: AtomicUsize,
 }
 
 struct Scripts {
@@ -120,13 +134,23 @@ struct Scripts {
     settle: Script,
     renew: Script,
     standing: Script,
+    cancel: Script,
 }
 
 /// The key names of one gateway key.
 struct KeyNames {
+    /// `{<prefix>:<id>}`, which every name begins with.
+    tag: String,
     requests: String,
     tokens: String,
     leases: String,
+}
+
+impl KeyNames {
+    /// The marker of `lease` made void: its admission was given up on.
+    fn void(&self, lease: &str) -> String {
+        format!("{}:void:{lease}", self.tag)
+    }
 }
 
 impl RedisLimits {
@@ -177,10 +201,12 @@ impl RedisLimits {
                 settle: Script::new(include_str!("settle.lua")),
                 renew: Script::new(include_str!("renew.lua")),
                 standing: Script::new(include_str!("standing.lua")),
+                cancel: Script::new(include_str!("cancel.lua")),
             },
             shown_url,
             secrets,
             held: Mutex::new(HashMap::new()),
+            cancelling: AtomicUsize::new(0),
         });
         match inner.load_scripts().await {
             Ok(()) => tracing::info!(url = %inner.shown_url, "limits: counting in Redis"),
@@ -203,6 +229,12 @@ impl RedisLimits {
     pub fn leases_held(&self) -> usize {
         self.inner.held().values().map(HashSet::len).sum()
     }
+
+    /// How many admissions given up on are still being cancelled (Redis has
+    /// not answered their cancellation yet).
+    pub fn cancellations_pending(&self) -> usize {
+        self.inner.cancelling.load(Ordering::Acquire)
+    }
 }
 
 impl fmt::Debug for RedisLimits {
@@ -221,6 +253,7 @@ impl Inner {
             requests: format!("{tag}:rq"),
             tokens: format!("{tag}:tk"),
             leases: format!("{tag}:leases"),
+            tag,
         }
     }
 
@@ -264,7 +297,13 @@ impl Inner {
         let mut connection = self.connection.clone();
         let scripts = &self.scripts;
         let load = async {
-            for script in [&scripts.admit, &scripts.settle, &scripts.renew, &scripts.standing] {
+            for script in [
+                &scripts.admit,
+                &scripts.settle,
+                &scripts.renew,
+                &scripts.standing,
+                &scripts.cancel,
+            ] {
                 script.prepare_invoke().load_async(&mut connection).await?;
             }
             Ok::<(), redis::RedisError>(())
@@ -318,6 +357,79 @@ async fn renew_leases(inner: Weak<Inner>) {
     }
 }
 
+/// An admission sent to Redis whose answer has not been taken: cancelled
+/// when dropped (an error, a timeout, the request gone), unless
+/// [`PendingAdmission::answered`] was called first. See [`cancel`].
+struct PendingAdmission<'a> {
+    inner: &'a Arc<Inner>,
+    /// `None` once answered.
+    admission: Option<&'a Admission>,
+}
+
+impl<'a> PendingAdmission<'a> {
+    fn new(inner: &'a Arc<Inner>, admission: &'a Admission) -> Self {
+        Self {
+            inner,
+            admission: Some(admission),
+        }
+    }
+
+    /// Redis's decision was taken: an admitted request is settled by its
+    /// ticket from now on, a refused one took nothing.
+    fn answered(mut self) {
+        self.admission = None;
+    }
+}
+
+impl Drop for PendingAdmission<'_> {
+    fn drop(&mut self) {
+        if let Some(admission) = self.admission.take() {
+            self.inner.start_cancelling(admission);
+        }
+    }
+}
+
+impl Inner {
+    /// Cancels `admission` in the background, retrying until Redis runs it.
+    fn start_cancelling(self: &Arc<Self>, admission: &Admission) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime left (the process is ending): the lease expires by
+            // itself and the reservation stands.
+            return;
+        };
+        if self.cancelling.fetch_add(1, Ordering::AcqRel) >= MOST_UNDER_WAY {
+            self.cancelling.fetch_sub(1, Ordering::AcqRel);
+            tracing::warn!(
+                lease = %admission.lease,
+                "limits: too many cancellations under way; an admission Redis may still run is left to expire"
+            );
+            return;
+        }
+        let names = self.names(&admission.policy.id);
+        let (spend, _) = self.spend_key(&admission.policy, admission.now_us);
+        let void = names.void(&admission.lease);
+        let cancellation = Arc::new(Cancellation::new(
+            admission,
+            [names.requests, names.tokens, names.leases, spend, void],
+        ));
+        let store = Arc::downgrade(self);
+        runtime.spawn(async move {
+            let attempt = || {
+                let inner = store.upgrade()?;
+                let cancellation = Arc::clone(&cancellation);
+                Some(async move {
+                    let invocation = cancellation.invocation(&inner.scripts.cancel);
+                    inner.call::<i64>("cancellation", &invocation).await
+                })
+            };
+            cancel::retry(&cancellation, attempt).await;
+            if let Some(inner) = store.upgrade() {
+                inner.cancelling.fetch_sub(1, Ordering::AcqRel);
+            }
+        });
+    }
+}
+
 #[async_trait]
 impl LimitsStore for RedisLimits {
     async fn admit(&self, admission: &Admission) -> Result<Decision, StoreError> {
@@ -325,12 +437,14 @@ impl LimitsStore for RedisLimits {
         let policy = &admission.policy;
         let names = inner.names(&policy.id);
         let (spend, spend_expires) = inner.spend_key(policy, admission.now_us);
+        let void = names.void(&admission.lease);
         let mut invocation = inner.scripts.admit.prepare_invoke();
         invocation
             .key(&names.requests)
             .key(&names.tokens)
             .key(&names.leases)
             .key(&spend)
+            .key(&void)
             .arg(limit_arg(policy.rpm))
             .arg(limit_arg(policy.tpm))
             .arg(admission.reserve.tokens)
@@ -340,39 +454,21 @@ impl LimitsStore for RedisLimits {
             .arg(limit_arg(policy.budget.map(|budget| budget.micros())))
             .arg(admission.reserve.usd_micros)
             .arg(spend_expires);
+        // Until its decision is taken, whatever stops this call (an error,
+        // the deadline, the request dropped) cancels the admission: Redis
+        // may run it all the same.
+        let pending = PendingAdmission::new(inner, admission);
         let reply: Vec<i64> = inner.call("admission", &invocation).await?;
-        let [admitted, limit, retry_us, counters @ ..] = reply.as_slice() else {
-            return Err(StoreError(format!(
-                "redis admission: unexpected reply of {} values",
-                reply.len()
-            )));
-        };
-        let standing = counters_of(counters)?.standing(policy);
-        if *admitted == 1 {
+        let decision = decision_of(&reply, admission)?;
+        if matches!(decision, Decision::Admitted(_)) {
             inner
                 .held()
                 .entry(names.leases)
                 .or_default()
                 .insert(admission.lease.clone());
-            return Ok(Decision::Admitted(standing));
         }
-        let (limit, retry_after) = match limit {
-            1 => (LimitKind::Requests, Duration::from_micros(unsigned(*retry_us))),
-            2 => (LimitKind::Tokens, Duration::from_micros(unsigned(*retry_us))),
-            3 => (LimitKind::Parallel, PARALLEL_RETRY),
-            4 => (
-                LimitKind::Budget,
-                policy.budget.map_or(PARALLEL_RETRY, |budget| {
-                    budget_retry(budget.period, admission.now_us)
-                }),
-            ),
-            other => return Err(StoreError(format!("redis admission: unknown limit {other}"))),
-        };
-        Ok(Decision::Refused {
-            limit,
-            retry_after,
-            standing,
-        })
+        pending.answered();
+        Ok(decision)
     }
 
     async fn settle(&self, settlement: &Settlement) -> Result<(), StoreError> {
@@ -425,71 +521,5 @@ impl LimitsStore for RedisLimits {
     }
 }
 
-/// `{now, requests TAT, tokens TAT, in flight, spent}` as the scripts return them.
-fn counters_of(values: &[i64]) -> Result<Counters, StoreError> {
-    let [now_us, requests_tat, tokens_tat, in_flight, spent] = values else {
-        return Err(StoreError(format!(
-            "redis: unexpected counters of {} values",
-            values.len()
-        )));
-    };
-    Ok(Counters {
-        now_us: unsigned(*now_us),
-        requests_tat: unsigned(*requests_tat),
-        tokens_tat: unsigned(*tokens_tat),
-        in_flight: unsigned(*in_flight),
-        spent_usd_micros: unsigned(*spent),
-    })
-}
-
-fn unsigned(value: i64) -> u64 {
-    u64::try_from(value).unwrap_or(0)
-}
-
-/// A limit as the scripts take it: -1 for none.
-fn limit_arg(limit: Option<u64>) -> i64 {
-    limit.map_or(-1, |limit| i64::try_from(limit).unwrap_or(i64::MAX))
-}
-
-fn micros(duration: Duration) -> u64 {
-    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_url_that_is_not_redis_is_refused_without_its_password() {
-        for url in [
-            "http://:hunter2@localhost:6379",
-            "redis://:hunter2@[::1",
-            "redis://:hunter2@localhost:notaport",
-        ] {
-            let error = RedisLimits::connect(&SecretString::from(url), RedisSettings::default())
-                .await
-                .unwrap_err()
-                .to_string();
-            assert!(!error.contains("hunter2"), "{error}");
-        }
-    }
-
-    #[tokio::test]
-    async fn a_store_error_of_an_unreachable_redis_names_no_password() {
-        // Port 1 on loopback: nothing listens there.
-        let url = SecretString::from("redis://:hunter2@127.0.0.1:1/0");
-        let settings = RedisSettings {
-            deadline: Duration::from_millis(100),
-            ..RedisSettings::default()
-        };
-        let store = RedisLimits::connect(&url, settings).await.unwrap();
-        assert!(!format!("{store:?}").contains("hunter2"));
-        let policy = Arc::new(KeyPolicy {
-            rpm: Some(1),
-            ..KeyPolicy::unlimited("k")
-        });
-        let error = store.standing(&policy, 0).await.unwrap_err().to_string();
-        assert!(error.contains("redis standing"), "{error}");
-        assert!(!error.contains("hunter2"), "{error}");
-    }
-}
+mod tests;

@@ -297,6 +297,61 @@ async fn a_wedged_redis_costs_each_call_its_deadline_and_no_more() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admissions_given_up_on_a_wedged_redis_take_nothing_once_it_answers_again() {
+    let Some(server) =
+        RedisServer::start("admissions_given_up_on_a_wedged_redis_take_nothing_once_it_answers_again")
+    else {
+        return;
+    };
+    let store = redis_store(&server, DEADLINE).await;
+    let policy = Arc::new(KeyPolicy {
+        rpm: Some(4),
+        tpm: Some(400),
+        max_parallel: Some(2),
+        budget: daily_budget(1.0),
+        ..key_policy("given-up")
+    });
+    let now = at(JUNE_1_2030_NOON);
+    let reserve = Spend {
+        tokens: 100,
+        usd_micros: 1_000,
+    };
+    let fresh = store.standing(&policy, now).await.unwrap();
+
+    server.pause();
+    // Two past their deadline, two whose callers left first: Redis was sent
+    // all four, and runs them when it answers again.
+    for _ in 0..2 {
+        let error = store.admit(&admission(&policy, reserve, now)).await.unwrap_err();
+        assert!(error.0.starts_with("redis admission"), "{error}");
+    }
+    for _ in 0..2 {
+        let left = tokio::time::timeout(DEADLINE / 5, store.admit(&admission(&policy, reserve, now))).await;
+        assert!(left.is_err(), "{left:?}");
+    }
+    server.resume();
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.cancellations_pending() > 0 {
+        assert!(Instant::now() < deadline, "cancellations still pending");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let standing = store.standing(&policy, now).await.unwrap();
+    assert_eq!(standing.in_flight, Some(0));
+    assert_eq!(standing.spent_usd_micros, Some(0));
+    assert_eq!(standing.requests.map(|state| state.remaining), Some(4));
+    assert_eq!(standing.tokens.map(|state| state.remaining), Some(400));
+    assert_eq!(standing, fresh);
+    assert_eq!(store.leases_held(), 0);
+    // Every slot and the whole minute are there for the next requests.
+    for _ in 0..2 {
+        assert!(is_admitted(
+            &store.admit(&admission(&policy, reserve, now)).await.unwrap()
+        ));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admission_is_one_round_trip() {
     let Some(server) = RedisServer::start("an_admission_is_one_round_trip") else {
         return;

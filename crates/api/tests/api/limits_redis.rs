@@ -687,3 +687,63 @@ async fn a_restarted_gateway_keeps_the_counts_it_left_in_redis() {
     let retry = refused.retry_after();
     assert!((1..=12).contains(&retry), "{retry}");
 }
+
+/// Admissions that timed out on a wedged Redis still run when it answers
+/// again: each gateway cancels them, so they hold no slot and charge nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admissions_timed_out_on_a_wedged_redis_hold_nothing_once_it_answers_again() {
+    let Some(redis) = RedisServer::start("limits_redis wedged") else {
+        return;
+    };
+    let files = Files::new(
+        "wedged",
+        &entry(
+            "team-a",
+            "key-a",
+            "max_parallel = 2\nbudget_usd = 100\nbudget_period = \"total\"",
+        ),
+    );
+    let gateways = [gateway(&files, &redis, &[]), gateway(&files, &redis, &[])];
+    let client = client();
+    assert_eq!(ask(&client, &gateways[0], "key-a", &demo()).await.status, 200);
+    eventually(10, "the first request settled", || async {
+        redis_leases(&redis, "team-a") == 0
+    })
+    .await;
+    let spent = redis_spend(&redis, "team-a");
+
+    // Wedged longer than the store's deadline: each gateway's admissions
+    // time out and are counted locally.
+    redis.pause();
+    for turn in 0..4 {
+        let answer = ask(&client, &gateways[turn % 2], "key-a", &demo()).await;
+        assert_eq!((answer.status, answer.degraded()), (200, true));
+    }
+    redis.resume();
+
+    // Counted in Redis again; each answer's cost is what Redis must add.
+    let mut costs = 0.0;
+    for gateway in &gateways {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let answer = ask(&client, gateway, "key-a", &demo()).await;
+            if !answer.degraded() {
+                assert_eq!(answer.status, 200, "a slot held by no request: {}", answer.body);
+                costs += answer.body["gateway_usage"]["cost_usd"].as_f64().unwrap();
+                break;
+            }
+            assert!(Instant::now() < deadline, "never counted in Redis again");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    eventually(10, "no lease left once every request settled", || async {
+        redis_leases(&redis, "team-a") == 0
+    })
+    .await;
+    let now = redis_spend(&redis, "team-a");
+    assert!(
+        (now - spent) as f64 / 1e6 - costs < 1e-6,
+        "Redis holds {} µ$ more than was charged since",
+        (now - spent) as f64 - costs * 1e6
+    );
+}
