@@ -4,14 +4,19 @@
 //! Never silent: while the shared store fails, [`DegradingLimits::is_degraded`]
 //! is true (the `gatewayz_limits_degraded` gauge), a warning naming the mode
 //! is logged at most once a minute, and a decision made locally says so
-//! ([`Standing::degraded`], for the `x-gatewayz-limits: degraded` header). Never stuck: every request while degraded may probe the shared
-//! store (one at a time, so that a wedged store costs one request its
-//! deadline rather than each of them), and the first success ends it.
+//! ([`Standing::degraded`], for the `x-gatewayz-limits: degraded` header).
+//!
+//! Never stuck, and never slow: while degraded, requests go straight to the
+//! fallback, and a background task probes the shared store every
+//! [`PROBE_EVERY`] (reading a standing, which changes nothing); its first
+//! success, or that of any settlement, ends the degraded state, with or
+//! without traffic. A wedged store thus costs its deadline to the requests
+//! that found it failing, and to no request after them.
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use gatewayz_domain::limits::{
@@ -23,6 +28,15 @@ use super::memory::InProcessLimits;
 
 /// The least time between two warnings of a failing store.
 const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// How often the shared store is probed while it fails: how long after it
+/// answers again its counts are used again (the probe's own round trip
+/// aside), with or without traffic.
+pub const PROBE_EVERY: Duration = Duration::from_millis(500);
+
+/// The key whose standing the probe reads. Reading changes nothing, so it
+/// may be any key's, a real one's included.
+const PROBE_KEY_ID: &str = "gatewayz-limits-probe";
 
 /// What to do with a request when the shared store fails.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -58,14 +72,18 @@ impl FromStr for OnStoreError {
 }
 
 /// A shared store and what to do when it fails. Settles each request in the
-/// store that admitted it.
+/// store that admitted it. Its probe stops when it is dropped.
 pub struct DegradingLimits {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     primary: Arc<dyn LimitsStore>,
     local: InProcessLimits,
     mode: OnStoreError,
     /// The last call to the primary failed.
     degraded: AtomicBool,
-    /// A request is calling the primary while degraded.
+    /// The background probe runs (from the first failure on).
     probing: AtomicBool,
     last_warning: Mutex<Option<Instant>>,
 }
@@ -73,23 +91,37 @@ pub struct DegradingLimits {
 impl DegradingLimits {
     pub fn new(primary: Arc<dyn LimitsStore>, mode: OnStoreError) -> Self {
         Self {
-            primary,
-            local: InProcessLimits::new(),
-            mode,
-            degraded: AtomicBool::new(false),
-            probing: AtomicBool::new(false),
-            last_warning: Mutex::new(None),
+            inner: Arc::new(Inner {
+                primary,
+                local: InProcessLimits::new(),
+                mode,
+                degraded: AtomicBool::new(false),
+                probing: AtomicBool::new(false),
+                last_warning: Mutex::new(None),
+            }),
         }
     }
 
     pub fn mode(&self) -> OnStoreError {
-        self.mode
+        self.inner.mode
     }
 
     /// Whether the last call to the shared store failed (and no call has
     /// succeeded since).
     pub fn is_degraded(&self) -> bool {
+        self.inner.is_degraded()
+    }
+}
+
+impl Inner {
+    fn is_degraded(&self) -> bool {
         self.degraded.load(Ordering::Relaxed)
+    }
+
+    /// Whether a request may call the primary: while it works, or while it
+    /// fails with no probe to find it back (no runtime to run one).
+    fn may_call_primary(&self) -> bool {
+        !self.is_degraded() || !self.probing.load(Ordering::Acquire)
     }
 
     async fn fall_back(&self, admission: &Admission, error: StoreError) -> Result<Decision, StoreError> {
@@ -116,15 +148,6 @@ impl DegradingLimits {
         }
     }
 
-    /// `Some` when this request may call the primary: always while it
-    /// works, one request at a time while it fails.
-    fn may_call_primary(&self) -> Option<Probe<'_>> {
-        if !self.is_degraded() {
-            return Some(Probe(None));
-        }
-        (!self.probing.swap(true, Ordering::AcqRel)).then(|| Probe(Some(&self.probing)))
-    }
-
     fn succeeded(&self) {
         if self.degraded.swap(false, Ordering::Relaxed) {
             tracing::info!(
@@ -134,8 +157,9 @@ impl DegradingLimits {
         }
     }
 
-    fn failed(&self, error: &StoreError) {
+    fn failed(self: &Arc<Self>, error: &StoreError) {
         self.degraded.store(true, Ordering::Relaxed);
+        self.start_probing();
         let now = Instant::now();
         let mut last = self.last_warning.lock().unwrap_or_else(PoisonError::into_inner);
         if last.is_none_or(|last| now.duration_since(last) >= WARN_EVERY) {
@@ -154,24 +178,54 @@ impl DegradingLimits {
             }
         }
     }
-}
 
-/// The right to probe the primary while degraded, given back on drop (also
-/// when the request is cancelled).
-struct Probe<'a>(Option<&'a AtomicBool>);
-
-impl Drop for Probe<'_> {
-    fn drop(&mut self) {
-        if let Some(probing) = self.0 {
-            probing.store(false, Ordering::Release);
+    /// Starts the background probe, once: it runs until the store is
+    /// dropped, idle while the primary works.
+    fn start_probing(self: &Arc<Self>) {
+        if self.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(probe(Arc::downgrade(self)));
+            }
+            // Requests probe in its stead (see `may_call_primary`).
+            Err(_) => self.probing.store(false, Ordering::Release),
         }
     }
+}
+
+/// Every [`PROBE_EVERY`] while the store behind `inner` is degraded, asks
+/// its primary for a standing, which changes nothing: an answer ends the
+/// degraded state. Ends when the store is dropped.
+async fn probe(inner: Weak<Inner>) {
+    let policy = KeyPolicy::unlimited(PROBE_KEY_ID);
+    loop {
+        tokio::time::sleep(PROBE_EVERY).await;
+        let Some(store) = inner.upgrade() else {
+            return;
+        };
+        if !store.is_degraded() {
+            continue;
+        }
+        match store.primary.standing(&policy, now_us()).await {
+            Ok(_) => store.succeeded(),
+            Err(error) => store.failed(&error),
+        }
+    }
+}
+
+/// Unix time in microseconds.
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| u64::try_from(since.as_micros()).unwrap_or(u64::MAX))
 }
 
 impl std::fmt::Debug for DegradingLimits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DegradingLimits")
-            .field("mode", &self.mode)
+            .field("mode", &self.inner.mode)
             .field("degraded", &self.is_degraded())
             .finish_non_exhaustive()
     }
@@ -179,46 +233,49 @@ impl std::fmt::Debug for DegradingLimits {
 
 #[async_trait]
 impl LimitsStore for DegradingLimits {
-    /// By the shared store; when it fails, in this process with
-    /// [`Standing::degraded`] set (mode `open`) or not at all (`closed`).
-    ///
-    /// # Errors
-    /// [`StoreError`] when the shared store fails in mode `closed`; nothing
-    /// is held then.
     fn is_degraded(&self) -> bool {
         DegradingLimits::is_degraded(self)
     }
 
+    /// By the shared store; when it fails, or while it is known to fail, in
+    /// this process with [`Standing::degraded`] set (mode `open`) or not at
+    /// all (`closed`).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the shared store fails in mode `closed`; nothing
+    /// is held then.
     async fn admit(&self, admission: &Admission) -> Result<Decision, StoreError> {
-        let Some(_probe) = self.may_call_primary() else {
-            return self
+        let inner = &self.inner;
+        if !inner.may_call_primary() {
+            return inner
                 .fall_back(admission, StoreError("the limits store is failing".to_owned()))
                 .await;
-        };
-        match self.primary.admit(admission).await {
+        }
+        match inner.primary.admit(admission).await {
             Ok(decision) => {
-                self.succeeded();
+                inner.succeeded();
                 Ok(decision)
             }
             Err(error) => {
-                self.failed(&error);
-                self.fall_back(admission, error).await
+                inner.failed(&error);
+                inner.fall_back(admission, error).await
             }
         }
     }
 
     /// In the store that admitted the request.
     async fn settle(&self, settlement: &Settlement) -> Result<(), StoreError> {
-        if self.local.holds(&settlement.policy.id, &settlement.lease) {
-            return self.local.settle(settlement).await;
+        let inner = &self.inner;
+        if inner.local.holds(&settlement.policy.id, &settlement.lease) {
+            return inner.local.settle(settlement).await;
         }
-        match self.primary.settle(settlement).await {
+        match inner.primary.settle(settlement).await {
             Ok(()) => {
-                self.succeeded();
+                inner.succeeded();
                 Ok(())
             }
             Err(error) => {
-                self.failed(&error);
+                inner.failed(&error);
                 Err(error)
             }
         }
@@ -227,6 +284,6 @@ impl LimitsStore for DegradingLimits {
     /// The shared store's view; its error whatever the mode, since the local
     /// counts are one replica's only.
     async fn standing(&self, policy: &KeyPolicy, now_us: u64) -> Result<Standing, StoreError> {
-        self.primary.standing(policy, now_us).await
+        self.inner.primary.standing(policy, now_us).await
     }
 }

@@ -23,6 +23,6 @@ mod redacted;
 mod redis;
 
 pub use counters::{PARALLEL_RETRY, TOTAL_BUDGET_RETRY};
-pub use degrading::{DegradingLimits, OnStoreError};
+pub use degrading::{DegradingLimits, OnStoreError, PROBE_EVERY};
 pub use memory::InProcessLimits;
 pub use redis::{RedisLimits, RedisSettings, RedisUrlError};

@@ -30,7 +30,8 @@
 //!
 //! Every call has a deadline ([`RedisSettings::deadline`]): a Redis that is
 //! down or wedged costs a request that long at most, then a [`StoreError`].
-//! The connection is made lazily and remade by itself; the gateway starts
+//! The connection is made lazily and remade by itself, one attempt a call
+//! (a refused connection fails the call at once); the gateway starts
 //! whether Redis is up or not. A Redis restarted without persistence has
 //! lost its counts: windows and spend begin again.
 
@@ -185,12 +186,13 @@ impl RedisLimits {
             None => redis::Client::open(url),
         }
         .map_err(|error| refuse(error.to_string()))?;
+        // One connection attempt a call: retried with backoff, a Redis that
+        // refuses connections would cost every call its whole deadline. The
+        // next call is the retry.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(settings.deadline))
             .set_response_timeout(Some(settings.deadline))
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_secs(1))
-            .set_number_of_retries(4);
+            .set_number_of_retries(0);
         let connection = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(|error| refuse(error.to_string()))?;
         let inner = Arc::new(Inner {

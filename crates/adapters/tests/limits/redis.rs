@@ -244,7 +244,10 @@ async fn a_killed_redis_fails_each_call_at_once_and_a_restarted_one_is_used_agai
     );
 
     server.kill();
-    for _ in 0..5 {
+    // A refused connection fails the call at once, not at its deadline
+    // (counted loosely: the machine may be busy).
+    let mut waits = Vec::new();
+    for _ in 0..20 {
         let started = Instant::now();
         let error = store
             .admit(&admission(&policy, Spend::default(), now_us()))
@@ -253,7 +256,15 @@ async fn a_killed_redis_fails_each_call_at_once_and_a_restarted_one_is_used_agai
         let took = started.elapsed();
         assert!(took <= DEADLINE + Duration::from_millis(100), "{took:?}: {error}");
         assert!(error.0.starts_with("redis admission"), "{error}");
+        waits.push(took);
     }
+    let slow = waits.iter().filter(|wait| **wait >= DEADLINE / 2).count();
+    eprintln!(
+        "killed Redis: {slow} of {} calls waited {:?} or more: {waits:?}",
+        waits.len(),
+        DEADLINE / 2
+    );
+    assert!(slow <= 2, "{slow} of {} calls waited: {waits:?}", waits.len());
 
     server.restart();
     let recovered = first_success(&store, &policy, Duration::from_secs(5)).await;

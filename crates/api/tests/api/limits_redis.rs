@@ -747,3 +747,35 @@ async fn admissions_timed_out_on_a_wedged_redis_hold_nothing_once_it_answers_aga
         (now - spent) as f64 - costs * 1e6
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_degraded_gauge_returns_to_0_by_itself_once_redis_is_back() {
+    let Some(mut redis) = RedisServer::start("limits_redis gauge") else {
+        return;
+    };
+    let files = Files::new("gauge", &entry("team-a", "key-a", "rpm = 100"));
+    let gateway = gateway(&files, &redis, &[]);
+    let client = client();
+    let answer = ask(&client, &gateway, "key-a", &demo()).await;
+    assert_eq!((answer.status, answer.degraded()), (200, false));
+    redis.kill();
+    let answer = ask(&client, &gateway, "key-a", &demo()).await;
+    assert_eq!((answer.status, answer.degraded()), (200, true));
+    assert_eq!(degraded_gauge(&client, &gateway).await, Some(1.0));
+
+    redis.restart();
+    let back = Instant::now();
+
+    // No request meanwhile: only the gateway's own probe can find Redis back.
+    eventually(5, "the degraded gauge back to 0 with no request", || async {
+        degraded_gauge(&client, &gateway).await == Some(0.0)
+    })
+    .await;
+    eprintln!(
+        "the gauge went back to 0 {:?} after Redis came back",
+        back.elapsed()
+    );
+    assert_recovery_logged(std::slice::from_ref(&gateway));
+    let answer = ask(&client, &gateway, "key-a", &demo()).await;
+    assert_eq!((answer.status, answer.degraded()), (200, false));
+}
