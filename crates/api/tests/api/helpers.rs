@@ -309,3 +309,43 @@ impl Drop for PolicyFile {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+
+/// A Portkey stand-in that streams a content chunk every 50 ms, 200 of
+/// them, on each connection: enough for a client to leave midway.
+pub async fn slow_stream_upstream() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut request = vec![0; 64 * 1024];
+                let _ = tokio::io::AsyncReadExt::read(&mut socket, &mut request).await;
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+                if tokio::io::AsyncWriteExt::write_all(&mut socket, head.as_bytes())
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                for _ in 0..200 {
+                    let chunk = serde_json::json!({"id": "c", "object": "chat.completion.chunk", "created": 1,
+                        "model": "gpt-4o-mini", "choices": [{"index": 0, "delta": {"content": "word "},
+                        "finish_reason": null}]});
+                    let event = format!("data: {chunk}\n\n");
+                    let framed = format!("{:x}\r\n{event}\r\n", event.len());
+                    if tokio::io::AsyncWriteExt::write_all(&mut socket, framed.as_bytes())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            });
+        }
+    });
+    format!("http://{address}/v1")
+}

@@ -3,13 +3,9 @@
 //! on catalog prices, allow lists and expiry, and a stream left midway
 //! charged once, from an estimate.
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
-use crate::helpers::{PolicyFile, TestApp, entry, eventually, sample};
+use crate::helpers::{PolicyFile, TestApp, entry, eventually, sample, slow_stream_upstream};
 
 /// A catalog with a demo model priced at a dollar a thousand tokens, and a
 /// Portkey model at the same price.
@@ -238,40 +234,6 @@ async fn admin_key(app: &TestApp, id: &str) -> (u16, Value) {
         .await
         .unwrap();
     (response.status().as_u16(), response.json().await.unwrap())
-}
-
-/// A Portkey stand-in that streams a content chunk every 50 ms, 200 of
-/// them, on each connection: enough for a client to leave midway.
-async fn slow_stream_upstream() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut request = vec![0; 64 * 1024];
-                let _ = socket.read(&mut request).await;
-                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
-                if socket.write_all(head.as_bytes()).await.is_err() {
-                    return;
-                }
-                for _ in 0..200 {
-                    let chunk = json!({"id": "c", "object": "chat.completion.chunk", "created": 1,
-                        "model": "gpt-4o-mini", "choices": [{"index": 0, "delta": {"content": "word "},
-                        "finish_reason": null}]});
-                    let event = format!("data: {chunk}\n\n");
-                    let framed = format!("{:x}\r\n{event}\r\n", event.len());
-                    if socket.write_all(framed.as_bytes()).await.is_err() {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            });
-        }
-    });
-    format!("http://{address}/v1")
 }
 
 #[tokio::test]

@@ -14,11 +14,9 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use futures::future::join_all;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 use crate::binary::{self, Gateway};
-use crate::helpers::{PolicyFile, entry, eventually, sample};
+use crate::helpers::{PolicyFile, entry, eventually, sample, slow_stream_upstream};
 use crate::redis_server::RedisServer;
 
 /// A demo model priced at a dollar a thousand tokens (a thousand µ$ a token:
@@ -295,37 +293,6 @@ fn redis_leases(redis: &RedisServer, id: &str) -> i64 {
         Reply::Integer(count) => count,
         other => panic!("leases of {id}: {other:?}"),
     }
-}
-
-/// A Portkey stand-in that streams a content chunk every 50 ms, 200 of
-/// them, on each connection: enough for a client to leave midway.
-async fn slow_stream_upstream() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut request = vec![0; 64 * 1024];
-                let _ = socket.read(&mut request).await;
-                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
-                if socket.write_all(head.as_bytes()).await.is_err() {
-                    return;
-                }
-                for _ in 0..200 {
-                    let chunk = json!({"id": "c", "object": "chat.completion.chunk", "created": 1,
-                        "model": "gpt-4o-mini", "choices": [{"index": 0, "delta": {"content": "word "},
-                        "finish_reason": null}]});
-                    let event = format!("data: {chunk}\n\n");
-                    let framed = format!("{:x}\r\n{event}\r\n", event.len());
-                    if socket.write_all(framed.as_bytes()).await.is_err() {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            });
-        }
-    });
-    format!("http://{address}/v1")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
