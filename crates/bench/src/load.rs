@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context;
+use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::task::JoinSet;
@@ -18,7 +19,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::client::{Conn, Target, connect};
 use crate::machine::steal_ticks;
-use crate::stats::{Hist, hist, record};
+use crate::stats::{Hist, hist, record, round, summary};
 
 /// Per-request deadline: a request still unanswered then is an error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -70,6 +71,48 @@ impl Closed {
     pub fn rate(&self) -> f64 {
         self.completed as f64 / self.window.as_secs_f64()
     }
+
+    /// CPU time per completed request, µs, of the process at `index` of
+    /// [`Self::cpu_ticks`].
+    pub fn cpu_us_per_request(&self, index: usize, per_second: u64) -> f64 {
+        cpu_per_request_us(&self.cpu_ticks, index, self.completed, per_second)
+    }
+
+    /// Every number of the window; `names` name the watched processes in
+    /// their order.
+    pub fn to_json(&self, names: &[&str], per_second: u64) -> Value {
+        let cpu: serde_json::Map<String, Value> = names
+            .iter()
+            .enumerate()
+            .map(|(index, name)| {
+                let ticks = self.cpu_ticks.get(index).copied().unwrap_or(0);
+                (
+                    (*name).to_owned(),
+                    json!({
+                        "cpu_ticks": ticks,
+                        "cpu_s": round(ticks as f64 / per_second as f64),
+                        "cpu_us_per_request": round(self.cpu_us_per_request(index, per_second)),
+                    }),
+                )
+            })
+            .collect();
+        json!({
+            "requests_per_second": round(self.rate()),
+            "completed": self.completed,
+            "errors": self.errors,
+            "first_error": self.first_error,
+            "window_s": self.window.as_secs_f64(),
+            "latency": summary(&self.latency),
+            "cpu": cpu,
+        })
+    }
+}
+
+/// CPU time per completed request, µs, of the process at `index` of
+/// `ticks`.
+pub fn cpu_per_request_us(ticks: &[u64], index: usize, requests: u64, per_second: u64) -> f64 {
+    let ticks = ticks.get(index).copied().unwrap_or(0) as f64;
+    ticks / per_second as f64 * 1e6 / requests.max(1) as f64
 }
 
 /// `connections` connections each calling back-to-back: unmeasured for

@@ -15,6 +15,7 @@
 
 mod charts;
 mod client;
+mod key_limits;
 mod load;
 mod machine;
 mod overload;
@@ -26,6 +27,7 @@ mod run;
 mod sse;
 mod stats;
 mod streams;
+mod table;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,7 +40,7 @@ const USAGE: &str = "\
 gatewayz-bench: Gatewayz against a direct call to a local upstream
 
 Usage: gatewayz-bench [--out DIR] [--quick] [--gateway-bin PATH] [--upstream-bin PATH] [--threads N]
-       gatewayz-bench --soak SECONDS [--soak-streams N | --soak-rate R]
+       gatewayz-bench --soak SECONDS [--soak-streams N | --soak-rate R] [--soak-limits none|process|redis]
        gatewayz-bench --reliability-soak SECONDS [--reliability-rate R] [--report FILE]
        gatewayz-bench --overload-soak SECONDS [--report FILE]
        gatewayz-bench --charts-from FILE
@@ -54,6 +56,9 @@ Usage: gatewayz-bench [--out DIR] [--quick] [--gateway-bin PATH] [--upstream-bin
                        for SECONDS: a 64-connection closed loop, or with --soak-streams N,
                        N concurrent streams of 64 chunks 20 ms apart, one after the other,
                        or with --soak-rate R, an open loop of R requests a second
+  --soak-limits WHERE  the soak's gateway serves the bench key under the key limits phase's
+                       policy, counted in the process (`process`) or in a redis-server the
+                       soak starts on loopback (`redis`) [default: none]
   --reliability-soak SECONDS
                        pass or fail: mixed traffic (whole answers, streams, clients that leave,
                        upstream 500s, 429s and cut streams) through the gateway at a fixed rate
@@ -83,6 +88,7 @@ pub struct Args {
     pub soak: Option<std::time::Duration>,
     pub soak_streams: Option<usize>,
     pub soak_rate: Option<f64>,
+    pub soak_limits: key_limits::Limits,
     pub reliability_soak: Option<std::time::Duration>,
     pub reliability_rate: f64,
     pub overload_soak: Option<std::time::Duration>,
@@ -105,6 +111,7 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
         soak: None,
         soak_streams: None,
         soak_rate: None,
+        soak_limits: key_limits::Limits::None,
         reliability_soak: None,
         reliability_rate: reliability::DEFAULT_RATE,
         overload_soak: None,
@@ -127,6 +134,7 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
             "--soak" => args.soak = Some(std::time::Duration::from_secs_f64(value()?.parse()?)),
             "--soak-streams" => args.soak_streams = Some(value()?.parse()?),
             "--soak-rate" => args.soak_rate = Some(value()?.parse()?),
+            "--soak-limits" => args.soak_limits = key_limits::Limits::parse(&value()?)?,
             "--reliability-soak" => {
                 args.reliability_soak = Some(std::time::Duration::from_secs_f64(value()?.parse()?));
             }

@@ -29,6 +29,14 @@ pub struct Plan {
     pub ladder_spread: Duration,
     pub stall: Duration,
     pub settle: Duration,
+    /// Key limits: rounds at concurrency 1, each side in turn, and calls
+    /// per side a round.
+    pub limits_c1_rounds: usize,
+    pub limits_c1_per_round: usize,
+    /// Key limits: closed-loop windows per side, the sides in turn.
+    pub limits_closed_repeats: usize,
+    pub limits_closed_warmup: Duration,
+    pub limits_closed_window: Duration,
 }
 
 impl Plan {
@@ -58,6 +66,12 @@ impl Plan {
             ladder_spread: Duration::from_millis(500),
             stall: Duration::from_millis(200),
             settle: Duration::from_secs(3),
+            limits_c1_rounds: 12,
+            limits_c1_per_round: 1_000,
+            // Six: each of the three sides goes first twice.
+            limits_closed_repeats: 6,
+            limits_closed_warmup: Duration::from_secs(1),
+            limits_closed_window: Duration::from_millis(2_500),
         }
     }
 
@@ -75,6 +89,11 @@ impl Plan {
             stream_rounds: 2,
             ladder: vec![100, 250],
             settle: Duration::from_secs(1),
+            limits_c1_rounds: 3,
+            limits_c1_per_round: 200,
+            limits_closed_repeats: 2,
+            limits_closed_warmup: Duration::from_millis(300),
+            limits_closed_window: Duration::from_secs(1),
             ..Self::full()
         }
     }
@@ -108,6 +127,13 @@ impl Plan {
                 "stall_ms": self.stall.as_secs_f64() * 1e3,
             },
             "settle_s": self.settle.as_secs_f64(),
+            "key_limits": {
+                "latency_c1_rounds": self.limits_c1_rounds,
+                "latency_c1_requests_per_round_per_side": self.limits_c1_per_round,
+                "closed_loop_windows_per_side": self.limits_closed_repeats,
+                "closed_loop_warmup_s": self.limits_closed_warmup.as_secs_f64(),
+                "closed_loop_window_s": self.limits_closed_window.as_secs_f64(),
+            },
         })
     }
 }

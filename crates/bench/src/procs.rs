@@ -27,6 +27,17 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Spawns `command`, to be known as `name`.
+    ///
+    /// # Errors
+    /// As [`Command::spawn`]: `NotFound` when the program is not installed.
+    pub fn spawn(name: &str, command: &mut Command) -> std::io::Result<Self> {
+        Ok(Self {
+            name: name.to_owned(),
+            child: command.spawn()?,
+        })
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

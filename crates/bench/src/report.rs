@@ -6,98 +6,15 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::load::{Closed, OpenStep};
+use crate::key_limits;
+use crate::load::{OpenStep, cpu_per_request_us};
 use crate::run::Results;
 use crate::stats::{round, summary, us_at};
 use crate::streams::{Level, Timing};
-
-/// One line of the targets table.
-#[derive(Debug)]
-struct Row {
-    figure: String,
-    direct: String,
-    gateway: String,
-    delta: String,
-    target: String,
-    met: Option<bool>,
-}
-
-fn row(figure: &str, direct: String, gateway: String, delta: String, target: &str, met: Option<bool>) -> Row {
-    Row {
-        figure: figure.to_owned(),
-        direct,
-        gateway,
-        delta,
-        target: target.to_owned(),
-        met,
-    }
-}
-
-pub(crate) fn fmt_us(value: f64) -> String {
-    if value.abs() >= 1_000.0 {
-        format!("{:.2} ms", value / 1_000.0)
-    } else {
-        format!("{value:.1} µs")
-    }
-}
-
-fn fmt_signed_us(value: f64) -> String {
-    let sign = if value >= 0.0 { "+" } else { "−" };
-    format!("{sign}{}", fmt_us(value.abs()))
-}
-
-pub(crate) fn fmt_count(value: f64) -> String {
-    let digits = format!("{:.0}", value.max(0.0));
-    let mut grouped = String::new();
-    for (index, digit) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index) % 3 == 0 {
-            grouped.push(',');
-        }
-        grouped.push(digit);
-    }
-    grouped
-}
-
-pub(crate) fn fmt_mib(kib: u64) -> String {
-    format!("{:.1} MiB", kib as f64 / 1024.0)
-}
+use crate::table::{Row, fmt_count, fmt_mib, fmt_signed_us, fmt_us, markdown_table, row};
 
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
-}
-
-/// CPU time per completed request, µs, of the process at `index` of
-/// `ticks`.
-fn cpu_per_request_us(ticks: &[u64], index: usize, requests: u64, per_second: u64) -> f64 {
-    let ticks = ticks.get(index).copied().unwrap_or(0) as f64;
-    ticks / per_second as f64 * 1e6 / requests.max(1) as f64
-}
-
-fn closed_json(closed: &Closed, names: &[&str], per_second: u64) -> Value {
-    let cpu: serde_json::Map<String, Value> = names
-        .iter()
-        .enumerate()
-        .map(|(index, name)| {
-            let ticks = closed.cpu_ticks.get(index).copied().unwrap_or(0);
-            (
-                (*name).to_owned(),
-                json!({
-                    "cpu_ticks": ticks,
-                    "cpu_s": round(ticks as f64 / per_second as f64),
-                    "cpu_us_per_request": round(cpu_per_request_us(&closed.cpu_ticks, index, closed.completed, per_second)),
-                }),
-            )
-        })
-        .collect();
-    json!({
-        "requests_per_second": round(closed.rate()),
-        "completed": closed.completed,
-        "errors": closed.errors,
-        "first_error": closed.first_error,
-        "window_s": closed.window.as_secs_f64(),
-        "latency": summary(&closed.latency),
-        "cpu": cpu,
-    })
 }
 
 fn open_json(step: &OpenStep, per_second: u64) -> Value {
@@ -379,26 +296,8 @@ fn rows(results: &Results) -> Vec<Row> {
         "—",
         None,
     ));
+    rows.extend(key_limits::rows(&results.key_limits, per_second));
     rows
-}
-
-fn markdown_table(rows: &[Row]) -> String {
-    let mut out = String::from(
-        "| figure | direct | gateway | delta / ratio | target | met? |\n|---|---|---|---|---|---|\n",
-    );
-    for row in rows {
-        let met = match row.met {
-            Some(true) => "yes",
-            Some(false) => "**no**",
-            None => "—",
-        };
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} | {met} |",
-            row.figure, row.direct, row.gateway, row.delta, row.target
-        );
-    }
-    out
 }
 
 fn ladder_markdown(results: &Results) -> String {
@@ -535,6 +434,10 @@ pub fn render(results: &Results) -> (String, Value) {
         "Produced by `target/release/gatewayz-bench`; `docs/benchmarks.md` explains the method. \
          Direct = the same request straight to the local upstream; gateway = through `gatewayz` to that upstream.\n"
     );
+    let note = key_limits::note(&results.key_limits);
+    if !note.is_empty() {
+        let _ = writeln!(markdown, "{note}\n");
+    }
     markdown.push_str(&markdown_table(&rows));
     let _ = writeln!(
         markdown,
@@ -553,7 +456,14 @@ pub fn render(results: &Results) -> (String, Value) {
     markdown.push_str(&streams_markdown(results));
     let _ = writeln!(markdown, "\n## Who used the CPUs\n");
     for (name, key) in [
-        ("Whole answers (all phases before streaming)", "whole_answers"),
+        (
+            "Whole answers (all phases before the key limits)",
+            "whole_answers",
+        ),
+        (
+            "Key limits (three gateways, the upstream and redis-server)",
+            "key_limits",
+        ),
         ("Streaming", "streams"),
     ] {
         let account = &results.cpu_accounts[key];
@@ -588,7 +498,7 @@ pub fn render(results: &Results) -> (String, Value) {
             "target": row.target,
             "met": row.met,
         })).collect::<Vec<_>>(),
-        "upstream_alone": closed_json(&results.upstream_alone, &["upstream", "driver"], per_second),
+        "upstream_alone": results.upstream_alone.to_json(&["upstream", "driver"], per_second),
         "latency_c1": {
             "direct": summary(&results.c1_direct),
             "gateway": summary(&results.c1_gateway),
@@ -603,7 +513,7 @@ pub fn render(results: &Results) -> (String, Value) {
             "direct": results.open_direct.iter().map(|step| open_json(step, per_second)).collect::<Vec<_>>(),
             "gateway": results.open_gateway.iter().map(|step| open_json(step, per_second)).collect::<Vec<_>>(),
         },
-        "closed_loop_gateway": closed_json(&results.closed_gateway, &["gateway", "upstream", "driver"], per_second),
+        "closed_loop_gateway": results.closed_gateway.to_json(&["gateway", "upstream", "driver"], per_second),
         "rss_kib": {
             "idle": results.rss_idle_kib,
             "peak_at_1000_rps": results.rss_peak_1k_kib,
@@ -620,6 +530,7 @@ pub fn render(results: &Results) -> (String, Value) {
             "direct": results.ladder_direct.iter().map(level_json).collect::<Vec<_>>(),
             "gateway": results.ladder_gateway.iter().map(level_json).collect::<Vec<_>>(),
         },
+        "key_limits": key_limits::json(&results.key_limits, per_second),
         "cpu_accounts": results.cpu_accounts,
         "phase_seconds": results.phase_seconds.iter().map(|(name, seconds)| json!({"phase": name, "seconds": round(*seconds)})).collect::<Vec<_>>(),
     });

@@ -10,11 +10,13 @@ use tokio::time::{Instant, sleep};
 
 use crate::Args;
 use crate::client::{Target, connect};
+use crate::key_limits::{self, KeyLimits};
 use crate::load::{Closed, OpenStep, closed_loop, open_loop, sequential};
 use crate::machine::{Account, facts};
 use crate::plan::Plan;
 use crate::procs::{
-    GatewaySetup, RssSampler, free_port, raise_fd_limit, rss_kib, start_gateway, start_upstream, wait_ready,
+    GatewaySetup, RssSampler, free_port, raise_fd_limit, rss_kib, start_gateway, start_gateway_with_env,
+    start_upstream, wait_ready,
 };
 use crate::stats::{Hist, hist, us_at};
 use crate::streams::{Level, Timing, interleaved, level};
@@ -55,6 +57,7 @@ pub struct Results {
     pub stream_rss_idle_kib: u64,
     pub stream_rss_peak_kib: u64,
     pub stream_rss_after_kib: u64,
+    pub key_limits: KeyLimits,
     pub cpu_accounts: Value,
     pub phase_seconds: Vec<(&'static str, f64)>,
 }
@@ -197,8 +200,12 @@ pub async fn run(args: &Args) -> anyhow::Result<Results> {
     sleep(plan.settle).await;
     let rss_after_kib = rss_kib(gateway.pid())?;
     gateway.stop();
-    upstream.stop();
     clock.phase("closed loop through the gateway");
+
+    eprintln!("gatewayz-bench: key limits: no limits, in process, in Redis");
+    let key_limits = key_limits::measure(args, &plan, upstream_address, upstream.pid()).await?;
+    upstream.stop();
+    clock.phase("key limits");
 
     let (stream_bind, stream_admin) = (free_port()?, free_port()?);
     let mut stream_gateway = start_gateway(&GatewaySetup {
@@ -304,7 +311,12 @@ pub async fn run(args: &Args) -> anyhow::Result<Results> {
         stream_rss_idle_kib,
         stream_rss_peak_kib,
         stream_rss_after_kib,
-        cpu_accounts: json!({"whole_answers": whole_answers, "streams": streams_account}),
+        cpu_accounts: json!({
+            "whole_answers": whole_answers,
+            "key_limits": key_limits.account.clone(),
+            "streams": streams_account,
+        }),
+        key_limits,
         phase_seconds: clock.phases,
         plan,
     })
@@ -359,20 +371,29 @@ pub async fn soak(args: &Args, duration: Duration) -> anyhow::Result<()> {
     };
     let upstream_args: Vec<&str> = upstream_args.iter().map(String::as_str).collect();
     let (upstream, upstream_address) = start_upstream(&args.upstream_bin, "upstream", &upstream_args)?;
+    let (beside, env) = key_limits::beside(args.soak_limits).await?;
     let (bind, admin) = (free_port()?, free_port()?);
-    let mut gateway = start_gateway(&GatewaySetup {
-        bin: &args.gateway_bin,
-        name: "gatewayz",
-        bind,
-        admin,
-        key: KEY,
-        upstream: upstream_address,
-    })?;
+    let mut gateway = start_gateway_with_env(
+        &GatewaySetup {
+            bin: &args.gateway_bin,
+            name: "gatewayz",
+            bind,
+            admin,
+            key: KEY,
+            upstream: upstream_address,
+        },
+        &env,
+    )?;
     wait_ready(&mut gateway, admin, Duration::from_secs(30)).await?;
     eprintln!(
-        "gatewayz-bench: gateway pid {}, upstream pid {}; loading in 3 s for {duration:?}",
+        "gatewayz-bench: gateway pid {}, upstream pid {}{}; loading in 3 s for {duration:?}",
         gateway.pid(),
-        upstream.pid()
+        upstream.pid(),
+        beside
+            .redis
+            .as_ref()
+            .map(|redis| format!(", redis-server pid {} ({})", redis.proc.pid(), redis.url))
+            .unwrap_or_default()
     );
     sleep(Duration::from_secs(3)).await;
     let pids = [gateway.pid(), upstream.pid()];
@@ -455,5 +476,6 @@ pub async fn soak(args: &Args, duration: Duration) -> anyhow::Result<()> {
     }
     gateway.stop();
     upstream.stop();
+    drop(beside);
     Ok(())
 }

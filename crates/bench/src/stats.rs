@@ -49,3 +49,29 @@ pub fn summary(hist: &Hist) -> Value {
 pub fn round(value: f64) -> f64 {
     (value * 1_000.0).round() / 1_000.0
 }
+
+/// The median of `values` (the mean of the middle two of an even count);
+/// NaN for none.
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let middle = sorted.len() / 2;
+    match (sorted.len() % 2, sorted.get(middle)) {
+        (_, None) => f64::NAN,
+        (1, Some(value)) => *value,
+        (_, Some(value)) => (sorted.get(middle - 1).copied().unwrap_or(*value) + value) / 2.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_median_is_the_middle_value_or_the_mean_of_the_middle_two() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(&[-1.0]), -1.0);
+        assert!(median(&[]).is_nan());
+    }
+}

@@ -9,7 +9,7 @@ use anyhow::Context;
 use plotters::style::RGBColor;
 use serde_json::Value;
 
-use crate::report::fmt_count;
+use crate::table::fmt_count;
 
 mod svg;
 

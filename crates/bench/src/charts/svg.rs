@@ -7,7 +7,7 @@ use plotters::element::ComposedElement;
 use plotters::prelude::*;
 
 use super::{Chart, LIMIT_COLOR};
-use crate::report::fmt_count;
+use crate::table::fmt_count;
 
 const SIZE: (u32, u32) = (960, 600);
 const FOOTER_HEIGHT: u32 = 28;

@@ -11,8 +11,8 @@ use super::verdict::{
 };
 use crate::machine::TCP_COUNTERS;
 use crate::reliability::run_line;
-use crate::report::{fmt_count, fmt_mib, fmt_us};
 use crate::stats::{Hist, us, us_at};
+use crate::table::{fmt_count, fmt_mib, fmt_us};
 
 /// Getting a connection slower than this is counted: a SYN the kernel
 /// dropped is sent again after 1 s.

@@ -153,8 +153,7 @@ fn print(look: &Look, duration: Duration) {
          /readyz {}, /healthz {}",
         look.at.as_secs(),
         duration.as_secs(),
-        look.rss_kib
-            .map_or_else(|| "?".to_owned(), crate::report::fmt_mib),
+        look.rss_kib.map_or_else(|| "?".to_owned(), crate::table::fmt_mib),
         show(look.gauges.in_flight),
         show(look.gauges.refused_in_flight),
         show(look.gauges.refused_memory),

@@ -26,8 +26,8 @@ use crate::procs::{
     GatewaySetup, cpu_seconds_since, cpu_ticks_of, free_port, raise_fd_limit, rss_kib, start_gateway,
     start_upstream, wait_ready,
 };
-use crate::report::{fmt_count, fmt_mib};
 use crate::sse::{Event, Parser};
+use crate::table::{fmt_count, fmt_mib};
 
 pub use self::report::{render, run_line, write_between, write_into};
 pub use self::verdict::Verdict;

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::Soak;
 use super::mix::Kind;
 use super::verdict::RSS_LIMIT;
-use crate::report::{fmt_count, fmt_mib};
+use crate::table::{fmt_count, fmt_mib};
 
 /// The lines between which a report file holds the latest run.
 pub const BEGIN: &str = "<!-- reliability-soak:latest:begin -->";
