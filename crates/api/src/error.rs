@@ -176,7 +176,6 @@ impl ApiError {
         .with_code("client_closed")
     }
 
-    /// 500: the gateway itself is misconfigured or broken.
     /// 503 `overloaded`: the gateway sheds this request to stay within its
     /// limits; the client may retry in a second.
     pub fn overloaded(message: impl Into<String>) -> Self {
@@ -186,6 +185,7 @@ impl ApiError {
         }
     }
 
+    /// 500: the gateway itself is misconfigured or broken.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
     }
@@ -353,7 +353,8 @@ impl From<ChatError> for ApiError {
                     LimitKind::Parallel | LimitKind::Budget => "rate_limit_error",
                 };
                 Self {
-                    retry_after: Some(whole_seconds(retry_after).max(1)),
+                    // None for a request that can never fit: retrying is pointless.
+                    retry_after: (!retry_after.is_zero()).then(|| whole_seconds(retry_after).max(1)),
                     ..Self::new(StatusCode::TOO_MANY_REQUESTS, kind, message).with_code("rate_limit_exceeded")
                 }
             }

@@ -284,9 +284,23 @@ impl ChatError {
                  Please try again in {retry}.",
                 policy.rpm.unwrap_or_default()
             ),
+            LimitKind::Tokens if policy.tpm.is_some_and(|tpm| reserve.tokens > tpm) => {
+                // It never fits: no Retry-After, nothing to wait for.
+                return Self::LimitExceeded {
+                    limit,
+                    retry_after: Duration::ZERO,
+                    message: format!(
+                        "Request too large for gateway key `{key}` on tokens per min (TPM): limit {}, \
+                         requested {} (the prompt's estimate and the output limit). Lower `max_tokens` \
+                         or the prompt.",
+                        policy.tpm.unwrap_or_default(),
+                        reserve.tokens
+                    ),
+                };
+            }
             LimitKind::Tokens => format!(
                 "Rate limit reached for gateway key `{key}` on tokens per min (TPM): limit {}, \
-                 requested {} (the prompt's estimate and the output limit). Please try again in {retry}.",
+                 requested {}. Please try again in {retry}.",
                 policy.tpm.unwrap_or_default(),
                 reserve.tokens
             ),

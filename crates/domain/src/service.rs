@@ -111,13 +111,20 @@ impl Reservation {
     fn spend(&self) -> Spend {
         let usage = Usage::new(self.prompt_estimate, self.output_limit);
         Spend {
-            tokens: self.prompt_estimate + self.output_limit,
+            tokens: self.prompt_estimate.saturating_add(self.output_limit),
             usd_micros: self
                 .pricing
                 .map_or(0, |pricing| usd_to_micros(pricing.cost(&usage))),
         }
+        .bounded()
     }
 }
+
+/// The largest output limit a reservation counts, per choice: past any
+/// model's (a client's `max_tokens` may say anything).
+const MAX_OUTPUT_RESERVED: u64 = 1 << 24;
+/// The most choices (`n`) a reservation counts, as OpenAI allows.
+const MAX_CHOICES_RESERVED: u64 = 128;
 
 /// A token is about four bytes of English text: the prompt's estimate is
 /// a quarter of the size of its messages and tools as sent (settled with
@@ -133,9 +140,12 @@ fn prompt_estimate(request: &ChatRequest) -> u64 {
 
 /// What `usage` spends at `pricing`.
 fn spent(usage: Option<&Usage>, cost_usd: Option<f64>) -> Option<Spend> {
-    usage.map(|usage| Spend {
-        tokens: usage.prompt_tokens + usage.completion_tokens,
-        usd_micros: cost_usd.map_or(0, usd_to_micros),
+    usage.map(|usage| {
+        Spend {
+            tokens: usage.prompt_tokens.saturating_add(usage.completion_tokens),
+            usd_micros: cost_usd.map_or(0, usd_to_micros),
+        }
+        .bounded()
     })
 }
 
@@ -329,7 +339,9 @@ impl ChatService {
             let response = match response {
                 Ok(response) => response,
                 Err(error) => {
-                    if let Some(ticket) = ticket {
+                    // An answer the gateway could not hold was produced, and
+                    // billed: estimated. Any other failure used nothing.
+                    if let Some(ticket) = ticket.filter(|_| !matches!(error, ChatError::Overloaded(_))) {
                         ticket.release();
                     }
                     return Err(error);
@@ -341,10 +353,15 @@ impl ChatService {
                 facts.completion_tokens = response.usage().map(|usage| usage.completion_tokens);
                 facts.cost_usd = reported.cost_usd;
             });
-            if let Some(ticket) = ticket {
-                // Without usage in the answer, dropped: settled with an estimate.
-                if let Some(used) = spent(response.usage(), reported.cost_usd) {
-                    ticket.settle(used);
+            if let Some(mut ticket) = ticket {
+                match spent(response.usage(), reported.cost_usd) {
+                    Some(used) => ticket.settle(used),
+                    // No usage: estimated, the completion from the answer's
+                    // size (a token is ~4 bytes; ~200 bytes are its frame).
+                    None => {
+                        ticket.completion_estimate = (response.len().saturating_sub(200) / 4) as u64;
+                        drop(ticket);
+                    }
                 }
             }
             Ok(ChatOutcome::Complete(response))
@@ -407,14 +424,14 @@ impl ChatService {
                 .output_token_limit()
                 .and_then(|limit| u64::try_from(limit).ok())
                 .or(catalog_limit.map(u64::from))
-                .unwrap_or(u64::from(self.default_max_tokens));
+                .unwrap_or(u64::from(self.default_max_tokens))
+                .min(MAX_OUTPUT_RESERVED);
             let choices = request
                 .fields()
                 .n
                 .and_then(|n| u64::try_from(n).ok())
-                .unwrap_or(1)
-                .max(1);
-            limit.saturating_mul(choices)
+                .unwrap_or(1);
+            limit.saturating_mul(choices.clamp(1, MAX_CHOICES_RESERVED))
         };
         context.record.update(|facts| {
             facts.provider = Some(route.kind());

@@ -86,6 +86,8 @@ pub(crate) struct Meter {
     ticket: Option<Ticket>,
     /// What the upstream reported the stream used.
     used: Option<Spend>,
+    /// The stream ended on an error.
+    failed: bool,
 }
 
 impl Meter {
@@ -108,6 +110,7 @@ impl Meter {
             ended: false,
             ticket: None,
             used: None,
+            failed: false,
         }
     }
 
@@ -122,7 +125,9 @@ impl Meter {
         if let Some(ticket) = self.ticket.take() {
             match self.used {
                 Some(used) => ticket.settle(used),
-                // Dropped: settled with its estimate.
+                // Failed before any chunk: the upstream billed nothing.
+                None if self.failed && !self.started_stream => ticket.release(),
+                // Left or cut without usage: settled with its estimate.
                 None => drop(ticket),
             }
         }
@@ -143,6 +148,7 @@ pub(crate) fn meter(chunks: ChatStream, meter: Meter) -> ChatStream {
             Some(Ok(chunk)) => Some((Ok(meter.pass(chunk)), (chunks, meter))),
             Some(Err(error)) => {
                 meter.ended = true;
+                meter.failed = true;
                 meter.record.failed(&error);
                 meter.note_end();
                 meter.settle();
@@ -185,17 +191,20 @@ impl Meter {
         if let Some(ticket) = &mut self.ticket
             && chunk.has_choices()
         {
-            ticket.relayed_chunks += 1;
+            ticket.completion_estimate += 1;
         }
         let Some(tokens) = chunk.usage().copied().filter(|_| !self.reported) else {
             return chunk;
         };
         self.reported = true;
         let usage = GatewayUsage::measure(self.received, self.started.elapsed(), self.pricing, Some(&tokens));
-        self.used = Some(Spend {
-            tokens: tokens.prompt_tokens + tokens.completion_tokens,
-            usd_micros: usage.cost_usd.map_or(0, usd_to_micros),
-        });
+        self.used = Some(
+            Spend {
+                tokens: tokens.prompt_tokens.saturating_add(tokens.completion_tokens),
+                usd_micros: usage.cost_usd.map_or(0, usd_to_micros),
+            }
+            .bounded(),
+        );
         self.record.update(|facts| {
             facts.prompt_tokens = Some(tokens.prompt_tokens);
             facts.completion_tokens = Some(tokens.completion_tokens);

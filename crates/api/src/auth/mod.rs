@@ -24,7 +24,7 @@ use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use arc_swap::ArcSwap;
-use gatewayz_domain::KeyPolicy;
+use gatewayz_domain::{ChatError, KeyPolicy};
 use secrecy::{ExposeSecret, SecretString};
 use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 
@@ -297,8 +297,21 @@ fn authenticate(request: &HttpRequest) -> Result<Authenticated, ApiError> {
         .ok_or_else(|| ApiError::unauthorized("Invalid gateway key", "invalid_api_key"))?;
     let mut extensions = request.extensions_mut();
     extensions.insert(KeyId(policy.id.clone()));
+    let expired = policy.expired(unix_now());
+    let id = policy.id.clone();
     extensions.insert(policy);
+    if expired {
+        // Known, and named in the log, but refused on every endpoint.
+        return Err(ChatError::KeyExpired(id).into());
+    }
     Ok(Authenticated)
+}
+
+/// Unix time in seconds.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| i64::try_from(since.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// The policy of the key `request` was authenticated with, once

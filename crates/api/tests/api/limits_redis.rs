@@ -746,3 +746,65 @@ async fn the_degraded_gauge_returns_to_0_by_itself_once_redis_is_back() {
     let answer = ask(&client, &gateway, "key-a", &demo()).await;
     assert_eq!((answer.status, answer.degraded()), (200, false));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_cut_when_the_shutdown_drain_runs_out_is_settled_before_the_gateway_exits() {
+    let Some(redis) = RedisServer::start("limits_redis shutdown") else {
+        return;
+    };
+    let files = Files::new(
+        "shutdown",
+        &entry(
+            "team-a",
+            "key-a",
+            "max_parallel = 2\nbudget_usd = 100\nbudget_period = \"total\"",
+        ),
+    );
+    let upstream = slow_stream_upstream().await;
+    let mut gateway = gateway(
+        &files,
+        &redis,
+        &[
+            ("GATEWAYZ_SHUTDOWN_TIMEOUT", "1"),
+            ("PORTKEY_BASE_URL", &upstream),
+        ],
+    );
+    let body = json!({"model": "priced-stream", "stream": true, "max_tokens": 500,
+        "messages": [{"role": "user", "content": "Tell me a long story"}]});
+    let response = client()
+        .post(format!("{}/v1/chat/completions", gateway.address))
+        .bearer_auth("key-a")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut stream = response.bytes_stream();
+    stream.next().await.unwrap().unwrap();
+    assert_eq!(redis_leases(&redis, "team-a"), 1);
+
+    // SIGTERM: the stream (10 s long) outlives the 1 s drain, and is cut.
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &gateway.pid()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while gateway.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the gateway did not exit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(stream);
+
+    assert_eq!(
+        redis_leases(&redis, "team-a"),
+        0,
+        "its lease given back, not left to expire"
+    );
+    let spent = redis_spend(&redis, "team-a");
+    let reserved = 500 * MICROS_PER_TOKEN;
+    assert!(
+        spent > 0 && spent < reserved,
+        "settled with its estimate, not the reservation: {spent}"
+    );
+}

@@ -22,6 +22,23 @@ pub struct Spend {
     pub usd_micros: u64,
 }
 
+impl Spend {
+    /// The most either count may be: 2^50, far past any real request
+    /// (a thousand million dollars, 10^15 tokens) and within what a double
+    /// (Redis's Lua) holds exactly.
+    pub const MAX: u64 = 1 << 50;
+
+    /// This spend with each count at most [`Self::MAX`]: what a client's
+    /// `max_tokens` or an upstream's usage says never overflows a store.
+    #[must_use]
+    pub fn bounded(self) -> Self {
+        Self {
+            tokens: self.tokens.min(Self::MAX),
+            usd_micros: self.usd_micros.min(Self::MAX),
+        }
+    }
+}
+
 /// One request asking to be admitted.
 #[derive(Debug, Clone)]
 pub struct Admission {

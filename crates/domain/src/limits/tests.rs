@@ -286,3 +286,112 @@ async fn a_stream_left_midway_is_settled_once_with_an_estimate() {
     assert!(settlements[0].estimated);
     assert!(record.read(|facts| facts.usage_estimated));
 }
+
+#[tokio::test]
+async fn a_huge_output_limit_reserves_a_bounded_spend_and_never_overflows() {
+    let ledger = Arc::new(Ledger::default());
+    let service = service(
+        Upstream {
+            chunks: 0,
+            usage: true,
+            fail: true,
+        },
+        &ledger,
+    );
+    let body = json!({"model": "demo-1", "max_tokens": i64::MAX, "n": 3,
+        "messages": [{"role": "user", "content": "hello"}]});
+    let mut command = command(false, policy());
+    command.request = ChatRequest::parse(serde_json::to_vec(&body).unwrap().into()).unwrap();
+    service.execute(command).await.unwrap_err();
+    let admitted = ledger.admitted.lock().unwrap()[0].clone();
+    assert!(admitted.reserve.tokens <= Spend::MAX, "{:?}", admitted.reserve);
+    assert!(
+        admitted.reserve.tokens >= 3 << 24,
+        "three choices of the largest limit counted"
+    );
+    assert_eq!(settled(&service, &ledger).await[0].used, Spend::default());
+}
+
+#[tokio::test]
+async fn an_answer_without_usage_is_charged_its_prompt_and_its_size_as_an_estimate() {
+    let ledger = Arc::new(Ledger::default());
+    let service = service(
+        Upstream {
+            chunks: 0,
+            usage: false,
+            fail: false,
+        },
+        &ledger,
+    );
+    let response = match service.execute(command(false, policy())).await.unwrap() {
+        ChatOutcome::Complete(response) => response,
+        ChatOutcome::Stream(_) => panic!("a whole answer"),
+    };
+    let settlements = settled(&service, &ledger).await;
+    let admitted = ledger.admitted.lock().unwrap()[0].clone();
+    let prompt_estimate = admitted.reserve.tokens - 100;
+    assert!(settlements[0].estimated);
+    let completion = (response.len().saturating_sub(200) / 4) as u64;
+    assert_eq!(settlements[0].used.tokens, prompt_estimate + completion);
+}
+
+/// Fails its stream before the first chunk.
+struct FailsFirst;
+
+#[async_trait]
+impl ChatProvider for FailsFirst {
+    async fn complete(&self, _: ProviderCall) -> Result<ChatResponse, ChatError> {
+        unreachable!("streams only")
+    }
+
+    async fn stream(&self, _: ProviderCall) -> Result<ChatStream, ChatError> {
+        let error = ChatError::Timeout(crate::UpstreamError::new(
+            crate::ErrorSource::Portkey,
+            None,
+            "slow",
+        ));
+        Ok(futures::stream::iter([Err(error)]).boxed())
+    }
+}
+
+#[tokio::test]
+async fn a_stream_failing_before_its_first_chunk_is_charged_nothing() {
+    let ledger = Arc::new(Ledger::default());
+    let mut keys = MockKeyResolver::new();
+    keys.expect_resolve().returning(|_| Ok(Credentials::None));
+    let service = ChatService::new(
+        Providers::default().with(ProviderKind::Demo, Arc::new(FailsFirst)),
+        Arc::new(keys),
+    )
+    .with_limits(Arc::clone(&ledger) as Arc<dyn LimitsStore>);
+    let Ok(ChatOutcome::Stream(mut chunks)) = service.execute(command(true, policy())).await else {
+        panic!("a stream");
+    };
+    assert!(chunks.next().await.unwrap().is_err());
+    drop(chunks);
+    let settlements = settled(&service, &ledger).await;
+    assert_eq!(settlements.len(), 1);
+    assert_eq!(
+        (settlements[0].used, settlements[0].estimated),
+        (Spend::default(), false)
+    );
+}
+
+#[tokio::test]
+async fn a_reservation_past_the_whole_tpm_is_refused_without_a_retry() {
+    let policy = Arc::new(KeyPolicy {
+        tpm: Some(50),
+        ..KeyPolicy::unlimited("small")
+    });
+    let error = ChatError::refused_by(
+        LimitKind::Tokens,
+        Duration::from_micros(1),
+        &policy,
+        Spend {
+            tokens: 120,
+            usd_micros: 0,
+        },
+    );
+    assert_eq!(error.retry_after(), Some(Duration::ZERO));
+    assert!(error.to_string().starts_with("Request too large"), "{error}");
+}

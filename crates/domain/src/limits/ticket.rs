@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 
 use super::policy::{KeyPolicy, usd_to_micros};
 use super::store::{Admission, Decision, LimitsStore, Settlement, Spend};
@@ -28,11 +28,20 @@ pub(crate) fn now_unix() -> i64 {
     i64::try_from(now_us() / 1_000_000).unwrap_or(i64::MAX)
 }
 
+/// Settlements queued for the worker; past this many, each is sent on its
+/// own (a store that slow is a store failing).
+const QUEUED_SETTLEMENTS: usize = 4096;
+
 /// The store, and the settlements still on their way to it.
 #[derive(Clone)]
 pub struct Limits {
     store: Arc<dyn LimitsStore>,
     pending: Arc<Pending>,
+    /// To the worker that sends settlements, on the runtime that built
+    /// this (the process's main one): a request dropped as a server
+    /// worker's runtime ends (the drain at shutdown ran out) is still
+    /// settled.
+    queue: Option<mpsc::Sender<Settlement>>,
 }
 
 impl std::fmt::Debug for Limits {
@@ -49,11 +58,38 @@ struct Pending {
     idle: Notify,
 }
 
+impl Pending {
+    /// One settlement reached the store, or was given up.
+    fn done(&self) {
+        if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+}
+
 impl Limits {
+    /// The limits counted in `store`. Called within a Tokio runtime, it
+    /// starts there the worker that sends settlements to the store.
     pub fn new(store: Arc<dyn LimitsStore>) -> Self {
+        let pending: Arc<Pending> = Arc::default();
+        let queue = tokio::runtime::Handle::try_current().ok().map(|runtime| {
+            let (queue, mut settlements) = mpsc::channel::<Settlement>(QUEUED_SETTLEMENTS);
+            let (store, pending) = (Arc::clone(&store), Arc::clone(&pending));
+            runtime.spawn(async move {
+                while let Some(settlement) = settlements.recv().await {
+                    let (store, pending) = (Arc::clone(&store), Arc::clone(&pending));
+                    tokio::spawn(async move {
+                        let _ = store.settle(&settlement).await;
+                        pending.done();
+                    });
+                }
+            });
+            queue
+        });
         Self {
             store,
-            pending: Arc::default(),
+            pending,
+            queue,
         }
     }
 
@@ -111,7 +147,7 @@ impl Limits {
                     record: record.clone(),
                     admission: Some(admission),
                     prompt_estimate: 0,
-                    relayed_chunks: 0,
+                    completion_estimate: 0,
                     price: None,
                 })
             }
@@ -140,9 +176,10 @@ pub(crate) struct Ticket {
     admission: Option<Admission>,
     /// What the prompt is estimated to cost, in tokens.
     pub prompt_estimate: u64,
-    /// Content chunks relayed to the client: the completion's estimate when
-    /// the upstream reports no usage.
-    pub relayed_chunks: u64,
+    /// The completion's estimate, in tokens, when the upstream reports no
+    /// usage: a token for each content chunk relayed, or a whole answer's
+    /// size over four.
+    pub completion_estimate: u64,
     /// Dollars per token (prompt, completion) for the estimate.
     pub price: Option<(f64, f64)>,
 }
@@ -170,24 +207,21 @@ impl Ticket {
     /// What the request is estimated to have used: the prompt, and a token
     /// for each chunk relayed.
     fn estimate(&self) -> Spend {
-        let completion = self.relayed_chunks;
+        let completion = self.completion_estimate;
         let usd = self.price.map_or(0.0, |(prompt, output)| {
             self.prompt_estimate as f64 * prompt + completion as f64 * output
         });
         Spend {
-            tokens: self.prompt_estimate + completion,
+            tokens: self.prompt_estimate.saturating_add(completion),
             usd_micros: usd_to_micros(usd),
         }
+        .bounded()
     }
 
     fn send(&mut self, used: Spend, estimated: bool) {
         let Some(admission) = self.admission.take() else {
             return;
         };
-        self.record.update(|facts| {
-            facts.charged = Some(used);
-            facts.usage_estimated = estimated;
-        });
         let settlement = Settlement {
             policy: admission.policy,
             lease: admission.lease,
@@ -197,26 +231,32 @@ impl Ticket {
             admitted_us: admission.now_us,
             now_us: now_us(),
         };
-        let limits = self.limits.clone();
-        let settle = async move {
-            // A failed settlement leaves the reservation charged (never
-            // less than was reserved) and the lease to expire by itself.
-            let _ = limits.store.settle(&settlement).await;
-            if limits.pending.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-                limits.pending.idle.notify_waiters();
-            }
+        let limits = &self.limits;
+        let queued = match &limits.queue {
+            Some(queue) => queue.try_send(settlement).map_err(|error| match error {
+                mpsc::error::TrySendError::Full(settlement)
+                | mpsc::error::TrySendError::Closed(settlement) => settlement,
+            }),
+            None => Err(settlement),
         };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(settle);
-            }
-            // No runtime left (the process is ending): the lease expires by
-            // itself and the reservation stands.
-            Err(_) => {
-                if self.limits.pending.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-                    self.limits.pending.idle.notify_waiters();
-                }
-            }
+        let sent = queued.or_else(|settlement| {
+            // No worker, or it is behind: sent from here, if a runtime runs.
+            let runtime = tokio::runtime::Handle::try_current().map_err(|_| ())?;
+            let (store, pending) = (Arc::clone(&limits.store), Arc::clone(&limits.pending));
+            runtime.spawn(async move {
+                let _ = store.settle(&settlement).await;
+                pending.done();
+            });
+            Ok::<(), ()>(())
+        });
+        match sent {
+            Ok(()) => self.record.update(|facts| {
+                facts.charged = Some(used);
+                facts.usage_estimated = estimated;
+            }),
+            // Nowhere to send it: the reservation stands (never less than
+            // was reserved is charged) and the lease expires by itself.
+            Err(()) => limits.pending.done(),
         }
     }
 }

@@ -36,7 +36,7 @@ impl Usage {
         Self {
             prompt_tokens,
             completion_tokens,
-            total_tokens: Some(prompt_tokens + completion_tokens),
+            total_tokens: Some(prompt_tokens.saturating_add(completion_tokens)),
             prompt_tokens_details: None,
         }
     }
