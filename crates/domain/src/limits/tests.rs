@@ -395,3 +395,27 @@ async fn a_reservation_past_the_whole_tpm_is_refused_without_a_retry() {
     assert_eq!(error.retry_after(), Some(Duration::ZERO));
     assert!(error.to_string().starts_with("Request too large"), "{error}");
 }
+
+#[test]
+fn a_settlement_whose_runtime_ends_first_is_sent_by_the_worker_once() {
+    let main = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ledger = Arc::new(Ledger::default());
+    let limits = main.block_on(async { Limits::new(Arc::clone(&ledger) as Arc<dyn LimitsStore>) });
+    let record = crate::CallRecord::default();
+    let ticket = main
+        .block_on(limits.admit(&policy(), "lease-1".into(), Spend::default(), &record))
+        .unwrap();
+    // A server worker's runtime: the settlement's task is spawned there,
+    // and the runtime ends before running it.
+    let worker = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    worker.block_on(async move { ticket.settle(Spend { tokens: 7, usd_micros: 0 }) });
+    drop(worker);
+    assert!(main.block_on(limits.flush(Duration::from_secs(5))));
+    let settled = ledger.settled.lock().unwrap().clone();
+    assert_eq!(settled.len(), 1, "exactly once");
+    assert_eq!(settled[0].used.tokens, 7);
+    assert_eq!(record.read(|facts| facts.charged.map(|charged| charged.tokens)), Some(7));
+}

@@ -28,8 +28,8 @@ pub(crate) fn now_unix() -> i64 {
     i64::try_from(now_us() / 1_000_000).unwrap_or(i64::MAX)
 }
 
-/// Settlements queued for the worker; past this many, each is sent on its
-/// own (a store that slow is a store failing).
+/// Settlements queued for the worker; past this many, the rest are given
+/// up (their reservations stand, their leases expire).
 const QUEUED_SETTLEMENTS: usize = 4096;
 
 /// The store, and the settlements still on their way to it.
@@ -37,10 +37,10 @@ const QUEUED_SETTLEMENTS: usize = 4096;
 pub struct Limits {
     store: Arc<dyn LimitsStore>,
     pending: Arc<Pending>,
-    /// To the worker that sends settlements, on the runtime that built
-    /// this (the process's main one): a request dropped as a server
-    /// worker's runtime ends (the drain at shutdown ran out) is still
-    /// settled.
+    /// To the worker on the runtime that built this (the process's main
+    /// one), which sends the settlements no other runtime could: those
+    /// of requests dropped as a server worker's runtime ended (the drain at
+    /// shutdown ran out).
     queue: Option<mpsc::Sender<Settlement>>,
 }
 
@@ -231,32 +231,74 @@ impl Ticket {
             admitted_us: admission.now_us,
             now_us: now_us(),
         };
-        let limits = &self.limits;
-        let queued = match &limits.queue {
-            Some(queue) => queue.try_send(settlement).map_err(|error| match error {
-                mpsc::error::TrySendError::Full(settlement)
-                | mpsc::error::TrySendError::Closed(settlement) => settlement,
-            }),
-            None => Err(settlement),
+        let job = Job {
+            limits: self.limits.clone(),
+            settlement: Some(settlement),
         };
-        let sent = queued.or_else(|settlement| {
-            // No worker, or it is behind: sent from here, if a runtime runs.
-            let runtime = tokio::runtime::Handle::try_current().map_err(|_| ())?;
-            let (store, pending) = (Arc::clone(&limits.store), Arc::clone(&limits.pending));
-            runtime.spawn(async move {
-                let _ = store.settle(&settlement).await;
-                pending.done();
-            });
-            Ok::<(), ()>(())
-        });
-        match sent {
-            Ok(()) => self.record.update(|facts| {
+        // On this thread's runtime, as cheap as a task is; without one, by
+        // the worker.
+        let sent = match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(job.run());
+                true
+            }
+            Err(_) => job.requeue(),
+        };
+        if sent {
+            self.record.update(|facts| {
                 facts.charged = Some(used);
                 facts.usage_estimated = estimated;
-            }),
-            // Nowhere to send it: the reservation stands (never less than
-            // was reserved is charged) and the lease expires by itself.
-            Err(()) => limits.pending.done(),
+            });
+        }
+    }
+}
+
+/// One settlement on its way to the store. A job dropped before it ran
+/// (its runtime shut down, as a server worker's does when the drain at
+/// shutdown runs out) hands its settlement to the worker on the main
+/// runtime; settling twice is harmless (the second finds no lease).
+struct Job {
+    limits: Limits,
+    settlement: Option<Settlement>,
+}
+
+impl Job {
+    async fn run(mut self) {
+        if let Some(settlement) = &self.settlement {
+            // A failed settlement leaves the reservation charged (never
+            // less than was reserved) and the lease to expire by itself.
+            let _ = self.limits.store.settle(settlement).await;
+            self.settlement = None;
+            self.limits.pending.done();
+        }
+    }
+
+    /// Hands the settlement to the worker: whether it took it. Nowhere to
+    /// send it, the reservation stands and the lease expires by itself.
+    fn requeue(mut self) -> bool {
+        let Some(settlement) = self.settlement.take() else {
+            return false;
+        };
+        let taken = self
+            .limits
+            .queue
+            .as_ref()
+            .is_some_and(|queue| queue.try_send(settlement).is_ok());
+        if !taken {
+            self.limits.pending.done();
+        }
+        taken
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        if self.settlement.is_some() {
+            let job = Job {
+                limits: self.limits.clone(),
+                settlement: self.settlement.take(),
+            };
+            job.requeue();
         }
     }
 }
