@@ -74,6 +74,11 @@ pub struct Config {
     /// connection is closed.
     #[serde(default = "default_body_timeout_ms", deserialize_with = "body_timeout_ms")]
     pub body_timeout_ms: u64,
+    /// `GATEWAYZ_SEND_TIMEOUT_MS`: how long a client may leave bytes of its
+    /// answer untaken (a stream, or a whole answer over 64 KiB); past it,
+    /// the connection is closed and the answer dropped (logged as 499).
+    #[serde(default = "default_send_timeout_ms", deserialize_with = "send_timeout_ms")]
+    pub send_timeout_ms: u64,
     /// `GATEWAYZ_REQUEST_TIMEOUT_MS`: how long a request routed directly (not
     /// through a catalog model, whose `deadline_ms` applies instead) may wait
     /// for its answer or its stream's first chunk, over every attempt.
@@ -156,6 +161,10 @@ const fn default_body_timeout_ms() -> u64 {
     10_000
 }
 
+const fn default_send_timeout_ms() -> u64 {
+    30_000
+}
+
 const fn default_request_timeout_ms() -> u64 {
     600_000
 }
@@ -177,6 +186,7 @@ gatewayz_adapters::var_parsers! {
     max_body_bytes: usize = "GATEWAYZ_MAX_BODY_BYTES";
     request_head_timeout_ms: u64 = "GATEWAYZ_REQUEST_HEAD_TIMEOUT_MS";
     body_timeout_ms: u64 = "GATEWAYZ_BODY_TIMEOUT_MS";
+    send_timeout_ms: u64 = "GATEWAYZ_SEND_TIMEOUT_MS";
     request_timeout_ms: u64 = "GATEWAYZ_REQUEST_TIMEOUT_MS";
     log_format: LogFormat = "GATEWAYZ_LOG_FORMAT";
     memory_budget_bytes: usize = "GATEWAYZ_MEMORY_BUDGET_BYTES";
@@ -326,6 +336,7 @@ mod tests {
         assert_eq!(config.api_keys_reload_ms, 2000);
         assert_eq!(config.request_head_timeout_ms, 5_000);
         assert_eq!(config.body_timeout_ms, 10_000);
+        assert_eq!(config.send_timeout_ms, 30_000);
         assert_eq!(config.request_timeout_ms, 600_000);
         assert!(config.api_keys.is_none() && config.api_keys_file.is_none());
         assert_eq!(config.overload_grace_ms, 5_000);

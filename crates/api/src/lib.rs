@@ -11,6 +11,7 @@ pub mod middleware;
 pub mod overload;
 pub mod probe;
 pub mod routes;
+pub mod send_deadline;
 pub mod settings;
 pub mod sse;
 pub mod startup;

@@ -2,7 +2,8 @@
 //! and, when the request ends, one access log line and the request metrics.
 //!
 //! A request ends when its response body has been sent in full, or when it is
-//! dropped early because the client left; the latter is logged as status 499.
+//! dropped early because the client left (or stopped taking it, see
+//! [`crate::send_deadline`]); the latter is logged as status 499.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use crate::extensions::{BodyRead, RequestId};
 use crate::overload::{Limit, Overload};
 use crate::probe::ClientProbe;
 use crate::routes::chat::ChatState;
+use crate::send_deadline::{SendTimeout, SendWatch};
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 const PROVIDER_HEADER: HeaderName = HeaderName::from_static("x-gatewayz-provider");
@@ -152,11 +154,16 @@ pub async fn track(
     tracker.key = response.request().extensions().get::<Arc<KeyPolicy>>().cloned();
     tracker.error = response.response().error().map(ToString::to_string);
     tracker.add_headers(response.headers_mut());
+    let watch = SendWatch::new(
+        response.request().conn_data::<ClientProbe>().cloned(),
+        response.request().app_data::<SendTimeout>().copied(),
+    );
     Ok(response.map_body(|_, body| {
         let mut body = TrackedBody {
             body: body.boxed(),
             sent: 0,
             tracker: Some(tracker),
+            watch,
         };
         // An empty body may never be polled: it is complete already.
         if matches!(body.size(), BodySize::None | BodySize::Sized(0)) {
@@ -313,11 +320,12 @@ impl Drop for Tracker {
 }
 
 /// A response body that reports on its request when it has been sent, or
-/// dropped unsent.
+/// dropped unsent, under the send deadline.
 pub struct TrackedBody {
     body: BoxBody,
     sent: u64,
     tracker: Option<Tracker>,
+    watch: SendWatch,
 }
 
 impl std::fmt::Debug for TrackedBody {
@@ -331,11 +339,26 @@ impl std::fmt::Debug for TrackedBody {
 
 impl TrackedBody {
     fn complete(&mut self) {
+        self.watch.stop();
         if let Some(mut tracker) = self.tracker.take() {
             tracker.finish(true);
         }
     }
 }
+
+impl Drop for TrackedBody {
+    fn drop(&mut self) {
+        // Reported as the client leaving (the tracker's own drop), and why.
+        if let Some(tracker) = self.tracker.as_mut().filter(|_| self.watch.closed()) {
+            tracker.record.update(|facts| facts.client_gone = true);
+            tracker.error = Some(SEND_TIMEOUT_ERROR.to_owned());
+        }
+    }
+}
+
+/// The access line's `error` of an answer cut by the send deadline.
+const SEND_TIMEOUT_ERROR: &str =
+    "the client took none of its answer for GATEWAYZ_SEND_TIMEOUT_MS: connection closed";
 
 impl MessageBody for TrackedBody {
     type Error = Box<dyn std::error::Error>;
@@ -354,9 +377,12 @@ impl MessageBody for TrackedBody {
                 // A sized body may not be polled again once all of it is out.
                 if matches!(this.body.size(), BodySize::Sized(size) if this.sent >= size) {
                     this.complete();
+                } else {
+                    this.watch.polled(true);
                 }
             }
-            Poll::Ready(Some(Err(_))) | Poll::Pending => {}
+            Poll::Ready(Some(Err(_))) => this.watch.stop(),
+            Poll::Pending => this.watch.polled(false),
         }
         polled
     }

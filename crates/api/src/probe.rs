@@ -8,7 +8,7 @@
 
 use std::any::Any;
 use std::os::fd::AsFd;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 use actix_web::dev::Extensions;
 use actix_web::rt::net::TcpStream;
@@ -51,17 +51,29 @@ impl ClientProbe {
     /// it by then. Not at once: an answer written on a socket closed with
     /// the client's bytes still unread is lost to a reset.
     pub fn close_after(&self, after: std::time::Duration) {
-        // Weak: the connection's own end (its last handle dropped) must not
-        // wait for this timer.
-        let socket = Rc::downgrade(&self.0);
+        let socket = self.weak();
         actix_web::rt::spawn(async move {
             actix_web::rt::time::sleep(after).await;
-            if let Some(socket) = socket.upgrade()
-                && let Err(error) = socket2::SockRef::from(&*socket).shutdown(std::net::Shutdown::Both)
-            {
-                tracing::debug!(%error, "closing a connection whose body was not read");
-            }
+            socket.shut("closing a connection whose body was not read");
         });
+    }
+
+    /// A handle on the connection for a timer: it does not keep the socket
+    /// open, so the connection's own end (its last handle dropped) never
+    /// waits for the timer.
+    pub fn weak(&self) -> WeakProbe {
+        WeakProbe(Rc::downgrade(&self.0))
+    }
+
+    /// Keeps at most `bytes` of answer waiting in the kernel for the client
+    /// to take (`TCP_NOTSENT_LOWAT`), instead of up to the send buffer's
+    /// 4 MiB: what a slow client has not taken stays in the gateway's
+    /// hands, where the send deadline sees it, and the kernel asks for more
+    /// as soon as the client has taken half of it.
+    pub fn limit_unsent(&self, bytes: u32) {
+        if let Err(error) = socket2::SockRef::from(&*self.0).set_tcp_notsent_lowat(bytes) {
+            tracing::debug!(%error, "limiting a connection's unsent bytes");
+        }
     }
 
     /// Resolves when the client has closed its side of the connection (or it
@@ -78,5 +90,35 @@ impl ClientProbe {
                 Err(_) => return,
             }
         }
+    }
+}
+
+/// A connection's probe that does not keep its socket open (see
+/// [`ClientProbe::weak`]).
+#[derive(Debug, Clone)]
+pub struct WeakProbe(Weak<tokio::net::TcpStream>);
+
+impl WeakProbe {
+    /// Shuts the connection if it is still open; `why` names the closing in
+    /// the debug line of a failure.
+    fn shut(&self, why: &'static str) {
+        if let Some(socket) = self.0.upgrade()
+            && let Err(error) = socket2::SockRef::from(&*socket).shutdown(std::net::Shutdown::Both)
+        {
+            tracing::debug!(%error, "{why}");
+        }
+    }
+
+    /// Shuts the connection if it is still open, and has its last close
+    /// reset it (`SO_LINGER` 0) rather than leave what the client never
+    /// took queued in the kernel: the server's own write then fails, and
+    /// the connection and its answer are dropped.
+    pub fn abort(&self) {
+        if let Some(socket) = self.0.upgrade()
+            && let Err(error) = socket2::SockRef::from(&*socket).set_linger(Some(std::time::Duration::ZERO))
+        {
+            tracing::debug!(%error, "resetting a connection whose client stopped reading");
+        }
+        self.shut("closing a connection whose client stopped reading");
     }
 }

@@ -31,6 +31,7 @@ use crate::overload::{Overload, admit};
 use crate::probe::ClientProbe;
 use crate::routes::admin::Readiness;
 use crate::routes::{self, chat::ChatState};
+use crate::send_deadline::SendTimeout;
 use crate::settings::Settings;
 
 /// Why the gateway could not start.
@@ -217,6 +218,7 @@ impl Application {
         let public_metrics = metrics.clone();
         let admin_metrics = metrics.clone();
         let public_overload = overload.clone();
+        let send_timeout = SendTimeout(Duration::from_millis(config.send_timeout_ms.max(1)));
         let server = http_refusals::serve(
             listener,
             config.shutdown_timeout,
@@ -232,6 +234,7 @@ impl Application {
                     .app_data(public_metrics.clone())
                     .app_data(keys_data.clone())
                     .app_data(chat.clone())
+                    .app_data(send_timeout)
                     .configure(routes::configure)
             },
         )?;

@@ -27,5 +27,6 @@ mod portkey;
 mod redis_server;
 mod routing;
 mod sdk;
+mod send_deadline;
 mod streaming;
 mod upstream;
