@@ -11,7 +11,11 @@
 //! [`PROBE_EVERY`] (reading a standing, which changes nothing); its first
 //! success, or that of any settlement, ends the degraded state, with or
 //! without traffic. A wedged store thus costs its deadline to the requests
-//! that found it failing, and to no request after them.
+//! that found it failing, and to no request after them. The probe runs on
+//! the runtime the store was built on (the gateway's main one), not on
+//! whichever worker's first saw the failure; and should its task end
+//! anyway (its runtime shut down), the next request finds the store out
+//! and starts another.
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +27,7 @@ use gatewayz_domain::limits::{
     Admission, Decision, KeyPolicy, LimitsStore, Settlement, Standing, StoreError,
 };
 use serde::Deserialize;
+use tokio::runtime::Handle;
 
 use super::memory::InProcessLimits;
 
@@ -85,10 +90,15 @@ struct Inner {
     degraded: AtomicBool,
     /// The background probe runs (from the first failure on).
     probing: AtomicBool,
+    /// Where the probe runs: the runtime the store was built on, which
+    /// lives as long as it; else the one that first sees a failure.
+    runtime: Option<Handle>,
     last_warning: Mutex<Option<Instant>>,
 }
 
 impl DegradingLimits {
+    /// Built within a runtime (the gateway's main one), the store probes on
+    /// it: it must live as long as the store.
     pub fn new(primary: Arc<dyn LimitsStore>, mode: OnStoreError) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -97,6 +107,7 @@ impl DegradingLimits {
                 mode,
                 degraded: AtomicBool::new(false),
                 probing: AtomicBool::new(false),
+                runtime: Handle::try_current().ok(),
                 last_warning: Mutex::new(None),
             }),
         }
@@ -185,12 +196,28 @@ impl Inner {
         if self.probing.swap(true, Ordering::AcqRel) {
             return;
         }
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(probe(Arc::downgrade(self)));
+        // Made before the task: dropped unrun (a runtime shutting down), it
+        // still says the probe is not running.
+        let running = Probing(Arc::downgrade(self));
+        match self.runtime.clone().or_else(|| Handle::try_current().ok()) {
+            Some(runtime) => {
+                runtime.spawn(probe(Arc::downgrade(self), running));
             }
             // Requests probe in its stead (see `may_call_primary`).
-            Err(_) => self.probing.store(false, Ordering::Release),
+            None => drop(running),
+        }
+    }
+}
+
+/// Held by the probe's task: when the task ends, however it ends (the
+/// store dropped, or the runtime it ran on shut down), the store knows that
+/// no probe runs, so that a request calls the primary and starts another.
+struct Probing(Weak<Inner>);
+
+impl Drop for Probing {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.probing.store(false, Ordering::Release);
         }
     }
 }
@@ -198,7 +225,7 @@ impl Inner {
 /// Every [`PROBE_EVERY`] while the store behind `inner` is degraded, asks
 /// its primary for a standing, which changes nothing: an answer ends the
 /// degraded state. Ends when the store is dropped.
-async fn probe(inner: Weak<Inner>) {
+async fn probe(inner: Weak<Inner>, _running: Probing) {
     let policy = KeyPolicy::unlimited(PROBE_KEY_ID);
     loop {
         tokio::time::sleep(PROBE_EVERY).await;
@@ -285,5 +312,107 @@ impl LimitsStore for DegradingLimits {
     /// counts are one replica's only.
     async fn standing(&self, policy: &KeyPolicy, now_us: u64) -> Result<Standing, StoreError> {
         self.inner.primary.standing(policy, now_us).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test.
+
+    use gatewayz_domain::limits::Spend;
+    use tokio::runtime::{Builder, Runtime};
+
+    use super::*;
+
+    /// A shared store that fails until told otherwise.
+    #[derive(Debug, Default)]
+    struct StandIn {
+        up: AtomicBool,
+    }
+
+    impl StandIn {
+        fn answer<T>(&self, value: T) -> Result<T, StoreError> {
+            if self.up.load(Ordering::SeqCst) {
+                Ok(value)
+            } else {
+                Err(StoreError("down".to_owned()))
+            }
+        }
+    }
+
+    #[async_trait]
+    impl LimitsStore for StandIn {
+        async fn admit(&self, _: &Admission) -> Result<Decision, StoreError> {
+            self.answer(Decision::Admitted(Standing::default()))
+        }
+
+        async fn settle(&self, _: &Settlement) -> Result<(), StoreError> {
+            self.answer(())
+        }
+
+        async fn standing(&self, _: &KeyPolicy, _: u64) -> Result<Standing, StoreError> {
+            self.answer(Standing::default())
+        }
+    }
+
+    /// A worker's runtime: one thread, ended when dropped.
+    fn worker_runtime() -> Runtime {
+        Builder::new_current_thread().enable_time().build().unwrap()
+    }
+
+    /// Whether `store` admits a request locally (degraded), on `runtime`.
+    fn admitted_locally(store: &DegradingLimits, runtime: &Runtime) -> bool {
+        let admission = Admission {
+            policy: Arc::new(KeyPolicy::unlimited("worker")),
+            lease: "lease".to_owned(),
+            reserve: Spend::default(),
+            now_us: now_us(),
+        };
+        match runtime.block_on(store.admit(&admission)).unwrap() {
+            Decision::Admitted(standing) | Decision::Refused { standing, .. } => standing.degraded,
+        }
+    }
+
+    #[test]
+    fn the_probe_outlives_the_worker_runtime_that_first_saw_the_failure() {
+        let main = Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_time()
+            .build()
+            .unwrap();
+        let primary = Arc::new(StandIn::default());
+        let store = {
+            let _main = main.enter();
+            DegradingLimits::new(primary.clone(), OnStoreError::Open)
+        };
+        let worker = worker_runtime();
+        assert!(admitted_locally(&store, &worker));
+        drop(worker);
+
+        primary.up.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + PROBE_EVERY * 6;
+        while store.is_degraded() {
+            assert!(Instant::now() < deadline, "still degraded, with no request");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_probe_whose_runtime_ended_is_started_again_by_the_next_request() {
+        // Built outside any runtime: the probe runs where the failure is seen.
+        let primary = Arc::new(StandIn::default());
+        let store = DegradingLimits::new(primary.clone(), OnStoreError::Open);
+        let worker = worker_runtime();
+        assert!(admitted_locally(&store, &worker));
+        drop(worker);
+        assert!(store.is_degraded());
+
+        primary.up.store(true, Ordering::SeqCst);
+        let next = worker_runtime();
+        assert!(
+            !admitted_locally(&store, &next),
+            "no probe runs, so the request asks the shared store itself"
+        );
+        assert!(!store.is_degraded());
     }
 }
