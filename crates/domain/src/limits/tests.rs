@@ -411,11 +411,19 @@ fn a_settlement_whose_runtime_ends_first_is_sent_by_the_worker_once() {
     // A server worker's runtime: the settlement's task is spawned there,
     // and the runtime ends before running it.
     let worker = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    worker.block_on(async move { ticket.settle(Spend { tokens: 7, usd_micros: 0 }) });
+    worker.block_on(async move {
+        ticket.settle(Spend {
+            tokens: 7,
+            usd_micros: 0,
+        })
+    });
     drop(worker);
     assert!(main.block_on(limits.flush(Duration::from_secs(5))));
     let settled = ledger.settled.lock().unwrap().clone();
     assert_eq!(settled.len(), 1, "exactly once");
     assert_eq!(settled[0].used.tokens, 7);
-    assert_eq!(record.read(|facts| facts.charged.map(|charged| charged.tokens)), Some(7));
+    assert_eq!(
+        record.read(|facts| facts.charged.map(|charged| charged.tokens)),
+        Some(7)
+    );
 }
