@@ -16,7 +16,7 @@ lint:
 
 # Benchmark Gatewayz against a direct call to a local upstream; writes
 # docs/benchmarks/latest.md and latest.json (docs/benchmarks.md explains it).
-# About 3 minutes of measurement after the release build.
+# About 4.5 minutes of measurement after the release build (key limits included).
 bench:
     cargo build --release --bin gatewayz --bin gatewayz-upstream --bin gatewayz-bench && target/release/gatewayz-bench --out docs/benchmarks
 
