@@ -349,3 +349,21 @@ pub async fn slow_stream_upstream() -> String {
     });
     format!("http://{address}/v1")
 }
+
+/// A catalog of two models priced at a dollar a thousand tokens (a thousand
+/// µ$ a token): a demo model, and a Portkey model for streams.
+pub const PRICED_CATALOG: &str = r#"
+[[models]]
+id = "priced-demo"
+provider = "demo"
+input_usd_per_million = 1000
+output_usd_per_million = 1000
+
+[[models]]
+id = "priced-stream"
+provider = "portkey"
+portkey_provider = "openai"
+upstream_model = "gpt-4o-mini"
+input_usd_per_million = 1000
+output_usd_per_million = 1000
+"#;

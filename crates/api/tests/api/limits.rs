@@ -5,25 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{PolicyFile, TestApp, entry, eventually, sample, slow_stream_upstream};
-
-/// A catalog with a demo model priced at a dollar a thousand tokens, and a
-/// Portkey model at the same price.
-const CATALOG: &str = r#"
-[[models]]
-id = "priced-demo"
-provider = "demo"
-input_usd_per_million = 1000
-output_usd_per_million = 1000
-
-[[models]]
-id = "priced-stream"
-provider = "portkey"
-portkey_provider = "openai"
-upstream_model = "gpt-4o-mini"
-input_usd_per_million = 1000
-output_usd_per_million = 1000
-"#;
+use crate::helpers::{PRICED_CATALOG, PolicyFile, TestApp, entry, eventually, sample, slow_stream_upstream};
 
 struct Setup {
     app: TestApp,
@@ -36,7 +18,7 @@ struct Setup {
 async fn gateway(test: &str, policies: &str, portkey: Option<&str>) -> Setup {
     let policies = PolicyFile::new(&format!("limits-{test}"), policies);
     // A TOML file of the test's own, like the policies.
-    let catalog = PolicyFile::new(&format!("limits-catalog-{test}"), CATALOG);
+    let catalog = PolicyFile::new(&format!("limits-catalog-{test}"), PRICED_CATALOG);
     let mut vars = vec![
         ("GATEWAYZ_API_KEYS_FILE", policies.path().to_owned()),
         ("GATEWAYZ_API_KEYS_RELOAD_MS", "50".to_owned()),

@@ -16,27 +16,8 @@ use futures::future::join_all;
 use serde_json::{Value, json};
 
 use crate::binary::{self, Gateway};
-use crate::helpers::{PolicyFile, entry, eventually, sample, slow_stream_upstream};
+use crate::helpers::{PRICED_CATALOG, PolicyFile, entry, eventually, sample, slow_stream_upstream};
 use crate::redis_server::RedisServer;
-
-/// A demo model priced at a dollar a thousand tokens (a thousand µ$ a token:
-/// each answer of `demo()` costs about a cent), and a Portkey model at the
-/// same price for streams.
-const CATALOG: &str = r#"
-[[models]]
-id = "priced-demo"
-provider = "demo"
-input_usd_per_million = 1000
-output_usd_per_million = 1000
-
-[[models]]
-id = "priced-stream"
-provider = "portkey"
-portkey_provider = "openai"
-upstream_model = "gpt-4o-mini"
-input_usd_per_million = 1000
-output_usd_per_million = 1000
-"#;
 
 /// What a token costs on both catalog models, in µ$.
 const MICROS_PER_TOKEN: u64 = 1000;
@@ -55,7 +36,7 @@ impl Files {
     fn new(test: &str, policies: &str) -> Self {
         Self {
             policies: PolicyFile::new(&format!("redis-{test}"), policies),
-            catalog: PolicyFile::new(&format!("redis-catalog-{test}"), CATALOG),
+            catalog: PolicyFile::new(&format!("redis-catalog-{test}"), PRICED_CATALOG),
         }
     }
 }
