@@ -6,7 +6,8 @@ use std::time::Duration;
 
 /// What the binary prints for `--help`.
 pub const USAGE: &str = "\
-gatewayz-upstream: a fast local chat-completions upstream for benchmarks
+gatewayz-upstream: a fast local OpenAI/Anthropic-compatible upstream for benchmarks and tests
+(chat completions, embeddings, Anthropic messages, the Responses API)
 
 Usage: gatewayz-upstream [OPTIONS]
 
@@ -19,7 +20,9 @@ Options:
   --threads N       runtime worker threads; 1 is a single-threaded runtime [default: 1]
   --faults          honour a request body's \"upstream_fault\" field: \"500\", \"429\" or
                     any other 4xx/5xx status answers that status with an OpenAI error
-                    body; \"cut\" closes a stream's connection halfway through
+                    body (Anthropic's on /v1/messages); \"cut\" closes a stream's
+                    connection halfway through (after the first delta on
+                    /v1/messages and /v1/responses)
   -h, --help        print this help
 ";
 

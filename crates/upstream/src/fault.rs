@@ -17,12 +17,15 @@ pub const RETRY_AFTER_SECONDS: u64 = 1;
 /// What a request asked the upstream to do wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
-    /// An OpenAI error body with this status (4xx or 5xx), before any byte
-    /// of an answer; a 429 also carries `retry-after`.
+    /// An error body with this status (4xx or 5xx), before any byte of an
+    /// answer: OpenAI's shape, or Anthropic's on `/v1/messages`; a 429 also
+    /// carries `retry-after`.
     Status(StatusCode),
     /// A stream whose connection is closed, without the end of its chunked
-    /// body, when its content chunk `content_chunks / 2` (at least 1) is due:
-    /// no finish chunk, no usage, no `[DONE]`. Only a stream can be cut.
+    /// body: a chat stream when its content chunk `content_chunks / 2` (at
+    /// least 1) is due (no finish chunk, no usage, no `[DONE]`); a Messages
+    /// or Responses stream right after its first text delta. Only a stream
+    /// can be cut.
     Cut,
 }
 

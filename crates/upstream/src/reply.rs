@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use hyper::{Response, StatusCode};
 use tokio::time::{Instant, Sleep, sleep_until};
 
 /// The error a cut stream ends with: hyper then closes the connection
@@ -69,8 +71,34 @@ impl Body for Reply {
     }
 }
 
-/// SSE events sent one per write: event `k < gapped` is due `k × gap` after
-/// the first, the rest follow at once.
+/// A whole `application/json` answer.
+pub fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Reply> {
+    let mut response = Response::new(Reply::full(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// A `200 text/event-stream` answer.
+pub fn sse_response(body: SseBody) -> Response<Reply> {
+    let mut response = Response::new(Reply::Sse(body));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// A named SSE event, `event: <name>\ndata: <data>\n\n`, as Anthropic and
+/// OpenAI's Responses API send them.
+pub fn named_event(name: &str, data: &serde_json::Value) -> Bytes {
+    Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
+}
+
+/// SSE events sent one per write: event `k` with `first_paced < k < gapped`
+/// is due `(k - first_paced) × gap` after the stream starts, the others go
+/// at once (`first_paced` is 0 unless [`SseBody::paced_from`] says).
 ///
 /// hyper batches every frame a body has ready into one write; after each
 /// event the body therefore hands control back once (waking itself at once),
@@ -88,6 +116,7 @@ pub struct SseBody {
     sleep: Option<(usize, Pin<Box<Sleep>>)>,
     /// The event in place of which the stream is cut, if it is.
     cut: Option<usize>,
+    first_paced: usize,
 }
 
 impl SseBody {
@@ -102,7 +131,17 @@ impl SseBody {
             yielded: false,
             sleep: None,
             cut: None,
+            first_paced: 0,
         }
+    }
+
+    /// Paces the events from `first` on (the content of a stream whose
+    /// opening events go at once): event `first` leaves at once, `first + j`
+    /// is due `j × gap` after the start.
+    #[must_use]
+    pub fn paced_from(mut self, first: usize) -> Self {
+        self.first_paced = first;
+        self
     }
 
     /// Cuts the stream when event `index` is due, instead of sending it.
@@ -113,10 +152,10 @@ impl SseBody {
     }
 
     fn due(&self, index: usize) -> Option<Instant> {
-        if index == 0 || index >= self.gapped || self.gap.is_zero() {
+        if index <= self.first_paced || index >= self.gapped || self.gap.is_zero() {
             return None;
         }
-        let index = u32::try_from(index).unwrap_or(u32::MAX);
+        let index = u32::try_from(index - self.first_paced).unwrap_or(u32::MAX);
         Some(self.start + self.gap.saturating_mul(index))
     }
 }

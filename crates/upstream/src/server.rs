@@ -1,4 +1,5 @@
-//! The listener and the one route.
+//! The listener and the routes: chat completions on the hot path, then the
+//! other APIs (embeddings, Anthropic messages, the Responses API).
 
 use std::convert::Infallible;
 use std::io;
@@ -6,9 +7,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http_body_util::BodyExt;
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use hyper::http::request::Parts;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -16,16 +19,26 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::args::Config;
-use crate::fault::{self, Fault};
+use crate::errors::{self, Dialect};
+use crate::fault::Fault;
 use crate::flags::is_true;
+use crate::ids::Ids;
 use crate::reply::{Reply, SseBody};
+use crate::response_store::ResponseStore;
 use crate::responses::Responses;
+use crate::responses_api::{self, Creation};
+use crate::{embeddings, messages, stored_responses};
+
+/// The largest request body read; a larger one is answered 413 unread.
+pub const MAX_BODY: usize = 8 << 20;
 
 struct Shared {
     responses: Responses,
     delay: Duration,
     gap: Duration,
     faults: bool,
+    ids: Ids,
+    store: ResponseStore,
 }
 
 /// A bound upstream, ready to serve.
@@ -63,6 +76,8 @@ impl Upstream {
                 delay: config.delay,
                 gap: config.gap,
                 faults: config.faults,
+                ids: Ids::new(),
+                store: ResponseStore::default(),
             }),
         })
     }
@@ -107,20 +122,25 @@ impl Upstream {
 }
 
 async fn answer(request: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<Reply>, Infallible> {
-    if !matches!(request.uri().path(), "/v1/chat/completions" | "/chat/completions") {
-        return Ok(error(StatusCode::NOT_FOUND, "unknown path"));
+    if matches!(request.uri().path(), "/v1/chat/completions" | "/chat/completions") {
+        return Ok(chat(request, &shared).await);
     }
+    Ok(elsewhere(request, &shared).await)
+}
+
+/// The hot path: every answer is precomputed.
+async fn chat(request: Request<Incoming>, shared: &Shared) -> Response<Reply> {
     if request.method() != Method::POST {
-        return Ok(error(StatusCode::METHOD_NOT_ALLOWED, "use POST"));
+        return error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
     }
-    let body = match request.into_body().collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(_) => return Ok(error(StatusCode::BAD_REQUEST, "the request body broke off")),
+    let body = match read_body(request.into_body()).await {
+        Ok(body) => body,
+        Err(status) => return error(status, unread(status)),
     };
     let fault = if shared.faults {
         match Fault::requested(&body) {
             Ok(fault) => fault,
-            Err(_) => return Ok(error(StatusCode::BAD_REQUEST, "unknown upstream_fault")),
+            Err(_) => return error(StatusCode::BAD_REQUEST, "unknown upstream_fault"),
         }
     } else {
         None
@@ -129,18 +149,18 @@ async fn answer(request: Request<Incoming>, shared: Arc<Shared>) -> Result<Respo
         tokio::time::sleep(shared.delay).await;
     }
     if let Some(Fault::Status(status)) = fault {
-        return Ok(injected(status));
+        return errors::injected(Dialect::OpenAi, status);
     }
     let stream = is_true(&body, b"\"stream\"");
     if fault == Some(Fault::Cut) && !stream {
-        return Ok(error(StatusCode::BAD_REQUEST, "only a stream can be cut"));
+        return error(StatusCode::BAD_REQUEST, "only a stream can be cut");
     }
     if !stream {
         let mut response = Response::new(Reply::full(shared.responses.completion()));
         response
             .headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        return Ok(response);
+        return response;
     }
     let events = shared.responses.stream(is_true(&body, b"\"include_usage\""));
     let chunks = shared.responses.content_chunks();
@@ -152,7 +172,159 @@ async fn answer(request: Request<Incoming>, shared: Arc<Shared>) -> Result<Respo
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    Ok(response)
+    response
+}
+
+/// The paths besides chat completions (with or without `/v1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route<'a> {
+    Embeddings,
+    Messages,
+    CountTokens,
+    CreateResponse,
+    /// `GET` or `DELETE /responses/{id}`.
+    StoredResponse(&'a str),
+    CancelResponse(&'a str),
+    InputItems(&'a str),
+}
+
+impl<'a> Route<'a> {
+    fn of(path: &'a str) -> Option<Self> {
+        let path = path
+            .strip_prefix("/v1")
+            .filter(|rest| rest.starts_with('/'))
+            .unwrap_or(path);
+        Some(match path {
+            "/embeddings" => Self::Embeddings,
+            "/messages" => Self::Messages,
+            "/messages/count_tokens" => Self::CountTokens,
+            "/responses" => Self::CreateResponse,
+            _ => {
+                let rest = path.strip_prefix("/responses/")?;
+                match rest.split_once('/') {
+                    None if !rest.is_empty() => Self::StoredResponse(rest),
+                    Some((id, "cancel")) if !id.is_empty() => Self::CancelResponse(id),
+                    Some((id, "input_items")) if !id.is_empty() => Self::InputItems(id),
+                    _ => return None,
+                }
+            }
+        })
+    }
+
+    fn dialect(self) -> Dialect {
+        match self {
+            Self::Messages | Self::CountTokens => Dialect::Anthropic,
+            _ => Dialect::OpenAi,
+        }
+    }
+
+    /// `None` when `method` is allowed, else what to use instead.
+    fn refuses(self, method: &Method) -> Option<&'static str> {
+        match self {
+            Self::StoredResponse(_) => {
+                (method != Method::GET && method != Method::DELETE).then_some("use GET or DELETE")
+            }
+            Self::InputItems(_) => (method != Method::GET).then_some("use GET"),
+            _ => (method != Method::POST).then_some("use POST"),
+        }
+    }
+}
+
+async fn elsewhere(request: Request<Incoming>, shared: &Shared) -> Response<Reply> {
+    let (parts, body) = request.into_parts();
+    let Some(route) = Route::of(parts.uri.path()) else {
+        return error(StatusCode::NOT_FOUND, "unknown path");
+    };
+    let dialect = route.dialect();
+    if let Some(instead) = route.refuses(&parts.method) {
+        return errors::refused(dialect, StatusCode::METHOD_NOT_ALLOWED, instead);
+    }
+    let store = &shared.store;
+    let about_stored = match route {
+        Route::StoredResponse(id) if parts.method == Method::DELETE => {
+            Some(stored_responses::delete(store, id))
+        }
+        Route::StoredResponse(id) => Some(stored_responses::retrieve(store, id)),
+        Route::CancelResponse(id) => Some(stored_responses::cancel(store, id)),
+        Route::InputItems(id) => Some(stored_responses::input_items(store, id, parts.uri.query())),
+        _ => None,
+    };
+    if let Some(response) = about_stored {
+        if !shared.delay.is_zero() {
+            tokio::time::sleep(shared.delay).await;
+        }
+        return response;
+    }
+    let body = match read_body(body).await {
+        Ok(body) => body,
+        Err(status) => return errors::refused(dialect, status, unread(status)),
+    };
+    create(route, &parts, &body, shared).await
+}
+
+/// A `POST` that creates: embeddings, a message, a token count, a response.
+async fn create(route: Route<'_>, parts: &Parts, body: &Bytes, shared: &Shared) -> Response<Reply> {
+    let dialect = route.dialect();
+    let fault = if shared.faults {
+        match Fault::requested(body) {
+            Ok(fault) => fault,
+            Err(_) => return errors::refused(dialect, StatusCode::BAD_REQUEST, "unknown upstream_fault"),
+        }
+    } else {
+        None
+    };
+    if !shared.delay.is_zero() {
+        tokio::time::sleep(shared.delay).await;
+    }
+    if let Some(Fault::Status(status)) = fault {
+        return errors::injected(dialect, status);
+    }
+    let cut = fault == Some(Fault::Cut);
+    if cut && matches!(route, Route::Embeddings | Route::CountTokens) {
+        return errors::refused(dialect, StatusCode::BAD_REQUEST, "only a stream can be cut");
+    }
+    match route {
+        Route::Embeddings => embeddings::answer(body),
+        Route::CountTokens => messages::count_tokens(body),
+        Route::Messages => messages::create(
+            body,
+            &parts.headers,
+            &messages::Streaming {
+                ids: &shared.ids,
+                gap: shared.gap,
+                cut,
+            },
+        ),
+        _ => responses_api::create(
+            body,
+            &Creation {
+                ids: &shared.ids,
+                store: &shared.store,
+                gap: shared.gap,
+                cut,
+            },
+        ),
+    }
+}
+
+/// The whole request body, unless it breaks off (400) or exceeds
+/// [`MAX_BODY`] (413).
+async fn read_body(body: Incoming) -> Result<Bytes, StatusCode> {
+    match Limited::new(body, MAX_BODY).collect().await {
+        Ok(body) => Ok(body.to_bytes()),
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(StatusCode::PAYLOAD_TOO_LARGE)
+        }
+        Err(_) => Err(StatusCode::BAD_REQUEST),
+    }
+}
+
+fn unread(status: StatusCode) -> &'static str {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "the request body is too large"
+    } else {
+        "the request body broke off"
+    }
 }
 
 fn error(status: StatusCode, message: &'static str) -> Response<Reply> {
@@ -167,14 +339,35 @@ fn error(status: StatusCode, message: &'static str) -> Response<Reply> {
     response
 }
 
-/// The answer to a request that asked for `status`.
-fn injected(status: StatusCode) -> Response<Reply> {
-    let mut response = Response::new(Reply::full(fault::error_body(status)));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    if status == StatusCode::TOO_MANY_REQUESTS {
-        headers.insert(RETRY_AFTER, HeaderValue::from(fault::RETRY_AFTER_SECONDS));
+#[cfg(test)]
+mod tests {
+    use super::Route;
+
+    #[test]
+    fn routes_with_or_without_v1_and_only_known_paths() {
+        assert_eq!(Route::of("/v1/embeddings"), Some(Route::Embeddings));
+        assert_eq!(Route::of("/messages/count_tokens"), Some(Route::CountTokens));
+        assert_eq!(
+            Route::of("/v1/responses/resp_1"),
+            Some(Route::StoredResponse("resp_1"))
+        );
+        assert_eq!(
+            Route::of("/responses/resp_1/cancel"),
+            Some(Route::CancelResponse("resp_1"))
+        );
+        assert_eq!(
+            Route::of("/v1/responses/resp_1/input_items"),
+            Some(Route::InputItems("resp_1"))
+        );
+        for path in [
+            "/v1",
+            "/v1/",
+            "/v1embeddings",
+            "/v1/responses/",
+            "/v1/responses//cancel",
+            "/v1/responses/a/b",
+        ] {
+            assert_eq!(Route::of(path), None, "{path}");
+        }
     }
-    response
 }

@@ -1,117 +1,18 @@
-//! The upstream over real loopback sockets: answers' shapes, the pacing
-//! and framing of streams, and the failures a request may ask for.
+//! Chat completions: answers' shapes, the pacing and framing of streams,
+//! and the failures a request may ask for.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test.
-
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use gatewayz_upstream::{Config, Upstream};
+use gatewayz_upstream::Config;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
-use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpStream;
 
-const GATEWAY_BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]}"#;
-const STREAM_BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}],"stream":true,"stream_options":{"include_usage":true}}"#;
-
-async fn spawn(config: Config) -> SocketAddr {
-    let upstream = Upstream::bind(&Config {
-        bind: SocketAddr::from(([127, 0, 0, 1], 0)),
-        ..config
-    })
-    .await
-    .unwrap();
-    let address = upstream.local_addr().unwrap();
-    tokio::spawn(upstream.run());
-    address
-}
-
-struct Answer {
-    status: StatusCode,
-    content_type: Option<String>,
-    content_length: Option<String>,
-    retry_after: Option<String>,
-    /// Each body frame with the moment it arrived.
-    frames: Vec<(Instant, Bytes)>,
-    /// Whether the body ended with an error rather than its end.
-    broke: bool,
-    sent: Instant,
-}
-
-impl Answer {
-    fn body(&self) -> Vec<u8> {
-        self.frames.iter().flat_map(|(_, frame)| frame.to_vec()).collect()
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body()).unwrap()
-    }
-}
-
-async fn call(address: SocketAddr, method: &str, path: &str, body: &str) -> Answer {
-    let stream = TcpStream::connect(address).await.unwrap();
-    let (mut sender, connection) = http1::handshake(TokioIo::new(stream)).await.unwrap();
-    tokio::spawn(connection);
-    let request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", address.to_string())
-        .header("content-type", "application/json")
-        .header("x-portkey-provider", "openai")
-        .body(Full::new(Bytes::from(body.to_owned())))
-        .unwrap();
-    let sent = Instant::now();
-    let response = sender.send_request(request).await.unwrap();
-    let header = |name| {
-        response
-            .headers()
-            .get(name)
-            .map(|value: &hyper::header::HeaderValue| value.to_str().unwrap().to_owned())
-    };
-    let (status, content_type, content_length, retry_after) = (
-        response.status(),
-        header(CONTENT_TYPE),
-        header(CONTENT_LENGTH),
-        header(RETRY_AFTER),
-    );
-    let mut body = response.into_body();
-    let mut frames = Vec::new();
-    let mut broke = false;
-    while let Some(frame) = body.frame().await {
-        match frame {
-            Ok(frame) => {
-                if let Ok(data) = frame.into_data() {
-                    frames.push((Instant::now(), data));
-                }
-            }
-            Err(_) => {
-                broke = true;
-                break;
-            }
-        }
-    }
-    Answer {
-        status,
-        content_type,
-        content_length,
-        retry_after,
-        frames,
-        broke,
-        sent,
-    }
-}
-
-fn events(answer: &Answer) -> Vec<String> {
-    let body = String::from_utf8(answer.body()).unwrap();
-    body.split_terminator("\n\n")
-        .map(|event| event.strip_prefix("data: ").unwrap().to_owned())
-        .collect()
-}
+use crate::helpers::{GATEWAY_BODY, STREAM_BODY, call, events, faulty, spawn, with_fault};
 
 #[tokio::test]
 async fn answers_a_chat_completion_with_usage_and_a_length() {
@@ -148,7 +49,7 @@ async fn answers_on_the_path_portkey_is_called_on_too_and_refuses_others() {
     let address = spawn(Config::default()).await;
 
     let bare = call(address, "POST", "/chat/completions", GATEWAY_BODY).await;
-    let elsewhere = call(address, "POST", "/v1/embeddings", GATEWAY_BODY).await;
+    let elsewhere = call(address, "POST", "/v1/images/generations", GATEWAY_BODY).await;
     let get = call(address, "GET", "/v1/chat/completions", "").await;
 
     assert_eq!(bare.status, StatusCode::OK);
@@ -275,19 +176,6 @@ async fn waits_the_delay_before_answering() {
 
     assert_eq!(answer.status, StatusCode::OK);
     assert!(answer.frames[0].0 - answer.sent >= delay);
-}
-
-fn with_fault(body: &str, fault: &str) -> String {
-    let (head, _) = body.rsplit_once('}').unwrap();
-    format!(r#"{head},"upstream_fault":"{fault}"}}"#)
-}
-
-fn faulty(chunks: usize) -> Config {
-    Config {
-        chunks,
-        faults: true,
-        ..Config::default()
-    }
 }
 
 #[tokio::test]

@@ -1,0 +1,9 @@
+//! The upstream over real loopback sockets, one module per API.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test.
+
+mod chat;
+mod embeddings;
+mod helpers;
+mod messages;
+mod responses_api;
