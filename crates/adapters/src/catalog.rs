@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use gatewayz_domain::{
-    Catalog, GroupSpec, ModelEntry, Node, PortkeyRouting, Pricing, RoutingPolicy, Strategy, Target,
+    Catalog, GroupSpec, ModelEntry, Node, PortkeyRouting, Pricing, RoutingPolicy, Service, Strategy, Target,
     TargetSpec, UpstreamProvider,
 };
 use secrecy::SecretString;
@@ -120,6 +120,8 @@ struct RawNode {
     id: Option<Spanned<String>>,
     #[serde(default)]
     max_tokens: Option<Spanned<MaxTokens>>,
+    #[serde(default)]
+    endpoints: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     routing: Option<Spanned<RawPolicy>>,
     #[serde(default)]
@@ -315,6 +317,10 @@ impl<E: Fn(&str) -> Option<String>> Reader<'_, E> {
             ));
         }
         let max_tokens = raw.max_tokens.take().map(|limit| limit.into_inner().0);
+        let endpoints = match raw.endpoints.take() {
+            None => Service::DEFAULT.to_vec(),
+            Some(listed) => self.endpoints(&path, listed)?,
+        };
         let policy = raw
             .routing
             .take()
@@ -332,7 +338,39 @@ impl<E: Fn(&str) -> Option<String>> Reader<'_, E> {
             targets,
             max_tokens,
             policy,
+            endpoints,
         })
+    }
+
+    /// A model's `endpoints`: at least one, each known, none twice.
+    fn endpoints(
+        &self,
+        path: &str,
+        listed: Spanned<Vec<Spanned<String>>>,
+    ) -> Result<Vec<Service>, CatalogError> {
+        let at = listed.span().start;
+        let listed = listed.into_inner();
+        if listed.is_empty() {
+            return Err(self.at(at, path, "endpoints", "must name at least one endpoint"));
+        }
+        let mut services = Vec::with_capacity(listed.len());
+        for name in listed {
+            let offset = name.span().start;
+            let Some(service) = Service::parse(name.get_ref()) else {
+                let known = Service::ALL.map(Service::as_str).join(", ");
+                return Err(self.at(
+                    offset,
+                    path,
+                    "endpoints",
+                    format!("unknown endpoint `{}`; known: {known}", name.get_ref()),
+                ));
+            };
+            if services.contains(&service) {
+                return Err(self.at(offset, path, "endpoints", format!("`{service}` is listed twice")));
+            }
+            services.push(service);
+        }
+        Ok(services)
     }
 
     /// A model's targets, or one of its members.
@@ -354,6 +392,10 @@ impl<E: Fn(&str) -> Option<String>> Reader<'_, E> {
                 (
                     "routing",
                     raw.routing.as_ref().map(|routing| routing.span().start),
+                ),
+                (
+                    "endpoints",
+                    raw.endpoints.as_ref().map(|endpoints| endpoints.span().start),
                 ),
             ] {
                 if let Some(offset) = offset {

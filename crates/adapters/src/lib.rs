@@ -18,6 +18,7 @@ pub mod env_keys;
 pub mod limits;
 pub mod metrics;
 pub mod portkey;
+pub mod responses;
 
 #[cfg(feature = "mocks")]
 pub mod mock {

@@ -41,6 +41,10 @@ pub struct Access<'a> {
     pub labels: Option<&'a std::collections::BTreeMap<String, String>>,
     pub method: &'a str,
     pub route: &'static str,
+    /// The API called (`chat`, `embeddings`, `messages`, `count_tokens`,
+    /// `responses`, `responses_retrieve`, ...), once known.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub endpoint: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provider: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -71,6 +75,9 @@ pub struct Access<'a> {
     /// The charge is an estimate: the upstream reported no usage.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub usage_estimated: bool,
+    /// A Responses API response whose target could not be remembered.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unremembered: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_source: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -128,6 +128,11 @@ pub struct Config {
     /// process, and say so) or `closed` (503) while Redis cannot answer.
     #[serde(default, deserialize_with = "limits_on_store_error")]
     pub limits_on_store_error: OnStoreError,
+    /// `GATEWAYZ_RESPONSE_TTL_SECS`: how long the gateway remembers which
+    /// target made a Responses API response (30 days, as long as OpenAI
+    /// keeps one), for its follow-ups and calls by id.
+    #[serde(default = "default_response_ttl_secs", deserialize_with = "response_ttl_secs")]
+    pub response_ttl_secs: u64,
     /// `GATEWAYZ_LOG_FORMAT`: `json` or `pretty`.
     #[serde(default, deserialize_with = "log_format")]
     pub log_format: LogFormat,
@@ -173,6 +178,10 @@ const fn default_overload_grace_ms() -> u64 {
     5_000
 }
 
+const fn default_response_ttl_secs() -> u64 {
+    gatewayz_domain::responses::DEFAULT_RESPONSE_TTL.as_secs()
+}
+
 const fn default_max_tokens() -> u32 {
     gatewayz_domain::service::DEFAULT_MAX_TOKENS
 }
@@ -193,6 +202,7 @@ gatewayz_adapters::var_parsers! {
     max_in_flight: usize = "GATEWAYZ_MAX_IN_FLIGHT";
     overload_grace_ms: u64 = "GATEWAYZ_OVERLOAD_GRACE_MS";
     limits_on_store_error: OnStoreError = "GATEWAYZ_LIMITS_ON_STORE_ERROR";
+    response_ttl_secs: u64 = "GATEWAYZ_RESPONSE_TTL_SECS";
 }
 
 fn some_memory_budget_bytes<'de, D: serde::Deserializer<'de>>(

@@ -20,7 +20,7 @@ pub const CLIENT_CLOSED: u16 = 499;
 
 /// An error answered to the client. Its message is safe to show: it never
 /// holds a secret or an internal detail.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ApiError {
     status: StatusCode,
     kind: &'static str,
@@ -220,6 +220,123 @@ impl ApiError {
     }
 }
 
+/// Anthropic's error shape: `{"type": "error", "error": {"type", "message"}}`,
+/// with the gateway's `code`, `param` and `source` beside them.
+#[derive(Serialize)]
+struct AnthropicEnvelope<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    error: AnthropicBody<'a>,
+}
+
+#[derive(Serialize)]
+struct AnthropicBody<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    param: Option<&'a str>,
+    source: &'static str,
+}
+
+/// Anthropic's status for an overloaded service.
+const ANTHROPIC_OVERLOADED: u16 = 529;
+
+impl ApiError {
+    /// The status on an Anthropic API path: the same, except that the
+    /// gateway shedding load answers 529, as Anthropic does.
+    pub fn anthropic_status(&self) -> StatusCode {
+        if self.code.as_deref() == Some("overloaded") {
+            return StatusCode::from_u16(ANTHROPIC_OVERLOADED).unwrap_or(self.status);
+        }
+        self.status
+    }
+
+    /// Anthropic's error type for the status.
+    fn anthropic_type(&self) -> &'static str {
+        match self.anthropic_status().as_u16() {
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            504 => "timeout_error",
+            ANTHROPIC_OVERLOADED => "overloaded_error",
+            status if status >= 500 => "api_error",
+            _ => "invalid_request_error",
+        }
+    }
+
+    /// The error in Anthropic's shape, as written to the client (also the
+    /// data of a stream's `error` event).
+    pub fn to_anthropic_body(&self) -> Vec<u8> {
+        let envelope = AnthropicEnvelope {
+            kind: "error",
+            error: AnthropicBody {
+                kind: self.anthropic_type(),
+                message: &self.message,
+                code: self.code.as_deref(),
+                param: self.param.as_deref(),
+                source: self.source.as_str(),
+            },
+        };
+        serde_json::to_vec(&envelope).unwrap_or_default()
+    }
+
+    /// The error in the Responses API's stream shape: the data of an
+    /// `error` event.
+    pub fn to_responses_event(&self) -> Vec<u8> {
+        let event = serde_json::json!({
+            "type": "error",
+            "code": self.code.as_deref(),
+            "message": &self.message,
+            "param": self.param.as_deref(),
+            "source": self.source.as_str(),
+        });
+        serde_json::to_vec(&event).unwrap_or_default()
+    }
+
+    /// The response's status and headers, whichever shape its body has.
+    fn response_head(&self, status: StatusCode) -> actix_web::HttpResponseBuilder {
+        let mut response = HttpResponse::build(status);
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+        }
+        if let Some(seconds) = self.retry_after {
+            response.insert_header((header::RETRY_AFTER, seconds));
+        }
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            response.force_close();
+        }
+        response
+    }
+}
+
+/// An [`ApiError`] answered on an Anthropic API path, in Anthropic's shape.
+#[derive(Debug)]
+pub struct AnthropicError(pub ApiError);
+
+impl fmt::Display for AnthropicError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl ResponseError for AnthropicError {
+    fn status_code(&self) -> StatusCode {
+        self.0.anthropic_status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        self.0
+            .response_head(self.0.anthropic_status())
+            .content_type(actix_web::http::header::ContentType::json())
+            .body(self.0.to_anthropic_body())
+    }
+}
+
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}: {}", self.status.as_u16(), self.kind, self.message)
@@ -232,17 +349,7 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut response = HttpResponse::build(self.status);
-        if self.status == StatusCode::UNAUTHORIZED {
-            response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
-        }
-        if let Some(seconds) = self.retry_after {
-            response.insert_header((header::RETRY_AFTER, seconds));
-        }
-        if self.status == StatusCode::REQUEST_TIMEOUT {
-            response.force_close();
-        }
-        response.json(self.envelope())
+        self.response_head(self.status).json(self.envelope())
     }
 }
 
@@ -362,6 +469,15 @@ impl From<ChatError> for ApiError {
                 retry_after: Some(whole_seconds(retry_after).max(1)),
                 ..Self::new(StatusCode::TOO_MANY_REQUESTS, "insufficient_quota", message)
                     .with_code("budget_exceeded")
+            },
+            ChatError::ResponseNotFound(_) => {
+                Self::new(StatusCode::NOT_FOUND, "invalid_request_error", message)
+                    .with_code("response_not_found")
+            }
+            ChatError::ResponsesUnavailable(_) => Self {
+                retry_after: Some(1),
+                ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message)
+                    .with_code("responses_unavailable")
             },
             ChatError::LimitsUnavailable(_) => Self {
                 retry_after: Some(1),

@@ -4,6 +4,7 @@
 pub mod access_log;
 pub mod auth;
 pub mod config;
+pub mod dialect;
 pub mod error;
 pub mod extensions;
 pub mod http_refusals;

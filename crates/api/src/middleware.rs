@@ -81,9 +81,18 @@ fn incoming_request_id(request: &ServiceRequest) -> Option<String> {
 fn route_of(path: &str) -> &'static str {
     match path {
         "/v1/chat/completions" => "/v1/chat/completions",
+        "/v1/embeddings" => "/v1/embeddings",
+        "/v1/messages" => "/v1/messages",
+        "/v1/messages/count_tokens" => "/v1/messages/count_tokens",
+        "/v1/responses" => "/v1/responses",
         "/v1/models" => "/v1/models",
         "/healthz" => "/healthz",
         _ if path.starts_with("/v1/models/") => "/v1/models/{id}",
+        _ if path.starts_with("/v1/responses/") => match path.rsplit_once('/') {
+            Some((_, "cancel")) => "/v1/responses/{id}/cancel",
+            Some((_, "input_items")) => "/v1/responses/{id}/input_items",
+            _ => "/v1/responses/{id}",
+        },
         _ => "other",
     }
 }
@@ -280,6 +289,7 @@ impl Tracker {
                     .filter(|labels| !labels.is_empty()),
                 method: &method,
                 route: self.route,
+                endpoint: facts.endpoint,
                 provider: facts.provider.map(ProviderKind::as_str),
                 portkey_provider: facts.portkey_provider.map(|provider| provider.name()),
                 model: facts.model.as_deref(),
@@ -298,6 +308,7 @@ impl Tracker {
                     .charged
                     .map(|charged| charged.usd_micros as f64 / 1_000_000.0),
                 usage_estimated: facts.usage_estimated,
+                unremembered: facts.unremembered,
                 error_source: facts.error.map(|(source, _)| source.as_str()),
                 error_kind: facts.error.map(|(_, kind)| kind),
                 error: self.error.as_deref(),

@@ -152,7 +152,7 @@ mod tests {
             "PORTKEY_BASE_URL" | "PORTKEY_CUSTOM_HOST" => "http://127.0.0.1:7/v1",
             "GATEWAYZ_API_KEYS_FILE" | "GATEWAYZ_CATALOG" | "GATEWAYZ_REDIS_CA_FILE" => "/nowhere",
             name if name.ends_with("_MS") || name.ends_with("_BYTES") || name.ends_with("_TOKENS") => "7",
-            "GATEWAYZ_SHUTDOWN_TIMEOUT" | "GATEWAYZ_MAX_IN_FLIGHT" => "7",
+            "GATEWAYZ_SHUTDOWN_TIMEOUT" | "GATEWAYZ_MAX_IN_FLIGHT" | "GATEWAYZ_RESPONSE_TTL_SECS" => "7",
             _ => "a-value",
         };
         let variables = Settings::variables();

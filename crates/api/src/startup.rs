@@ -15,16 +15,18 @@ use gatewayz_adapters::limits::{
 };
 use gatewayz_adapters::metrics::Metrics;
 use gatewayz_adapters::portkey::{PortkeyHeaderRules, PortkeySetupError};
+use gatewayz_adapters::responses::{InProcessResponses, RedisResponses};
 use gatewayz_adapters::{DemoProvider, EnvKeyResolver, PortkeyClient};
 use gatewayz_domain::limits::Limits;
 use gatewayz_domain::{
-    ChatService, KeyResolver, LimitsStore, MemoryBudget, ProviderKind, Providers, RoutingEvents,
-    ValidationError,
+    ChatService, KeyResolver, LimitsStore, MemoryBudget, ProviderKind, Providers, ResponseMemory,
+    RoutingEvents, ValidationError,
 };
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::auth::{GatewayKeys, KeySetupError, LOCAL_DEV_KEY};
 use crate::config::{Config, OverloadSetupError};
+use crate::dialect::dialect;
 use crate::http_refusals;
 use crate::middleware::track;
 use crate::overload::{Overload, admit};
@@ -90,8 +92,10 @@ pub async fn chat_service(settings: &Settings) -> Result<ChatService, StartupErr
         .with(ProviderKind::Demo, Arc::new(DemoProvider))
         .with(ProviderKind::Portkey, Arc::new(PortkeyClient::new(portkey)?));
     let keys: Arc<dyn KeyResolver> = Arc::new(EnvKeyResolver::new(keys.clone()));
+    let (limits, responses) = stores(config).await?;
     Ok(ChatService::new(providers, keys)
-        .with_limits(limits_store(config).await?)
+        .with_limits(limits)
+        .with_response_memory(responses)
         .with_catalog(Arc::new(catalog))
         .with_default_route(default_route)
         .with_default_max_tokens(config.default_max_tokens)
@@ -99,12 +103,17 @@ pub async fn chat_service(settings: &Settings) -> Result<ChatService, StartupErr
         .with_routing_field_rules(Arc::new(PortkeyHeaderRules)))
 }
 
-/// Where keys' limits are counted: in this process, or in Redis (shared by
-/// every replica) when `GATEWAYZ_REDIS_URL` is set, falling back as
+/// Where keys' limits are counted and where Responses API responses were
+/// made is remembered: in this process, or in Redis (shared by every
+/// replica) when `GATEWAYZ_REDIS_URL` is set, the limits falling back as
 /// `GATEWAYZ_LIMITS_ON_STORE_ERROR` says while it cannot answer.
-async fn limits_store(config: &Config) -> Result<Arc<dyn LimitsStore>, StartupError> {
+async fn stores(config: &Config) -> Result<(Arc<dyn LimitsStore>, Arc<dyn ResponseMemory>), StartupError> {
+    let ttl = Duration::from_secs(config.response_ttl_secs.max(1));
     let Some(url) = &config.redis_url else {
-        return Ok(Arc::new(InProcessLimits::new()));
+        return Ok((
+            Arc::new(InProcessLimits::new()),
+            Arc::new(InProcessResponses::new(ttl)),
+        ));
     };
     let ca_pem = match &config.redis_ca_file {
         Some(path) => Some(std::fs::read(path).map_err(|error| StartupError::RedisCa {
@@ -117,16 +126,17 @@ async fn limits_store(config: &Config) -> Result<Arc<dyn LimitsStore>, StartupEr
         ca_pem,
         ..RedisSettings::default()
     };
-    let redis = RedisLimits::connect(url, settings).await?;
+    let redis = Arc::new(RedisLimits::connect(url, settings).await?);
     tracing::info!(
         url = redis.shown_url(),
         on_store_error = config.limits_on_store_error.as_str(),
-        "key limits counted in Redis"
+        "key limits counted, and responses' targets remembered, in Redis"
     );
-    Ok(Arc::new(DegradingLimits::new(
-        Arc::new(redis),
-        config.limits_on_store_error,
-    )))
+    let responses = Arc::new(RedisResponses::new(redis.clone(), ttl));
+    Ok((
+        Arc::new(DegradingLimits::new(redis, config.limits_on_store_error)),
+        responses,
+    ))
 }
 
 /// A bound, ready-to-run gateway: the public listener and the admin one.
@@ -229,6 +239,9 @@ impl Application {
                 App::new()
                     // Tracked first: a refused request is logged and counted too.
                     .wrap(from_fn(admit))
+                    // Inside the log, outside the refusals: every error on
+                    // Anthropic's paths is in Anthropic's shape.
+                    .wrap(from_fn(dialect))
                     .wrap(from_fn(track))
                     .app_data(public_overload.clone())
                     .app_data(public_metrics.clone())

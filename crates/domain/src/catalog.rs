@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use secrecy::SecretString;
 
+use crate::model::Service;
 use crate::model::Usage;
 use crate::policy::{RoutingPolicy, Strategy};
 use crate::portkey_routing::PortkeyRouting;
@@ -166,6 +167,8 @@ pub struct ModelEntry {
     /// The `max_tokens` sent when the client sets no output limit.
     pub max_tokens: Option<u32>,
     pub policy: RoutingPolicy,
+    /// The APIs it serves ([`Service::DEFAULT`] unless the catalog says).
+    pub endpoints: Vec<Service>,
 }
 
 impl ModelEntry {
@@ -183,7 +186,13 @@ impl ModelEntry {
             id,
             max_tokens: None,
             policy: RoutingPolicy::default(),
+            endpoints: Service::DEFAULT.to_vec(),
         }
+    }
+
+    /// Whether it serves `service`.
+    pub fn serves(&self, service: Service) -> bool {
+        self.endpoints.contains(&service)
     }
 
     /// The highest prices any of its targets may charge (each price on its

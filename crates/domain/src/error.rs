@@ -193,6 +193,15 @@ pub enum ChatError {
     /// then (`GATEWAYZ_LIMITS_ON_STORE_ERROR=closed`).
     #[error("Key limits cannot be checked now ({0}); retry shortly")]
     LimitsUnavailable(StoreError),
+
+    /// A Responses API call names a response this gateway does not know (or
+    /// no longer remembers, or that another key made): 404.
+    #[error("No response `{0}` is known to this gateway for this key")]
+    ResponseNotFound(#[doc = "the id, as the client sent it (quoted)"] String),
+
+    /// Where responses were made cannot be looked up or written now: 503.
+    #[error("Responses cannot be looked up now ({0}); retry shortly")]
+    ResponsesUnavailable(StoreError),
 }
 
 impl ChatError {
@@ -217,6 +226,8 @@ impl ChatError {
             Self::LimitExceeded { .. } => "limit_exceeded",
             Self::BudgetExceeded { .. } => "budget_exceeded",
             Self::LimitsUnavailable(_) => "limits_unavailable",
+            Self::ResponseNotFound(_) => "response_not_found",
+            Self::ResponsesUnavailable(_) => "responses_unavailable",
         }
     }
 
@@ -242,7 +253,9 @@ impl ChatError {
     pub const fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::RateLimited { retry_after, .. } => *retry_after,
-            Self::Overloaded(_) | Self::LimitsUnavailable(_) => Some(OVERLOADED_RETRY_AFTER),
+            Self::Overloaded(_) | Self::LimitsUnavailable(_) | Self::ResponsesUnavailable(_) => {
+                Some(OVERLOADED_RETRY_AFTER)
+            }
             Self::LimitExceeded { retry_after, .. } | Self::BudgetExceeded { retry_after, .. } => {
                 Some(*retry_after)
             }
@@ -263,7 +276,9 @@ impl ChatError {
             | Self::ModelNotAllowed { .. }
             | Self::LimitExceeded { .. }
             | Self::BudgetExceeded { .. }
-            | Self::LimitsUnavailable(_) => ErrorSource::Gateway,
+            | Self::LimitsUnavailable(_)
+            | Self::ResponseNotFound(_)
+            | Self::ResponsesUnavailable(_) => ErrorSource::Gateway,
             Self::UpstreamAuth(error)
             | Self::RateLimited { error, .. }
             | Self::Timeout(error)

@@ -18,6 +18,7 @@ pub mod provider;
 pub mod providers;
 pub mod record;
 mod resolve;
+pub mod responses;
 pub mod route;
 pub mod routing;
 pub mod service;
@@ -30,7 +31,7 @@ pub use catalog::{Catalog, GroupSpec, ModelEntry, Node, Pricing, Target, TargetS
 pub use error::{ChatError, ErrorSource, KeyError, UpstreamError, ValidationError};
 pub use json::ShapeError;
 pub use limits::{KeyPolicy, LimitsStore};
-pub use model::{ChatChunk, ChatRequest, ChatResponse, Role, UpstreamEdits, Usage};
+pub use model::{ChatChunk, ChatRequest, ChatResponse, Endpoint, Role, Service, UpstreamEdits, Usage};
 pub use policy::{RoutingPolicy, Strategy};
 pub use portkey_routing::PortkeyRouting;
 pub use ports::{
@@ -40,6 +41,7 @@ pub use ports::{
 pub use provider::{ProviderKind, UpstreamProvider};
 pub use providers::Providers;
 pub use record::{CallFacts, CallRecord};
+pub use responses::{ResponseAction, ResponseCall, ResponseCommand, ResponseMemory, ResponseTarget};
 pub use route::{Overrides, Route, RoutingFields};
 pub use service::{ChatCommand, ChatOutcome, ChatService};
 
@@ -47,3 +49,5 @@ pub use service::{ChatCommand, ChatOutcome, ChatService};
 pub use limits::MockLimitsStore;
 #[cfg(any(test, feature = "mocks"))]
 pub use ports::{MockChatProvider, MockKeyResolver, MockRoutingEvents, MockRoutingFieldRules};
+#[cfg(any(test, feature = "mocks"))]
+pub use responses::MockResponseMemory;

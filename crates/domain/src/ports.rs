@@ -11,6 +11,7 @@ use crate::budget::MemoryBudget;
 use crate::error::{ChatError, KeyError, ValidationError};
 use crate::model::{ChatChunk, ChatRequest, ChatResponse};
 use crate::record::CallRecord;
+use crate::responses::ResponseCall;
 use crate::route::{Overrides, Route, RoutingFields};
 
 /// A streamed completion: chunks in order, owned, ending when the upstream
@@ -41,6 +42,9 @@ pub struct RequestContext {
     /// What the provider's buffers (a whole answer, a stream's events) are
     /// taken from: past it, [`ChatError::Overloaded`].
     pub budget: MemoryBudget,
+    /// Headers of the client's request that the API passes on upstream as
+    /// they came (Anthropic's `anthropic-version` and `anthropic-beta`).
+    pub passed_headers: Vec<(&'static str, String)>,
 }
 
 impl RequestContext {
@@ -54,6 +58,7 @@ impl RequestContext {
             overrides: Overrides::default(),
             deadline: None,
             budget: MemoryBudget::default(),
+            passed_headers: Vec::new(),
         }
     }
 }
@@ -120,6 +125,20 @@ pub trait ChatProvider: Send + Sync {
     /// [`ChatError`], so the client gets a real HTTP status; a failure after it
     /// is an `Err` item of the returned [`ChatStream`].
     async fn stream(&self, call: ProviderCall) -> Result<ChatStream, ChatError>;
+
+    /// Makes a Responses API call by id (retrieve, delete, cancel, input
+    /// items) and returns the upstream's JSON answer.
+    ///
+    /// # Errors
+    /// A [`ChatError`] as for [`Self::complete`]; by default, a 400 saying
+    /// that this provider keeps no responses.
+    async fn respond_by_id(&self, call: ResponseCall) -> Result<Bytes, ChatError> {
+        let _ = call;
+        Err(ChatError::Invalid(ValidationError::new(
+            "response_id",
+            "This provider keeps no responses to call by id",
+        )))
+    }
 }
 
 /// Finds the credentials a route needs.

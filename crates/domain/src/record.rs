@@ -51,6 +51,11 @@ pub struct CallFacts {
     /// The key limit that refused the request (`requests`, `tokens`,
     /// `parallel`, `budget`).
     pub limit_refusal: Option<&'static str>,
+    /// The API the request was made on (`chat` until the API says).
+    pub endpoint: &'static str,
+    /// A Responses API response whose target could not be remembered: its
+    /// follow-ups will not find it.
+    pub unremembered: bool,
 }
 
 /// A shared, fill-as-you-go [`CallFacts`].

@@ -11,7 +11,6 @@
 
 use crate::catalog::Catalog;
 use crate::error::{ChatError, ValidationError};
-use crate::model::ChatRequest;
 use crate::provider::UpstreamProvider;
 use crate::route::{Overrides, Route, RoutingFields};
 use crate::text::quote;
@@ -36,7 +35,7 @@ pub(crate) struct Resolved {
 
 /// Resolves the route and the upstream model.
 pub(crate) fn resolve(
-    request: &ChatRequest,
+    client_model: &str,
     routing: RoutingFields,
     catalog: &Catalog,
     default: Option<&Route>,
@@ -59,7 +58,6 @@ pub(crate) fn resolve(
         overrides,
         model,
     };
-    let client_model = request.model();
     if provider.is_some() || portkey_provider.is_some() {
         let fields = RoutingFields {
             provider: provider.or_else(|| Some("portkey".to_owned())),
@@ -137,6 +135,7 @@ mod tests {
 
     use super::*;
     use crate::catalog::{ModelEntry, Target};
+    use crate::model::ChatRequest;
     use crate::provider::ProviderKind;
 
     fn catalog() -> Catalog {
@@ -273,7 +272,7 @@ mod tests {
 
         for (model, routing, default, expected, upstream_model) in cases {
             let request = request(model);
-            let resolved = resolve(&request, routing, &catalog(), default).unwrap();
+            let resolved = resolve(request.model(), routing, &catalog(), default).unwrap();
             assert_eq!(summary(&resolved.route), expected, "{model}");
             assert_eq!(resolved.model, upstream_model, "{model}");
         }
@@ -282,20 +281,27 @@ mod tests {
     #[test]
     fn a_catalog_model_brings_its_max_tokens() {
         let request = request("claude");
-        let resolved = resolve(&request, fields(None, None, None), &catalog(), None).unwrap();
+        let resolved = resolve(request.model(), fields(None, None, None), &catalog(), None).unwrap();
         assert_eq!(resolved.max_tokens, Some(2048));
     }
 
     #[test]
     fn a_model_that_matches_nothing_is_not_found() {
-        let err = resolve(&request("gpt-5"), fields(None, None, None), &catalog(), None).unwrap_err();
+        let err = resolve(
+            request("gpt-5").model(),
+            fields(None, None, None),
+            &catalog(),
+            None,
+        )
+        .unwrap_err();
         assert!(matches!(err, ChatError::ModelNotFound(model) if model == "gpt-5"));
     }
 
     #[test]
     fn a_malformed_or_unknown_at_model_is_a_400_on_model() {
         for model in ["@openai", "@/gpt", "@openai/", "@acme/model"] {
-            let err = resolve(&request(model), fields(None, None, None), &catalog(), None).unwrap_err();
+            let err =
+                resolve(request(model).model(), fields(None, None, None), &catalog(), None).unwrap_err();
             assert!(
                 matches!(&err, ChatError::Invalid(error) if error.param.as_deref() == Some("model")),
                 "{model}: {err:?}"

@@ -6,15 +6,17 @@ use std::time::{Duration, Instant};
 use crate::catalog::{Catalog, ModelEntry, Pricing};
 use crate::error::ChatError;
 use crate::limits::{KeyPolicy, Limits, LimitsStore, Spend, Ticket, usd_to_micros};
-use crate::model::{ChatRequest, ChatResponse, UpstreamEdits, Usage};
+use crate::model::{ChatRequest, ChatResponse, Endpoint, UpstreamEdits, Usage};
 use crate::ports::{
     ChatProvider, ChatStream, Credentials, KeyResolver, NoEvents, ProviderCall, RequestContext,
     RoutingEvents, RoutingFieldRules,
 };
 use crate::providers::Providers;
 use crate::resolve::resolve;
+use crate::responses::{ResponseAction, ResponseCall, ResponseCommand, ResponseMemory, ResponseTarget};
 use crate::route::{Route, RoutingFields};
 use crate::routing;
+use crate::text::quote;
 use crate::usage;
 
 /// One chat-completion request as the API received it.
@@ -81,6 +83,8 @@ pub struct ChatService {
     field_rules: Option<Arc<dyn RoutingFieldRules>>,
     /// Where keys' limits are counted; without it, no limit applies.
     limits: Option<Limits>,
+    /// Where Responses API responses were made, for their follow-ups.
+    responses: Option<Arc<dyn ResponseMemory>>,
 }
 
 /// How long a request routed directly (not through a catalog model, whose
@@ -96,6 +100,40 @@ struct Prepared {
     client_wants_usage: bool,
     /// What a key's limits reserve for it, when its key has limits.
     reservation: Option<Reservation>,
+    /// Where to remember a Responses API answer's target.
+    remember: Option<Remember>,
+}
+
+/// A Responses API answer's target, to remember under its id once known.
+#[derive(Clone)]
+struct Remember {
+    memory: Arc<dyn ResponseMemory>,
+    target: ResponseTarget,
+    /// The catalog target it was pinned to, when it follows another: else
+    /// whichever served, from the record.
+    pinned: bool,
+}
+
+impl Remember {
+    async fn note(&self, id: &str, record: &crate::record::CallRecord) {
+        let mut target = self.target.clone();
+        if !self.pinned {
+            target.target = record.read(|facts| facts.target.as_deref().map(str::to_owned));
+        }
+        if self.memory.remember(id, &target).await.is_err() {
+            record.update(|facts| facts.unremembered = true);
+        }
+    }
+}
+
+/// Where a remembered response's target is, found again from the catalog.
+struct Located {
+    route: Route,
+    /// The model the upstream knows.
+    model: String,
+    max_tokens: Option<u32>,
+    pricing: Option<Pricing>,
+    target: Option<Arc<str>>,
 }
 
 /// What an admission reserves: tokens (the prompt's estimate and the
@@ -130,7 +168,12 @@ const MAX_CHOICES_RESERVED: u64 = 128;
 /// a quarter of the size of its messages and tools as sent (settled with
 /// the real count when the upstream reports it).
 fn prompt_estimate(request: &ChatRequest) -> u64 {
-    let size = ["messages", "tools", "functions"]
+    // Counting a prompt's tokens spends none.
+    if request.endpoint() == Endpoint::CountTokens {
+        return 0;
+    }
+    let size = request
+        .prompt_members()
         .iter()
         .filter_map(|name| request.member(name))
         .map(<[u8]>::len)
@@ -171,6 +214,7 @@ impl ChatService {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             field_rules: None,
             limits: None,
+            responses: None,
         }
         .rebuild()
     }
@@ -244,6 +288,14 @@ impl ChatService {
         self
     }
 
+    /// Remembers where Responses API responses were made, so that their
+    /// follow-ups and by-id calls reach the same target.
+    #[must_use]
+    pub fn with_response_memory(mut self, memory: Arc<dyn ResponseMemory>) -> Self {
+        self.responses = Some(memory);
+        self
+    }
+
     /// The limits store and its pending settlements, when limits apply.
     pub fn limits(&self) -> Option<&Limits> {
         self.limits.as_ref()
@@ -298,15 +350,24 @@ impl ChatService {
     }
 
     async fn run(&self, command: ChatCommand) -> Result<ChatOutcome, ChatError> {
+        self.check(&command)?;
+        let pinned = match command.request.previous_response_id() {
+            Some(id) if command.request.endpoint() == Endpoint::Responses => {
+                self.recall(id, &owner(command.key.as_ref())).await?
+            }
+            _ => None,
+        };
         let Prepared {
             provider,
             call,
             pricing,
             client_wants_usage,
             reservation,
-        } = self.prepare(command)?;
+            remember,
+        } = self.prepare(command, pinned)?;
         let received = call.context.received;
         let record = call.context.record.clone();
+        let endpoint = call.request.endpoint();
         let ticket = match reservation {
             Some(reservation) => self.admit(reservation, &call.context).await?,
             None => None,
@@ -328,6 +389,10 @@ impl ChatService {
                 }
             };
             let pricing = priced(&record);
+            let chunks = match remember {
+                Some(remember) => remembering(chunks, remember, record.clone()),
+                None => chunks,
+            };
             Ok(ChatOutcome::Stream(usage::meter(
                 chunks,
                 usage::Meter::new(received, started, pricing, client_wants_usage, record).with_ticket(ticket),
@@ -347,6 +412,9 @@ impl ChatService {
                     return Err(error);
                 }
             };
+            if let (Some(remember), Some(id)) = (&remember, response.response_id()) {
+                remember.note(id, &record).await;
+            }
             let (response, reported) = usage::annotate(response, received, upstream, priced(&record));
             record.update(|facts| {
                 facts.prompt_tokens = response.usage().map(|usage| usage.prompt_tokens);
@@ -356,6 +424,8 @@ impl ChatService {
             if let Some(mut ticket) = ticket {
                 match spent(response.usage(), reported.cost_usd) {
                     Some(used) => ticket.settle(used),
+                    // A count of tokens generates none: the request counts, no token does.
+                    None if endpoint == Endpoint::CountTokens => ticket.settle(Spend::default()),
                     // No usage: estimated, the completion from the answer's
                     // size (a token is ~4 bytes; ~200 bytes are its frame).
                     None => {
@@ -393,33 +463,70 @@ impl ChatService {
         Ok(Some(ticket))
     }
 
-    fn prepare(&self, command: ChatCommand) -> Result<Prepared, ChatError> {
+    /// What is refused before anything else: an expired key, routing fields
+    /// the adapters cannot send, an invalid request.
+    fn check(&self, command: &ChatCommand) -> Result<(), ChatError> {
+        if let Some(key) = &command.key
+            && key.expired(crate::limits::now_unix())
+        {
+            return Err(ChatError::KeyExpired(key.id.clone()));
+        }
+        if let Some(rules) = &self.field_rules {
+            rules.check(&command.routing)?;
+        }
+        let request = &command.request;
+        command.context.record.update(|facts| {
+            facts.stream = request.is_stream();
+            facts.endpoint = request.endpoint().as_str();
+        });
+        request.validate()?;
+        Ok(())
+    }
+
+    fn prepare(&self, command: ChatCommand, pinned: Option<ResponseTarget>) -> Result<Prepared, ChatError> {
         let ChatCommand {
             request,
             routing,
             mut context,
             key,
         } = command;
-        if let Some(key) = &key
-            && key.expired(crate::limits::now_unix())
-        {
-            return Err(ChatError::KeyExpired(key.id.clone()));
-        }
-        if let Some(rules) = &self.field_rules {
-            rules.check(&routing)?;
-        }
-        context.record.update(|facts| facts.stream = request.is_stream());
-        request.validate()?;
+        let endpoint = request.endpoint();
         if let Some(key) = key.as_ref().filter(|key| !key.allows_model(request.model())) {
             return Err(ChatError::ModelNotAllowed {
                 model: crate::text::quote(request.model()).into_owned(),
                 key: key.id.clone(),
             });
         }
-        let resolved = resolve(&request, routing, &self.catalog, self.default_route.as_ref())?;
-        let route = resolved.route;
+        let remember = self
+            .responses
+            .as_ref()
+            .filter(|_| endpoint == Endpoint::Responses)
+            .map(|memory| Remember {
+                memory: memory.clone(),
+                target: ResponseTarget {
+                    model: request.model().to_owned(),
+                    provider: routing.provider.clone(),
+                    portkey_provider: routing.portkey_provider.clone(),
+                    target: None,
+                    owner: owner(key.as_ref()),
+                },
+                pinned: false,
+            });
+        let resolved = resolve(
+            request.model(),
+            routing,
+            &self.catalog,
+            self.default_route.as_ref(),
+        )?;
+        let entry = resolved.entry.and_then(|index| self.catalog.models().get(index));
+        if let Some(entry) = entry {
+            served(entry, endpoint)?;
+        }
         let limited = key.filter(|key| key.has_limits() && self.limits.is_some());
         let output_limit = |catalog_limit: Option<u32>| {
+            if matches!(endpoint, Endpoint::Embeddings | Endpoint::CountTokens) {
+                return 0;
+            }
             let limit = request
                 .output_token_limit()
                 .and_then(|limit| u64::try_from(limit).ok())
@@ -434,14 +541,20 @@ impl ChatService {
             limit.saturating_mul(choices.clamp(1, MAX_CHOICES_RESERVED))
         };
         context.record.update(|facts| {
-            facts.provider = Some(route.kind());
-            facts.portkey_provider = route.portkey_provider();
+            facts.provider = Some(resolved.route.kind());
+            facts.portkey_provider = resolved.route.portkey_provider();
             facts.model = Some(bounded(request.model().to_owned()));
             facts.catalog_model = resolved.from_catalog;
         });
         let client_wants_usage = request.wants_stream_usage();
-        if let Some(router) = resolved.entry.and_then(|index| self.routers.get(index)) {
-            let entry = resolved.entry.and_then(|index| self.catalog.models().get(index));
+        // A follow-up goes where the response it follows lives, and only there.
+        let located = match pinned {
+            Some(stored) => Some(self.follow(&stored, &request, &resolved)?),
+            None => None,
+        };
+        if located.is_none()
+            && let Some(router) = resolved.entry.and_then(|index| self.routers.get(index))
+        {
             let reservation = limited.map(|policy| Reservation {
                 policy,
                 prompt_estimate: prompt_estimate(&request),
@@ -458,18 +571,52 @@ impl ChatService {
                     request,
                     // Each target builds its own.
                     body: bytes::Bytes::new(),
-                    route,
+                    route: resolved.route,
                     credentials: Credentials::None,
                     context,
                 },
                 pricing: None,
                 client_wants_usage,
+                remember,
             });
         }
+        let (route, model, max_tokens, pricing, remember) = match located {
+            Some(located) => {
+                context.record.update(|facts| {
+                    facts.provider = Some(located.route.kind());
+                    facts.portkey_provider = located.route.portkey_provider();
+                    facts.target.clone_from(&located.target);
+                    facts.pricing = located.pricing;
+                });
+                let remember = remember.map(|mut remember| {
+                    remember.target.target = located.target.as_deref().map(str::to_owned);
+                    remember.pinned = true;
+                    remember
+                });
+                let route = located.route.overridden(&resolved.overrides);
+                (
+                    route,
+                    located.model,
+                    located.max_tokens,
+                    located.pricing,
+                    remember,
+                )
+            }
+            None => {
+                let pricing = self.catalog.pricing(&resolved.route, &resolved.model);
+                (
+                    resolved.route,
+                    resolved.model,
+                    resolved.max_tokens,
+                    pricing,
+                    remember,
+                )
+            }
+        };
         // Always ask a stream's usage, so that its cost can be known.
         let body = request.upstream_body(UpstreamEdits {
-            model: &resolved.model,
-            max_tokens: route.output_limit(&request, resolved.max_tokens, self.default_max_tokens),
+            model: &model,
+            max_tokens: route.output_limit(&request, max_tokens, self.default_max_tokens),
             stream_usage: true,
         });
         let provider = self
@@ -478,12 +625,11 @@ impl ChatService {
             .ok_or(ChatError::ProviderDisabled(route.kind()))?
             .clone();
         let credentials = self.keys.resolve(&route)?;
-        let pricing = self.catalog.pricing(&route, &resolved.model);
         context.record.update(|facts| facts.attempts = 1);
         let reservation = limited.map(|policy| Reservation {
             policy,
             prompt_estimate: prompt_estimate(&request),
-            output_limit: output_limit(resolved.max_tokens),
+            output_limit: output_limit(max_tokens),
             pricing,
         });
         Ok(Prepared {
@@ -498,9 +644,232 @@ impl ChatService {
             },
             pricing,
             client_wants_usage,
+            remember,
         })
     }
+
+    /// Where a follow-up of the response `stored` made goes: to its target,
+    /// with the model the client names now when that model routes to the
+    /// same provider.
+    fn follow(
+        &self,
+        stored: &ResponseTarget,
+        request: &ChatRequest,
+        resolved: &crate::resolve::Resolved,
+    ) -> Result<Located, ChatError> {
+        let located = self.locate(stored)?;
+        if stored.model == request.model() {
+            return Ok(located);
+        }
+        let same_place = resolved.route.kind() == located.route.kind()
+            && resolved.route.portkey_provider() == located.route.portkey_provider();
+        if !same_place {
+            return Err(ChatError::Invalid(crate::error::ValidationError::new(
+                "previous_response_id",
+                format!(
+                    "The previous response was made by model `{}`, whose provider keeps it; model `{}` routes \
+                     to another provider",
+                    quote(&stored.model),
+                    quote(request.model())
+                ),
+            )));
+        }
+        Ok(Located {
+            model: resolved.model.clone(),
+            pricing: self.catalog.pricing(&located.route, &resolved.model),
+            ..located
+        })
+    }
+
+    /// The target `stored` names, found again as the catalog and the
+    /// gateway's routes are now.
+    fn locate(&self, stored: &ResponseTarget) -> Result<Located, ChatError> {
+        let fields = RoutingFields {
+            provider: stored.provider.clone(),
+            portkey_provider: stored.portkey_provider.clone(),
+            ..RoutingFields::default()
+        };
+        let resolved = resolve(&stored.model, fields, &self.catalog, self.default_route.as_ref())?;
+        let entry = resolved.entry.and_then(|index| self.catalog.models().get(index));
+        if let Some(entry) = entry {
+            let targets = entry.targets.targets();
+            let spec = match &stored.target {
+                Some(name) => targets.iter().find(|spec| spec.name == *name),
+                None => targets.first(),
+            }
+            .ok_or_else(|| {
+                ChatError::Invalid(crate::error::ValidationError::new(
+                    "previous_response_id",
+                    format!(
+                        "The target that made this response is no longer in the catalog's model `{}`",
+                        quote(&stored.model)
+                    ),
+                ))
+            })?;
+            return Ok(Located {
+                route: spec.target.route(),
+                model: spec.target.upstream_model().to_owned(),
+                max_tokens: entry.max_tokens,
+                pricing: spec.pricing,
+                target: Some(spec.name.as_str().into()),
+            });
+        }
+        let pricing = self.catalog.pricing(&resolved.route, &resolved.model);
+        Ok(Located {
+            route: resolved.route,
+            model: resolved.model,
+            max_tokens: resolved.max_tokens,
+            pricing,
+            target: None,
+        })
+    }
+
+    /// Where `id` was made, when this key made it and it is remembered.
+    async fn recall(&self, id: &str, owner: &str) -> Result<Option<ResponseTarget>, ChatError> {
+        let Some(memory) = &self.responses else {
+            return Ok(None);
+        };
+        match memory.recall(id).await.map_err(ChatError::ResponsesUnavailable)? {
+            // Another key's response is as good as unknown to this one.
+            Some(target) if target.owner != owner => Err(ChatError::ResponseNotFound(quote(id).into_owned())),
+            found => Ok(found),
+        }
+    }
+
+    /// Makes a Responses API call by id at the target that made the
+    /// response, and returns the upstream's JSON answer.
+    ///
+    /// # Errors
+    /// [`ChatError::ResponseNotFound`] when the gateway does not remember
+    /// the id for this key; [`ChatError::ResponsesUnavailable`] when its
+    /// memory cannot answer; whatever the provider returns.
+    pub async fn respond_by_id(&self, command: ResponseCommand) -> Result<bytes::Bytes, ChatError> {
+        let record = command.context.record.clone();
+        record.update(|facts| facts.endpoint = command.action.as_str());
+        let outcome = self.by_id(command).await;
+        if let Err(error) = &outcome {
+            record.failed(error);
+        }
+        outcome
+    }
+
+    async fn by_id(&self, command: ResponseCommand) -> Result<bytes::Bytes, ChatError> {
+        let ResponseCommand {
+            action,
+            id,
+            query,
+            context,
+            owner,
+        } = command;
+        let stored = self
+            .recall(&id, &owner)
+            .await?
+            .ok_or_else(|| ChatError::ResponseNotFound(quote(&id).into_owned()))?;
+        let located = self.locate(&stored)?;
+        let record = context.record.clone();
+        record.update(|facts| {
+            facts.provider = Some(located.route.kind());
+            facts.portkey_provider = located.route.portkey_provider();
+            facts.model = Some(bounded(stored.model.clone()));
+            facts.catalog_model = self.catalog.get(&stored.model).is_some();
+            facts.target.clone_from(&located.target);
+            facts.attempts = 1;
+        });
+        let provider = self
+            .providers
+            .get(located.route.kind())
+            .ok_or(ChatError::ProviderDisabled(located.route.kind()))?
+            .clone();
+        let credentials = self.keys.resolve(&located.route)?;
+        let call = ResponseCall {
+            action,
+            id: id.clone(),
+            query,
+            route: located.route,
+            credentials,
+            context,
+        };
+        let started = Instant::now();
+        let answer = tokio::time::timeout(self.request_timeout, provider.respond_by_id(call)).await;
+        record.update(|facts| facts.upstream = Some(started.elapsed()));
+        let answer = answer.map_err(|_| {
+            ChatError::Timeout(crate::error::UpstreamError::new(
+                crate::error::ErrorSource::Gateway,
+                None,
+                format!(
+                    "no answer within the request deadline of {} ms",
+                    self.request_timeout.as_millis()
+                ),
+            ))
+        })??;
+        if action == ResponseAction::Delete
+            && let Some(memory) = &self.responses
+        {
+            // Deleted upstream: a later call is a 404 whether or not this
+            // forgetting is written.
+            let _ = memory.forget(&id).await;
+        }
+        Ok(answer)
+    }
 }
+
+/// The owner of a key's responses: its id.
+fn owner(key: Option<&Arc<KeyPolicy>>) -> String {
+    key.map_or_else(String::new, |key| key.id.clone())
+}
+
+/// Refuses a catalog model on an API it does not serve.
+fn served(entry: &ModelEntry, endpoint: Endpoint) -> Result<(), ChatError> {
+    let service = endpoint.service();
+    if entry.serves(service) {
+        return Ok(());
+    }
+    let serves = entry
+        .endpoints
+        .iter()
+        .map(|service| service.path())
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err(ChatError::Invalid(
+        crate::error::ValidationError::new(
+            "model",
+            format!(
+                "The model `{}` does not serve {}; it serves {serves}",
+                quote(&entry.id),
+                service.path()
+            ),
+        )
+        .with_code("model_not_supported"),
+    ))
+}
+
+/// `chunks`, remembering the response's target at the first event that
+/// names its id, before that event reaches the client (who may follow up
+/// as soon as it has the id).
+fn remembering(chunks: ChatStream, remember: Remember, record: crate::record::CallRecord) -> ChatStream {
+    use futures::StreamExt;
+    let mut remember = Some(remember);
+    chunks
+        .then(move |item| {
+            let pending = match &item {
+                Ok(chunk) => chunk
+                    .response_id()
+                    .and_then(|id| remember.take().map(|remember| (remember, id.to_owned()))),
+                Err(_) => None,
+            };
+            let record = record.clone();
+            async move {
+                if let Some((remember, id)) = pending {
+                    remember.note(&id, &record).await;
+                }
+                item
+            }
+        })
+        .boxed()
+}
+
+#[cfg(test)]
+mod apis_tests;
 
 #[cfg(test)]
 mod tests {

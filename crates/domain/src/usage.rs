@@ -54,6 +54,22 @@ impl GatewayUsage {
     }
 }
 
+/// Two parts of one request's usage (each count the larger: a later part
+/// repeats or completes an earlier one).
+fn merged(earlier: Option<Usage>, later: Usage) -> Usage {
+    let Some(earlier) = earlier else {
+        return later;
+    };
+    let prompt = earlier.prompt_tokens.max(later.prompt_tokens);
+    let completion = earlier.completion_tokens.max(later.completion_tokens);
+    Usage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: Some(prompt.saturating_add(completion)),
+        prompt_tokens_details: later.prompt_tokens_details.or(earlier.prompt_tokens_details),
+    }
+}
+
 /// Milliseconds with microsecond precision.
 fn millis(duration: Duration) -> f64 {
     (duration.as_secs_f64() * 1_000_000.0).round() / 1000.0
@@ -88,6 +104,8 @@ pub(crate) struct Meter {
     used: Option<Spend>,
     /// The stream ended on an error.
     failed: bool,
+    /// Usage reported in parts, merged until the final part.
+    partial: Option<Usage>,
 }
 
 impl Meter {
@@ -111,6 +129,7 @@ impl Meter {
             ticket: None,
             used: None,
             failed: false,
+            partial: None,
         }
     }
 
@@ -184,7 +203,7 @@ impl Meter {
 
     fn pass(&mut self, chunk: ChatChunk) -> ChatChunk {
         if !std::mem::replace(&mut self.started_stream, true) {
-            self.first = chunk.head();
+            self.first = chunk.kind().is_none().then(|| chunk.head()).flatten();
             let first_token = self.received.elapsed();
             self.record.update(|facts| facts.first_token = Some(first_token));
         }
@@ -196,6 +215,11 @@ impl Meter {
         let Some(tokens) = chunk.usage().copied().filter(|_| !self.reported) else {
             return chunk;
         };
+        let tokens = merged(self.partial.take(), tokens);
+        if !chunk.usage_is_final() {
+            self.partial = Some(tokens);
+            return chunk;
+        }
         self.reported = true;
         let usage = GatewayUsage::measure(self.received, self.started.elapsed(), self.pricing, Some(&tokens));
         self.used = Some(
@@ -210,7 +234,10 @@ impl Meter {
             facts.completion_tokens = Some(tokens.completion_tokens);
             facts.cost_usd = usage.cost_usd;
         });
-        chunk.with_member(FIELD, &usage.to_bytes(), self.client_wants_usage)
+        // Only a chat completion's usage chunk is the gateway's to ask for
+        // (and then to hide); the other APIs' events always carry usage.
+        let keep_usage = self.client_wants_usage || chunk.kind().is_some();
+        chunk.with_member(FIELD, &usage.to_bytes(), keep_usage)
     }
 
     fn closing_chunk(&mut self) -> Option<ChatChunk> {
@@ -295,6 +322,43 @@ mod tests {
         let last = value(&out[1]);
         assert!(last.get("usage").is_none(), "{last}");
         assert_eq!(last[FIELD]["cost_usd"], json!(0.0002));
+    }
+
+    #[tokio::test]
+    async fn anthropic_usage_in_two_parts_is_merged_and_reported_once_on_the_final_part() {
+        let event = |value: Value| {
+            ChatChunk::parse(
+                crate::model::Endpoint::Messages,
+                serde_json::to_vec(&value).unwrap().into(),
+            )
+            .unwrap()
+        };
+        let events = vec![
+            event(json!({"type": "message_start", "message": {"id": "m", "usage":
+                {"input_tokens": 100, "output_tokens": 1, "cache_read_input_tokens": 20}}})),
+            event(
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "a"}}),
+            ),
+            event(json!({"type": "message_delta", "delta": {}, "usage": {"output_tokens": 50}})),
+            event(json!({"type": "message_stop"})),
+        ];
+        let record = CallRecord::default();
+
+        let out = metered_with(events.clone(), false, record.clone()).await;
+
+        // No closing chunk is invented; only the final part carries the cost.
+        assert_eq!(out.len(), 4);
+        assert_eq!(out[0].json(), events[0].json());
+        assert_eq!(out[3].json(), events[3].json());
+        let delta = value(&out[2]);
+        assert_eq!(delta["usage"]["output_tokens"], json!(50));
+        // 100 uncached and 20 cached prompt tokens at $1/M, 50 output at $2/M.
+        assert_eq!(delta[FIELD]["cost_usd"], json!(0.00022));
+        let facts = record.snapshot();
+        assert_eq!(
+            (facts.prompt_tokens, facts.completion_tokens),
+            (Some(120), Some(50))
+        );
     }
 
     #[tokio::test]

@@ -10,11 +10,16 @@ use crate::model::{ChatRequest, ContentFacts, MessageFacts, Role};
 pub const MAX_CHOICES: i64 = 128;
 
 impl ChatRequest {
-    /// Checks the request against the OpenAI contract.
+    /// Checks the request against the OpenAI contract. The other APIs'
+    /// requests are checked as they are parsed
+    /// ([`ChatRequest::parse_for`]).
     ///
     /// # Errors
     /// The first [`ValidationError`] found, naming its field.
     pub fn validate(&self) -> Result<(), ValidationError> {
+        if self.endpoint() != crate::model::Endpoint::Chat {
+            return Ok(());
+        }
         let fields = self.fields();
         if fields.model.trim().is_empty() {
             return Err(ValidationError::new(

@@ -246,6 +246,39 @@ impl RedisLimits {
         &self.inner.shown_url
     }
 
+    /// Runs one plain command on this store's connections, within its
+    /// deadline, with its URL's secrets scrubbed from any error: for other
+    /// state kept beside the limits (where responses were made).
+    pub(crate) async fn query<T: FromRedisValue>(
+        &self,
+        what: &str,
+        command: &redis::Cmd,
+    ) -> Result<T, StoreError> {
+        let inner = &self.inner;
+        let mut connection = inner.connection()?;
+        let answer =
+            tokio::time::timeout(inner.settings.deadline, command.query_async(&mut connection)).await;
+        if !matches!(answer, Ok(Ok(_))) {
+            inner.generation.fetch_add(1, Ordering::AcqRel);
+        }
+        match answer {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(StoreError(scrub(
+                format!("redis {what}: {error}"),
+                &inner.secrets,
+            ))),
+            Err(_) => Err(StoreError(format!(
+                "redis {what}: no answer within {} ms",
+                inner.settings.deadline.as_millis()
+            ))),
+        }
+    }
+
+    /// The first part of every key this store writes.
+    pub(crate) fn key_prefix(&self) -> &str {
+        &self.inner.settings.key_prefix
+    }
+
     /// How many leases this replica holds and renews.
     pub fn leases_held(&self) -> usize {
         self.inner.held().values().map(HashSet::len).sum()

@@ -4,8 +4,12 @@ use std::future::ready;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::StreamExt;
-use gatewayz_domain::{ChatError, ChatProvider, ChatResponse, ChatStream, ProviderCall};
+use gatewayz_domain::{
+    ChatError, ChatProvider, ChatResponse, ChatStream, Endpoint, ProviderCall, ResponseAction, ResponseCall,
+    Route, UpstreamProvider, ValidationError,
+};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use reqwest::{Client, Url};
 use thread_local::ThreadLocal;
@@ -41,7 +45,10 @@ pub struct PortkeyClient {
     /// on the thread that opened it, so a request served by one actix worker
     /// never waits on another worker's thread.
     clients: Arc<ThreadLocal<Client>>,
-    endpoint: Url,
+    /// Portkey's base URL, ending without `/`.
+    base: Arc<str>,
+    /// Each endpoint's URL, in [`Endpoint::ALL`]'s order.
+    endpoints: Arc<[Url]>,
     custom_host: Option<HeaderValue>,
     timeouts: Timeouts,
 }
@@ -53,7 +60,10 @@ impl PortkeyClient {
     /// A [`PortkeySetupError`] naming the setting that is unusable.
     pub fn new(settings: &PortkeySettings) -> Result<Self, PortkeySetupError> {
         let base = settings.portkey_base_url.as_str().trim_end_matches('/');
-        let endpoint = Url::parse(&format!("{base}/chat/completions"))
+        let endpoints = Endpoint::ALL
+            .iter()
+            .map(|endpoint| Url::parse(&format!("{base}{}", endpoint.path())))
+            .collect::<Result<Arc<[Url]>, _>>()
             .map_err(|_| PortkeySetupError::BaseUrl(settings.portkey_base_url.to_string()))?;
         let custom_host = settings
             .portkey_custom_host
@@ -92,7 +102,8 @@ impl PortkeyClient {
         clients.get_or(|| client);
         Ok(Self {
             clients,
-            endpoint,
+            base: base.into(),
+            endpoints,
             custom_host,
             timeouts,
         })
@@ -111,12 +122,25 @@ impl PortkeyClient {
             })
     }
 
+    /// The URL of `call`'s endpoint, once it is known that Portkey serves
+    /// that API for the call's provider.
+    fn url(&self, call: &ProviderCall) -> Result<Url, ChatError> {
+        let endpoint = call.request.endpoint();
+        served(endpoint, &call.route)?;
+        let index = Endpoint::ALL
+            .iter()
+            .position(|known| *known == endpoint)
+            .unwrap_or(0);
+        Ok(self.endpoints[index].clone())
+    }
+
     async fn call_complete(&self, call: &ProviderCall) -> Result<ChatResponse, ChatError> {
         let timeout = self.timeouts.request;
+        let url = self.url(call)?;
         let headers = headers::of_call(call, self.custom_host.as_ref(), timeout.as_millis())?;
         let response = self
             .client()?
-            .post(self.endpoint.clone())
+            .post(url)
             .headers(headers)
             .body(call.body.clone())
             .timeout(timeout)
@@ -136,20 +160,93 @@ impl PortkeyClient {
                 }
                 ReadError::OverBudget(over) => ChatError::Overloaded(over),
             })?;
-        ChatResponse::from_json(body).map_err(|shape| {
-            errors::invalid_response(format!("the answer is not a chat.completion: {shape}"))
+        let endpoint = call.request.endpoint();
+        ChatResponse::parse(endpoint, body).map_err(|shape| {
+            errors::invalid_response(format!("the answer is not {}: {shape}", answer_name(endpoint)))
         })
+    }
+
+    /// A Responses API call by id, at the route's provider.
+    async fn call_by_id(&self, call: &ResponseCall) -> Result<Bytes, ChatError> {
+        if !matches!(
+            call.route,
+            Route::Portkey {
+                provider: UpstreamProvider::OpenAi,
+                ..
+            }
+        ) {
+            return Err(not_served("the Responses API", &call.route));
+        }
+        let timeout = self.timeouts.request;
+        let mut url = format!("{}/responses/{}", self.base, call.id);
+        match call.action {
+            ResponseAction::Retrieve | ResponseAction::Delete => {}
+            ResponseAction::Cancel => url.push_str("/cancel"),
+            ResponseAction::InputItems => url.push_str("/input_items"),
+        }
+        if let Some(query) = &call.query {
+            url.push('?');
+            url.push_str(query);
+        }
+        let url = Url::parse(&url).map_err(|_| {
+            ChatError::Invalid(ValidationError::new(
+                "response_id",
+                "The response id cannot be part of a URL",
+            ))
+        })?;
+        let method = match call.action {
+            ResponseAction::Retrieve | ResponseAction::InputItems => reqwest::Method::GET,
+            ResponseAction::Delete => reqwest::Method::DELETE,
+            ResponseAction::Cancel => reqwest::Method::POST,
+        };
+        let headers = headers::of(
+            &call.credentials,
+            &call.route,
+            &call.context,
+            self.custom_host.as_ref(),
+            timeout.as_millis(),
+        )?;
+        let mut request = self
+            .client()?
+            .request(method, url)
+            .headers(headers)
+            .timeout(timeout);
+        if call.action == ResponseAction::Cancel {
+            request = request.body("{}");
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|error| errors::from_transport(&error, timeout))?;
+        headers::note_passed_on_to(&call.context, response.headers());
+        if !response.status().is_success() {
+            return Err(errors::from_status(response).await);
+        }
+        let body = errors::read_within(response, MAX_RESPONSE_BYTES, &call.context.budget)
+            .await
+            .map_err(|error| match error {
+                ReadError::Transport(error) => errors::from_transport(&error, timeout),
+                ReadError::TooLarge => {
+                    errors::invalid_response(format!("the answer is larger than {MAX_RESPONSE_BYTES} bytes"))
+                }
+                ReadError::OverBudget(over) => ChatError::Overloaded(over),
+            })?;
+        if serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body).is_err() {
+            return Err(errors::invalid_response("the answer is not a JSON object"));
+        }
+        Ok(body)
     }
 
     /// The stream of chunks, once Portkey answered with an event stream.
     async fn call_stream(&self, call: &ProviderCall) -> Result<ChatStream, ChatError> {
         let Timeouts { first_byte, idle, .. } = self.timeouts;
         let deadline = Instant::now() + first_byte;
+        let url = self.url(call)?;
         let mut headers = headers::of_call(call, self.custom_host.as_ref(), first_byte.as_millis())?;
         headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
         let send = self
             .client()?
-            .post(self.endpoint.clone())
+            .post(url)
             .headers(headers)
             .body(call.body.clone())
             .send();
@@ -180,8 +277,50 @@ impl PortkeyClient {
             deadline,
             idle,
             call.context.budget.lease(),
+            call.request.endpoint(),
         ))
     }
+}
+
+/// What an answer of `endpoint` is called in an error.
+const fn answer_name(endpoint: Endpoint) -> &'static str {
+    match endpoint {
+        Endpoint::Chat => "a chat.completion",
+        Endpoint::Embeddings => "an embeddings list",
+        Endpoint::Messages => "an Anthropic message",
+        Endpoint::CountTokens => "an Anthropic token count",
+        Endpoint::Responses => "a response",
+    }
+}
+
+/// Refuses, before any call, an API that Portkey does not serve for the
+/// route's provider: its Messages API (and token count) reaches Anthropic
+/// only, its Responses API OpenAI only (Portkey 1.15 answers the others
+/// "not supported"). Chat completions and embeddings go to every provider.
+fn served(endpoint: Endpoint, route: &Route) -> Result<(), ChatError> {
+    let Route::Portkey { provider, .. } = route else {
+        return Ok(());
+    };
+    match (endpoint, provider) {
+        (Endpoint::Messages | Endpoint::CountTokens, UpstreamProvider::Anthropic)
+        | (Endpoint::Responses, UpstreamProvider::OpenAi)
+        | (Endpoint::Chat | Endpoint::Embeddings, _) => Ok(()),
+        (Endpoint::Messages | Endpoint::CountTokens, _) => Err(not_served("the Messages API", route)),
+        (Endpoint::Responses, _) => Err(not_served("the Responses API", route)),
+    }
+}
+
+fn not_served(api: &str, route: &Route) -> ChatError {
+    let provider = route.portkey_provider().map_or("demo", UpstreamProvider::name);
+    ChatError::Invalid(
+        ValidationError::new(
+            "model",
+            format!(
+                "Portkey does not serve {api} for provider `{provider}`: route this model to one that has it"
+            ),
+        )
+        .with_code("endpoint_not_supported"),
+    )
 }
 
 /// A pooled client with the gateway's timeouts.
@@ -218,6 +357,12 @@ impl ChatProvider for PortkeyClient {
         self.call_complete(&call)
             .await
             .map_err(|error| Secrets::of(&call).scrub(error))
+    }
+
+    async fn respond_by_id(&self, call: ResponseCall) -> Result<Bytes, ChatError> {
+        self.call_by_id(&call)
+            .await
+            .map_err(|error| Secrets::new(&call.credentials, &call.route).scrub(error))
     }
 
     async fn stream(&self, call: ProviderCall) -> Result<ChatStream, ChatError> {

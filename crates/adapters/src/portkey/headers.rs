@@ -4,8 +4,8 @@
 //! passes on to its client.
 
 use gatewayz_domain::{
-    ChatError, Credentials, KeyError, PortkeyRouting, ProviderCall, Route, RoutingFieldRules, RoutingFields,
-    UpstreamAuth, UpstreamProvider, ValidationError,
+    ChatError, Credentials, KeyError, PortkeyRouting, ProviderCall, RequestContext, Route, RoutingFieldRules,
+    RoutingFields, UpstreamAuth, UpstreamProvider, ValidationError,
 };
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
@@ -88,8 +88,26 @@ pub(super) fn of_call(
     custom_host: Option<&HeaderValue>,
     timeout_ms: u128,
 ) -> Result<HeaderMap, ChatError> {
+    of(
+        &call.credentials,
+        &call.route,
+        &call.context,
+        custom_host,
+        timeout_ms,
+    )
+}
+
+/// The headers of a call made with `credentials` on `route` (see
+/// [`of_call`]), and the client's headers the API passes on.
+pub(super) fn of(
+    credentials: &Credentials,
+    route: &Route,
+    context: &RequestContext,
+    custom_host: Option<&HeaderValue>,
+    timeout_ms: u128,
+) -> Result<HeaderMap, ChatError> {
     let (Credentials::Portkey { api_key, upstream }, Route::Portkey { provider, config, .. }) =
-        (&call.credentials, &call.route)
+        (credentials, route)
     else {
         return Err(ChatError::Keys(KeyError::PortkeyKeyMissing));
     };
@@ -109,18 +127,24 @@ pub(super) fn of_call(
         // A config may carry provider keys: treated as a secret.
         headers.insert(CONFIG, sensitive(config.as_str())?);
     }
-    if let Ok(trace_id) = HeaderValue::from_str(&call.context.request_id) {
+    if let Ok(trace_id) = HeaderValue::from_str(&context.request_id) {
         headers.insert(TRACE_ID, trace_id);
     }
-    if let Some(traceparent) = call
-        .context
+    for (name, value) in &context.passed_headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.insert(name, value);
+        }
+    }
+    if let Some(traceparent) = context
         .traceparent
         .as_deref()
         .and_then(|value| HeaderValue::from_str(value).ok())
     {
         headers.insert(TRACEPARENT, traceparent);
-        if let Some(tracestate) = call
-            .context
+        if let Some(tracestate) = context
             .tracestate
             .as_deref()
             .and_then(|value| HeaderValue::from_str(value).ok())
@@ -147,6 +171,11 @@ const PASSED_ON: [&str; 3] = [
 
 /// Notes in the call's record the answer headers passed on to the client.
 pub(super) fn note_passed_on(call: &ProviderCall, headers: &HeaderMap) {
+    note_passed_on_to(&call.context, headers);
+}
+
+/// Notes in `context`'s record the answer headers passed on to the client.
+pub(super) fn note_passed_on_to(context: &RequestContext, headers: &HeaderMap) {
     let found: Vec<(&'static str, String)> = PASSED_ON
         .into_iter()
         .filter_map(|name| {
@@ -155,7 +184,7 @@ pub(super) fn note_passed_on(call: &ProviderCall, headers: &HeaderMap) {
         })
         .collect();
     if !found.is_empty() {
-        call.context.record.update(|facts| facts.passed_on = found);
+        context.record.update(|facts| facts.passed_on = found);
     }
 }
 

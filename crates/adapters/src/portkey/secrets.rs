@@ -29,7 +29,12 @@ pub(crate) struct Secrets(Vec<SecretString>);
 
 impl Secrets {
     pub(crate) fn of(call: &ProviderCall) -> Self {
-        let mut secrets = match &call.credentials {
+        Self::new(&call.credentials, &call.route)
+    }
+
+    /// The secrets of a call made with `credentials` on `route`.
+    pub(crate) fn new(credentials: &Credentials, route: &gatewayz_domain::Route) -> Self {
+        let mut secrets = match credentials {
             Credentials::Portkey { api_key, upstream } => {
                 let (UpstreamAuth::ProviderKey(key) | UpstreamAuth::VirtualKey(key)) = upstream;
                 vec![api_key.clone(), key.clone()]
@@ -37,7 +42,7 @@ impl Secrets {
             Credentials::None => Vec::new(),
         };
         // Keys inside an inline Portkey config are secrets too.
-        if let Some(config) = call.route.portkey_config() {
+        if let Some(config) = route.portkey_config() {
             secrets.extend_from_slice(config.secrets());
         }
         secrets.retain(|secret| !secret.expose_secret().is_empty());

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use gatewayz_domain::{ChatChunk, ChatError, ChatStream, ErrorSource, Lease, UpstreamError};
+use gatewayz_domain::{ChatChunk, ChatError, ChatStream, Endpoint, ErrorSource, Lease, UpstreamError};
 use tokio::time::{Instant, timeout_at};
 
 use super::errors::{self, describe_error_body};
@@ -42,13 +42,21 @@ struct State<S> {
     /// without `[DONE]` is complete, one that closes before is cut off.
     finished: bool,
     done: bool,
+    /// The API whose events these are.
+    endpoint: Endpoint,
 }
 
 /// Reads a byte stream as chat chunks. The first chunk must arrive before
 /// `first_deadline`, each later one within `idle` of the previous. The event
 /// being assembled is held within `lease`'s budget: past it, the stream ends
 /// with [`ChatError::Overloaded`].
-pub(crate) fn chunks<S, B, E>(bytes: S, first_deadline: Instant, idle: Duration, lease: Lease) -> ChatStream
+pub(crate) fn chunks<S, B, E>(
+    bytes: S,
+    first_deadline: Instant,
+    idle: Duration,
+    lease: Lease,
+    endpoint: Endpoint,
+) -> ChatStream
 where
     S: Stream<Item = Result<B, E>> + Send + 'static,
     B: AsRef<[u8]> + Send + 'static,
@@ -63,6 +71,7 @@ where
         idle,
         finished: false,
         done: false,
+        endpoint,
     };
     futures::stream::unfold(state, |mut state| async move {
         if state.done {
@@ -84,9 +93,17 @@ where
     async fn next_chunk(&mut self) -> Option<Result<ChatChunk, ChatError>> {
         loop {
             while let Some(event) = self.decoder.next_event() {
-                // Keep-alives (Portkey's `heartbeat`) and empty events carry nothing.
+                // Keep-alives (Portkey's `heartbeat`) and empty events carry
+                // nothing. Typed events (Messages, Responses) are named by
+                // their type; any name but a keep-alive's is read.
                 let data = event.data.trim_ascii();
-                if data.is_empty() || !matches!(event.kind.as_str(), "message" | "error") {
+                let typed = self.endpoint.has_typed_events();
+                let skipped = if typed {
+                    event.kind == "heartbeat"
+                } else {
+                    !matches!(event.kind.as_str(), "message" | "error")
+                };
+                if data.is_empty() || skipped {
                     continue;
                 }
                 if data == b"[DONE]" {
@@ -94,7 +111,9 @@ where
                     return None;
                 }
                 let chunk = self.parse(event.data.slice_ref(data));
-                if chunk.is_ok() {
+                // Anthropic's `ping` is a keep-alive too: passed on, but it
+                // moves no deadline.
+                if chunk.as_ref().is_ok_and(|chunk| chunk.kind() != Some("ping")) {
                     self.waiting_since = Instant::now();
                     self.deadline = self.waiting_since + self.idle;
                 }
@@ -103,6 +122,11 @@ where
             let bytes = match timeout_at(self.deadline, self.bytes.next()).await {
                 Err(_) => return Some(Err(stalled(self.deadline - self.waiting_since))),
                 Ok(None) if self.finished => return None,
+                Ok(None) if self.endpoint.has_typed_events() => {
+                    return Some(Err(cut_off(
+                        "the upstream closed the stream before its last event",
+                    )));
+                }
                 Ok(None) => return Some(Err(cut_off("the upstream closed the stream before [DONE]"))),
                 Ok(Some(Err(error))) => {
                     return Some(Err(cut_off(&format!("the upstream stream broke: {error}"))));
@@ -134,7 +158,7 @@ where
     }
 
     fn parse(&mut self, data: Bytes) -> Result<ChatChunk, ChatError> {
-        match ChatChunk::from_json(data.clone()) {
+        match ChatChunk::parse(self.endpoint, data.clone()) {
             Ok(chunk) => {
                 self.finished |= chunk.is_finished();
                 Ok(chunk)
@@ -150,7 +174,12 @@ where
                 }))
             }
             Err(shape) => Err(errors::invalid_response(format!(
-                "a stream event is not a chat.completion.chunk: {shape}"
+                "a stream event is not {}: {shape}",
+                match self.endpoint {
+                    Endpoint::Chat => "a chat.completion.chunk",
+                    Endpoint::Messages => "an Anthropic stream event",
+                    _ => "a Responses API stream event",
+                }
             ))),
         }
     }
@@ -194,6 +223,7 @@ mod tests {
             Instant::now() + Duration::from_secs(5),
             Duration::from_secs(5),
             MemoryBudget::default().lease(),
+            Endpoint::Chat,
         )
         .collect()
         .await
@@ -294,6 +324,7 @@ mod tests {
             Instant::now() + Duration::from_secs(5),
             Duration::from_secs(5),
             MemoryBudget::default().lease(),
+            Endpoint::Chat,
         )
         .collect()
         .await;
@@ -318,6 +349,7 @@ mod tests {
             started + Duration::from_millis(200),
             Duration::from_secs(5),
             MemoryBudget::default().lease(),
+            Endpoint::Chat,
         )
         .collect()
         .await;
@@ -336,6 +368,7 @@ mod tests {
             Instant::now() + Duration::from_secs(5),
             Duration::from_millis(50),
             MemoryBudget::default().lease(),
+            Endpoint::Chat,
         )
         .collect()
         .await;
@@ -356,6 +389,7 @@ mod tests {
             Instant::now() + Duration::from_secs(5),
             Duration::from_secs(5),
             budget.lease(),
+            Endpoint::Chat,
         )
         .collect()
         .await;
@@ -376,6 +410,7 @@ mod tests {
             Instant::now() + Duration::from_secs(5),
             Duration::from_secs(5),
             budget.lease(),
+            Endpoint::Chat,
         );
         items.next().await.unwrap().unwrap();
         assert!(budget.in_use() <= 4 * 1024, "{}", budget.in_use());

@@ -270,27 +270,40 @@ impl FromRequest for Authenticated {
     }
 }
 
+/// The header Anthropic's clients send their key in.
+const X_API_KEY: &str = "x-api-key";
+
 fn authenticate(request: &HttpRequest) -> Result<Authenticated, ApiError> {
     let keys = request
         .app_data::<web::Data<GatewayKeys>>()
         .ok_or_else(|| ApiError::internal("Gateway keys are not configured"))?;
-    let Some(value) = request.headers().get(header::AUTHORIZATION) else {
-        return Err(ApiError::unauthorized(
-            "Missing gateway key: send `Authorization: Bearer <gateway key>`",
-            "missing_api_key",
-        ));
-    };
-    let token = value
-        .to_str()
-        .ok()
-        .and_then(|value| value.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    let Some(token) = token else {
-        return Err(ApiError::unauthorized(
-            "Malformed Authorization header: expected `Bearer <gateway key>`",
-            "invalid_api_key",
-        ));
+    let token = match (
+        request.headers().get(header::AUTHORIZATION),
+        request.headers().get(X_API_KEY),
+    ) {
+        (Some(value), _) => value
+            .to_str()
+            .ok()
+            .and_then(|value| value.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .ok_or_else(|| {
+                ApiError::unauthorized(
+                    "Malformed Authorization header: expected `Bearer <gateway key>`",
+                    "invalid_api_key",
+                )
+            })?,
+        // Anthropic's SDKs send the key as `x-api-key`.
+        (None, Some(value)) => value
+            .to_str()
+            .map(str::trim)
+            .map_err(|_| ApiError::unauthorized("Invalid gateway key", "invalid_api_key"))?,
+        (None, None) => {
+            return Err(ApiError::unauthorized(
+                "Missing gateway key: send `Authorization: Bearer <gateway key>` or `x-api-key: <gateway key>`",
+                "missing_api_key",
+            ));
+        }
     };
     let policy = keys
         .identify(token)

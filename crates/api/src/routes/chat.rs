@@ -1,4 +1,7 @@
-//! `POST /v1/chat/completions`.
+//! `POST /v1/chat/completions`, and what every API that answers a JSON
+//! body shares with it ([`serve`]): reading the body within the budget,
+//! routing, cancellation when the client leaves, whole and streamed
+//! answers.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,7 +14,7 @@ use futures::StreamExt;
 use gatewayz_domain::text::quote;
 use gatewayz_domain::{
     BudgetedBuffer, CallRecord, ChatCommand, ChatError, ChatOutcome, ChatRequest, ChatResponse, ChatService,
-    KeyPolicy, MemoryBudget, OverBudget, RequestContext, RoutingFields,
+    Endpoint, KeyPolicy, MemoryBudget, OverBudget, RequestContext, RoutingFields,
 };
 
 use crate::auth::Authenticated;
@@ -40,8 +43,24 @@ pub async fn chat_completions(
     payload: web::Payload,
     state: web::Data<ChatState>,
 ) -> Result<HttpResponse, ApiError> {
+    serve(Endpoint::Chat, &request, payload, &state).await
+}
+
+/// The client's headers passed on upstream on Anthropic's paths, and the
+/// longest value passed.
+const ANTHROPIC_HEADERS: [&str; 2] = ["anthropic-version", "anthropic-beta"];
+const PASSED_HEADER_MAX: usize = 1024;
+
+/// Serves a request to `endpoint`: its body read and parsed as that API's,
+/// then routed, called and answered like a chat completion.
+pub(crate) async fn serve(
+    endpoint: Endpoint,
+    request: &HttpRequest,
+    payload: web::Payload,
+    state: &ChatState,
+) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
-    require_json(&request)?;
+    require_json(request)?;
     let record = request
         .extensions()
         .get::<CallRecord>()
@@ -54,7 +73,7 @@ pub async fn chat_completions(
     };
     let body = tokio::time::timeout(
         state.body_timeout,
-        read_body(&request, payload, state.max_body_bytes, &state.budget),
+        read_body(request, payload, state.max_body_bytes, &state.budget),
     )
     .await
     .map_err(|_| ApiError::body_timeout(state.body_timeout))?
@@ -67,12 +86,18 @@ pub async fn chat_completions(
     // changes): its room is taken now, and held while the call runs.
     let mut upstream_copy = state.budget.lease();
     upstream_copy.cover(body.len()).map_err(overloaded)?;
-    let chat_request = parse_request(body)?;
+    let chat_request = ChatRequest::parse_for(endpoint, body)?;
     let routing = RoutingFields::of(&chat_request)?;
+    let passed_headers = if endpoint.is_anthropic() {
+        passed_headers(request, &ANTHROPIC_HEADERS)?
+    } else {
+        Vec::new()
+    };
     let context = RequestContext {
+        passed_headers,
         received: started,
         record: record.clone(),
-        request_id: RequestId::of(&request),
+        request_id: RequestId::of(request),
         traceparent: trace_context::traceparent(request.headers()),
         tracestate: trace_context::tracestate(request.headers()),
         budget: state.budget.clone(),
@@ -107,7 +132,7 @@ pub async fn chat_completions(
             .content_type(ContentType::json())
             .body(answer_body(response))),
         ChatOutcome::Stream(chunks) => {
-            let events = event_stream(chunks);
+            let events = event_stream(chunks, endpoint);
             let mut response = HttpResponse::Ok();
             response
                 .insert_header(header::ContentType(actix_web::mime::TEXT_EVENT_STREAM))
@@ -156,6 +181,34 @@ where
         }
         polled
     })
+}
+
+/// The client's headers among `names`, to pass on upstream: each at most
+/// [`PASSED_HEADER_MAX`] bytes of visible ASCII (else a 400 naming it).
+fn passed_headers(
+    request: &HttpRequest,
+    names: &[&'static str],
+) -> Result<Vec<(&'static str, String)>, ApiError> {
+    let mut passed = Vec::new();
+    for name in names {
+        for value in request.headers().get_all(*name) {
+            let text = value
+                .to_str()
+                .ok()
+                .filter(|text| {
+                    text.len() <= PASSED_HEADER_MAX
+                        && text.bytes().all(|byte| byte.is_ascii_graphic() || byte == b' ')
+                })
+                .ok_or_else(|| {
+                    ApiError::invalid_request(format!(
+                        "The `{name}` header must be at most {PASSED_HEADER_MAX} visible ASCII characters"
+                    ))
+                    .with_param(*name)
+                })?;
+            passed.push((*name, text.to_owned()));
+        }
+    }
+    Ok(passed)
 }
 
 /// A body declared as anything but JSON is refused; an undeclared one is
@@ -223,7 +276,7 @@ const ANSWER_PIECE_BYTES: usize = 64 * 1024;
 
 /// A whole answer's body: in one piece when small, else its parts cut into
 /// pieces of at most [`ANSWER_PIECE_BYTES`], none of them copied.
-fn answer_body(response: ChatResponse) -> BoxBody {
+pub(crate) fn answer_body(response: ChatResponse) -> BoxBody {
     if response.len() <= ANSWER_PIECE_BYTES {
         return BoxBody::new(response.json());
     }
@@ -240,6 +293,7 @@ fn answer_body(response: ChatResponse) -> BoxBody {
 
 /// The request, parsed once: what validation and routing read, and the body
 /// the upstream's copy is written from.
+#[cfg(test)]
 fn parse_request(body: Bytes) -> Result<ChatRequest, ApiError> {
     ChatRequest::parse(body).map_err(ApiError::from)
 }

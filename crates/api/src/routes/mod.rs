@@ -1,6 +1,7 @@
 //! The HTTP routes.
 
 pub mod admin;
+pub mod apis;
 pub mod chat;
 pub mod health;
 pub mod models;
@@ -18,6 +19,42 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(
             web::resource("/v1/chat/completions")
                 .route(web::post().to(chat::chat_completions))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/embeddings")
+                .route(web::post().to(apis::embeddings))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/messages")
+                .route(web::post().to(apis::messages))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/messages/count_tokens")
+                .route(web::post().to(apis::count_tokens))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/responses")
+                .route(web::post().to(apis::responses))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/responses/{id}")
+                .route(web::get().to(apis::retrieve_response))
+                .route(web::delete().to(apis::delete_response))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/responses/{id}/cancel")
+                .route(web::post().to(apis::cancel_response))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/v1/responses/{id}/input_items")
+                .route(web::get().to(apis::response_input_items))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(

@@ -1,5 +1,5 @@
 //! `GET /v1/models` and `GET /v1/models/{id}`: the catalog in OpenAI's list
-//! format.
+//! format, each model with the APIs it serves.
 
 use actix_web::{HttpResponse, web};
 use gatewayz_domain::ModelEntry;
@@ -16,6 +16,8 @@ struct Model<'a> {
     object: &'static str,
     created: u64,
     owned_by: &'static str,
+    /// The APIs it serves (`chat`, `embeddings`, `messages`, `responses`).
+    endpoints: Vec<&'static str>,
 }
 
 impl<'a> Model<'a> {
@@ -25,6 +27,7 @@ impl<'a> Model<'a> {
             object: "model",
             created,
             owned_by: entry.primary().map_or("gatewayz", gatewayz_domain::Target::owner),
+            endpoints: entry.endpoints.iter().map(|service| service.as_str()).collect(),
         }
     }
 }

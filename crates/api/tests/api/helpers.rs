@@ -122,8 +122,10 @@ fn settings(vars: &[(&str, &str)]) -> Settings {
 }
 
 pub fn demo_service() -> ChatService {
-    let providers = Providers::default().with(ProviderKind::Demo, Arc::new(DemoProvider));
-    ChatService::new(providers, Arc::new(no_keys()))
+    let providers = Providers::default().with(ProviderKind::Demo, Arc::new(DemoProvider::default()));
+    ChatService::new(providers, Arc::new(no_keys())).with_response_memory(Arc::new(
+        gatewayz_adapters::responses::InProcessResponses::new(Duration::from_secs(3600)),
+    ))
 }
 
 pub fn mock_service(provider: MockChatProvider) -> ChatService {

@@ -19,6 +19,14 @@ pub struct ChatChunk {
     json: Bytes,
     usage: Option<Usage>,
     finished: bool,
+    /// The SSE event name of an API whose events are typed (Messages,
+    /// Responses): the event's `type`.
+    kind: Option<Box<str>>,
+    /// Whether `usage` is the whole request's: else a part of it (Anthropic's
+    /// `message_start` has the prompt's, `message_delta` the output's).
+    usage_final: bool,
+    /// The Responses API response's id, on the events that carry it.
+    response_id: Option<Box<str>>,
 }
 
 impl fmt::Debug for ChatChunk {
@@ -69,11 +77,51 @@ impl ChatChunk {
     pub fn from_json(json: Bytes) -> Result<Self, ShapeError> {
         let view: View = read_shape(&json)?;
         Ok(Self {
+            usage_final: view.usage.is_some(),
             usage: view.usage,
             finished: view.choices.iter().any(|choice| choice.finish_reason.is_some()),
             choices: !view.choices.is_empty(),
             json,
+            kind: None,
+            response_id: None,
         })
+    }
+
+    /// Reads a stream event of `endpoint` (see [`Self::from_json`] for
+    /// chat's): for Messages and Responses, an object with a string `type`.
+    ///
+    /// # Errors
+    /// A [`ShapeError`] naming the member at fault; at `error` for an event
+    /// that reports a failure.
+    pub fn parse(endpoint: super::Endpoint, json: Bytes) -> Result<Self, ShapeError> {
+        if !endpoint.has_typed_events() {
+            return Self::from_json(json);
+        }
+        let facts = super::other_apis::event(endpoint, &json)?;
+        Ok(Self {
+            choices: facts.piece,
+            json,
+            usage: facts.usage,
+            finished: facts.finished,
+            kind: Some(facts.kind.into_boxed_str()),
+            usage_final: facts.usage_final,
+            response_id: facts.response_id.map(String::into_boxed_str),
+        })
+    }
+
+    /// The SSE event name, for APIs whose events are typed.
+    pub fn kind(&self) -> Option<&str> {
+        self.kind.as_deref()
+    }
+
+    /// Whether [`Self::usage`] is the whole request's, not a part of it.
+    pub fn usage_is_final(&self) -> bool {
+        self.usage_final
+    }
+
+    /// The Responses API response's id, on the events that carry it.
+    pub fn response_id(&self) -> Option<&str> {
+        self.response_id.as_deref()
     }
 
     /// The chunk's bytes, as the upstream wrote them.
@@ -121,6 +169,9 @@ impl ChatChunk {
             usage: self.usage.filter(|_| keep_usage),
             finished: self.finished,
             choices: self.choices,
+            kind: self.kind,
+            usage_final: self.usage_final,
+            response_id: self.response_id,
         }
     }
 }

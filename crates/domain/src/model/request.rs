@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::error::Category;
 
+use super::endpoint::Endpoint;
 use super::role::Role;
 use crate::error::ValidationError;
 use crate::json::{Edit, IgnoredString, JsonObject};
@@ -31,6 +32,7 @@ pub struct ChatRequest(Arc<Parsed>);
 /// What the gateway reads of a request; everything else is only passed on.
 #[derive(Debug)]
 struct Parsed {
+    endpoint: Endpoint,
     object: JsonObject,
     fields: RequestFields,
 }
@@ -52,6 +54,10 @@ pub struct RequestFields {
     pub stream: Option<bool>,
     /// `stream_options.include_usage`.
     pub include_usage: Option<bool>,
+    /// The Responses API's output limit.
+    pub max_output_tokens: Option<i64>,
+    /// The Responses API's follow-up of an earlier response.
+    pub previous_response_id: Option<String>,
 }
 
 /// What validation needs of one message: never its text.
@@ -79,6 +85,7 @@ impl fmt::Debug for ChatRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The body holds the prompt: only the routing facts are shown.
         f.debug_struct("ChatRequest")
+            .field("endpoint", &self.0.endpoint)
             .field("model", &self.0.fields.model)
             .field("stream", &self.is_stream())
             .field("body_bytes", &self.0.object.bytes().len())
@@ -114,6 +121,15 @@ impl ChatRequest {
     /// characters long: `invalid_json` for a body that is not one JSON
     /// object, `missing_required_parameter`, `duplicate_parameter`.
     pub fn parse(body: Bytes) -> Result<Self, ValidationError> {
+        Self::parse_for(Endpoint::Chat, body)
+    }
+
+    /// Reads a request body sent to `endpoint`, checking what that API
+    /// requires of it (see [`Self::parse`] for the errors).
+    ///
+    /// # Errors
+    /// A [`ValidationError`] naming the field at fault.
+    pub fn parse_for(endpoint: Endpoint, body: Bytes) -> Result<Self, ValidationError> {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Err(
                 ValidationError::body("Request body is empty: expected a JSON object")
@@ -134,21 +150,20 @@ impl ChatRequest {
             )
             .with_code("duplicate_parameter"));
         }
-        let fields = RequestFields {
-            model: required(&object, "model")?,
-            messages: required(&object, "messages")?,
-            max_tokens: optional(&object, "max_tokens")?,
-            max_completion_tokens: optional(&object, "max_completion_tokens")?,
-            temperature: optional(&object, "temperature")?,
-            top_p: optional(&object, "top_p")?,
-            frequency_penalty: optional(&object, "frequency_penalty")?,
-            presence_penalty: optional(&object, "presence_penalty")?,
-            n: optional(&object, "n")?,
-            stream: optional(&object, "stream")?,
-            include_usage: optional::<StreamOptions>(&object, "stream_options")?
-                .and_then(|options| options.include_usage),
+        let fields = match endpoint {
+            Endpoint::Chat => chat_fields(&object)?,
+            other => super::other_apis::fields(other, &object)?,
         };
-        Ok(Self(Arc::new(Parsed { object, fields })))
+        Ok(Self(Arc::new(Parsed {
+            endpoint,
+            object,
+            fields,
+        })))
+    }
+
+    /// The API the request was sent to.
+    pub fn endpoint(&self) -> Endpoint {
+        self.0.endpoint
     }
 
     /// What the gateway read of the request.
@@ -176,20 +191,49 @@ impl ChatRequest {
         self.0.fields.stream.unwrap_or(false)
     }
 
-    /// Whether the client asked for a final usage chunk on a stream.
+    /// Whether the client asked for a final usage chunk on a stream (chat
+    /// only: the other APIs' streams always carry their usage).
     pub fn wants_stream_usage(&self) -> bool {
-        self.0.fields.include_usage.unwrap_or(false)
+        self.0.endpoint != Endpoint::Chat || self.0.fields.include_usage.unwrap_or(false)
     }
 
     /// The output token limit the client set, whichever field it used.
     pub fn output_token_limit(&self) -> Option<i64> {
-        self.0.fields.max_completion_tokens.or(self.0.fields.max_tokens)
+        let fields = &self.0.fields;
+        fields
+            .max_completion_tokens
+            .or(fields.max_tokens)
+            .or(fields.max_output_tokens)
+    }
+
+    /// The members that hold the prompt, by the endpoint's names.
+    pub fn prompt_members(&self) -> &'static [&'static str] {
+        match self.0.endpoint {
+            Endpoint::Chat => &["messages", "tools", "functions"],
+            Endpoint::Embeddings => &["input"],
+            Endpoint::Messages | Endpoint::CountTokens => &["system", "messages", "tools"],
+            Endpoint::Responses => &["instructions", "input", "tools"],
+        }
+    }
+
+    /// The response a Responses API request continues, if any.
+    pub fn previous_response_id(&self) -> Option<&str> {
+        self.0.fields.previous_response_id.as_deref()
     }
 
     /// The body the upstream is sent: the client's, without the routing
     /// fields, with `edits`. Every other member passes as the client wrote it.
     pub fn upstream_body(&self, edits: UpstreamEdits<'_>) -> Bytes {
         let model = serde_json::to_vec(edits.model).unwrap_or_default();
+        // Only a chat completion is given a default limit or asked for its
+        // stream's usage: the other APIs' limits are the client's to set,
+        // and their streams carry usage.
+        let chat = self.0.endpoint == Endpoint::Chat;
+        let edits = UpstreamEdits {
+            max_tokens: edits.max_tokens.filter(|_| chat),
+            stream_usage: edits.stream_usage && chat,
+            ..edits
+        };
         let stream_options = (edits.stream_usage && self.is_stream() && !self.wants_stream_usage())
             .then(|| self.stream_options_with_usage());
         let max_tokens = edits
@@ -244,10 +288,36 @@ fn is_read(name: &str) -> bool {
             | "n"
             | "stream"
             | "stream_options"
+            | "input"
+            | "dimensions"
+            | "encoding_format"
+            | "max_output_tokens"
+            | "previous_response_id"
     ) || ROUTING_FIELDS.contains(&name)
 }
 
-fn required<T: DeserializeOwned>(object: &JsonObject, name: &str) -> Result<T, ValidationError> {
+/// What the gateway reads of a chat-completion request.
+fn chat_fields(object: &JsonObject) -> Result<RequestFields, ValidationError> {
+    Ok(RequestFields {
+        model: required(object, "model")?,
+        messages: required(object, "messages")?,
+
+        max_tokens: optional(object, "max_tokens")?,
+        max_completion_tokens: optional(object, "max_completion_tokens")?,
+        temperature: optional(object, "temperature")?,
+        top_p: optional(object, "top_p")?,
+        frequency_penalty: optional(object, "frequency_penalty")?,
+        presence_penalty: optional(object, "presence_penalty")?,
+        n: optional(object, "n")?,
+        stream: optional(object, "stream")?,
+        include_usage: optional::<StreamOptions>(object, "stream_options")?
+            .and_then(|options| options.include_usage),
+        max_output_tokens: None,
+        previous_response_id: None,
+    })
+}
+
+pub(super) fn required<T: DeserializeOwned>(object: &JsonObject, name: &str) -> Result<T, ValidationError> {
     optional(object, name)?.ok_or_else(|| {
         ValidationError::new(name, format!("Missing required parameter: `{name}`"))
             .with_code("missing_required_parameter")
@@ -255,7 +325,10 @@ fn required<T: DeserializeOwned>(object: &JsonObject, name: &str) -> Result<T, V
 }
 
 /// The member `name` read as a `T`; absent or `null` is `None`.
-fn optional<T: DeserializeOwned>(object: &JsonObject, name: &str) -> Result<Option<T>, ValidationError> {
+pub(super) fn optional<T: DeserializeOwned>(
+    object: &JsonObject,
+    name: &str,
+) -> Result<Option<T>, ValidationError> {
     let Some(text) = object.get(name) else {
         return Ok(None);
     };

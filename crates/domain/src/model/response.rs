@@ -61,6 +61,8 @@ pub struct ChatResponse {
     /// The added member's text, and the offset in `json` it goes before.
     added: Option<(usize, Bytes)>,
     usage: Option<Usage>,
+    /// A Responses API answer's id.
+    id: Option<String>,
 }
 
 impl fmt::Debug for ChatResponse {
@@ -100,8 +102,32 @@ impl ChatResponse {
         Ok(Self {
             usage: view.usage,
             added: None,
+            id: None,
             json,
         })
+    }
+
+    /// Reads an answer of `endpoint`: the members its API's answers always
+    /// have, and its usage (see [`Self::from_json`] for chat's).
+    ///
+    /// # Errors
+    /// A [`ShapeError`] naming the member at fault.
+    pub fn parse(endpoint: super::Endpoint, json: Bytes) -> Result<Self, ShapeError> {
+        if endpoint == super::Endpoint::Chat {
+            return Self::from_json(json);
+        }
+        let facts = super::other_apis::answer(endpoint, &json)?;
+        Ok(Self {
+            usage: facts.usage,
+            added: None,
+            id: facts.id,
+            json,
+        })
+    }
+
+    /// The id of a Responses API answer.
+    pub fn response_id(&self) -> Option<&str> {
+        self.id.as_deref()
     }
 
     /// The whole answer's text, in one buffer (a copy when a member was
@@ -157,6 +183,7 @@ impl ChatResponse {
             added: member_insertion(&json, name, value),
             json,
             usage: self.usage,
+            id: self.id,
         }
     }
 }

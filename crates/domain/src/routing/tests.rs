@@ -238,6 +238,7 @@ fn setup(targets: Node, policy: RoutingPolicy, upstream: Scripted, keys: KeysBut
         targets,
         max_tokens: None,
         policy,
+        endpoints: crate::model::Service::DEFAULT.to_vec(),
     }])
     .unwrap();
     let service = ChatService::new(

@@ -1,0 +1,155 @@
+//! The APIs beside chat completions: `POST /v1/embeddings`,
+//! `POST /v1/messages` and `POST /v1/messages/count_tokens` (Anthropic's),
+//! `POST /v1/responses`, and the Responses API's calls by id. Each is
+//! served as chat is ([`serve`]): the same keys, routing, limits, budget and
+//! cancellation.
+
+use actix_web::http::header::ContentType;
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use gatewayz_domain::model::is_response_id;
+use gatewayz_domain::text::quote;
+use gatewayz_domain::{CallRecord, Endpoint, RequestContext, ResponseAction, ResponseCommand};
+
+use super::chat::{ChatState, serve};
+use crate::auth::{Authenticated, policy_of};
+use crate::error::ApiError;
+use crate::extensions::RequestId;
+use crate::probe::ClientProbe;
+use crate::trace_context;
+
+pub async fn embeddings(
+    _: Authenticated,
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ChatState>,
+) -> Result<HttpResponse, ApiError> {
+    serve(Endpoint::Embeddings, &request, payload, &state).await
+}
+
+pub async fn messages(
+    _: Authenticated,
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ChatState>,
+) -> Result<HttpResponse, ApiError> {
+    serve(Endpoint::Messages, &request, payload, &state).await
+}
+
+pub async fn count_tokens(
+    _: Authenticated,
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ChatState>,
+) -> Result<HttpResponse, ApiError> {
+    serve(Endpoint::CountTokens, &request, payload, &state).await
+}
+
+pub async fn responses(
+    _: Authenticated,
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ChatState>,
+) -> Result<HttpResponse, ApiError> {
+    serve(Endpoint::Responses, &request, payload, &state).await
+}
+
+pub async fn retrieve_response(
+    auth: Authenticated,
+    request: HttpRequest,
+    state: web::Data<ChatState>,
+) -> Result<HttpResponse, ApiError> {
+    by_id(auth, ResponseAction::Retrieve, &request, &state).await
+}
+
+pub async fn delete_response(
+    auth: Authenticated,
+    request: HttpRequest,
+    state: web::Data<ChatState>,
+) -> Result<HttpResponse, ApiError> {
+    by_id(auth, ResponseAction::Delete, &request, &state).await
+}
+
+pub async fn cancel_response(
+    auth: Authenticated,
+    request: HttpRequest,
+    state: web::Data<ChatState>,
+) -> Result<HttpResponse, ApiError> {
+    by_id(auth, ResponseAction::Cancel, &request, &state).await
+}
+
+pub async fn response_input_items(
+    auth: Authenticated,
+    request: HttpRequest,
+    state: web::Data<ChatState>,
+) -> Result<HttpResponse, ApiError> {
+    by_id(auth, ResponseAction::InputItems, &request, &state).await
+}
+
+/// The longest query string passed on (`limit`, `order`, `after`,
+/// `include[]`).
+const QUERY_MAX: usize = 2048;
+
+/// A Responses API call by id, made at the target that made the response.
+async fn by_id(
+    _: Authenticated,
+    action: ResponseAction,
+    request: &HttpRequest,
+    state: &ChatState,
+) -> Result<HttpResponse, ApiError> {
+    let id = request.match_info().get("id").unwrap_or_default();
+    if !is_response_id(id) {
+        return Err(ApiError::invalid_request(format!(
+            "`{}` is not a response id: at most 256 letters, digits, `_` or `-`",
+            quote(id)
+        ))
+        .with_param("response_id"));
+    }
+    let query = match request.query_string() {
+        "" => None,
+        query if query.len() <= QUERY_MAX && query.bytes().all(is_query_byte) => Some(query.to_owned()),
+        _ => {
+            return Err(ApiError::invalid_request(format!(
+                "The query string must be at most {QUERY_MAX} URL-encoded characters"
+            )));
+        }
+    };
+    let record = request
+        .extensions()
+        .get::<CallRecord>()
+        .cloned()
+        .unwrap_or_default();
+    let owner = policy_of(request).map_or_else(String::new, |key| key.id.clone());
+    let command = ResponseCommand {
+        action,
+        id: id.to_owned(),
+        query,
+        owner,
+        context: RequestContext {
+            record: record.clone(),
+            request_id: RequestId::of(request),
+            traceparent: trace_context::traceparent(request.headers()),
+            tracestate: trace_context::tracestate(request.headers()),
+            budget: state.budget.clone(),
+            ..RequestContext::default()
+        },
+    };
+    let call = state.service.respond_by_id(command);
+    let answer = match request.conn_data::<ClientProbe>().cloned() {
+        Some(probe) => tokio::select! {
+            biased;
+            answer = call => answer?,
+            () = probe.gone() => {
+                record.update(|facts| facts.client_gone = true);
+                probe.close();
+                return Err(ApiError::client_closed());
+            }
+        },
+        None => call.await?,
+    };
+    Ok(HttpResponse::Ok().content_type(ContentType::json()).body(answer))
+}
+
+/// What a URL-encoded query may hold, as the gateway passes it on.
+fn is_query_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"-._~%=&+[]".contains(&byte)
+}
