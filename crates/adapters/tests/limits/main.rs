@@ -1,6 +1,7 @@
 //! The limits stores: one conformance suite run against the in-process store
 //! and the Redis one (a real `redis-server` per test), then what only Redis
-//! has (replicas, a Redis killed or wedged mid-run) and the degrading store.
+//! has (replicas, a Redis killed or wedged mid-run) and the degrading store;
+//! and the Redis memory of where Responses API responses were made.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failed test.
 
@@ -9,6 +10,7 @@ mod degrading;
 mod helpers;
 mod redis;
 mod redis_server;
+mod responses;
 
 /// Runs each named test of [`conformance`] against both stores.
 macro_rules! against_both_stores {

@@ -341,8 +341,9 @@ mod tests {
                 .prop_map(|map| serde_json::Value::Object(map.into_iter().collect())),
             ]
         });
-        (value.clone(), value.clone(), value).prop_map(|(model, messages, max_tokens)| {
-            json!({"model": model, "messages": messages, "max_tokens": max_tokens})
+        (value.clone(), value.clone(), value.clone(), value).prop_map(|(model, messages, max_tokens, input)| {
+            json!({"model": model, "messages": messages, "max_tokens": max_tokens, "input": input,
+                "previous_response_id": input})
         })
     }
 
@@ -351,16 +352,21 @@ mod tests {
         fn arbitrary_bytes_are_a_request_or_a_bounded_400(
             bytes in proptest::collection::vec(any::<u8>(), 0..2048),
         ) {
-            if let Err(error) = parse_request(bytes.into()) {
-                assert_bounded_refusal(&error);
+            let bytes = Bytes::from(bytes);
+            for endpoint in Endpoint::ALL {
+                if let Err(error) = ChatRequest::parse_for(endpoint, bytes.clone()) {
+                    assert_bounded_refusal(&ApiError::from(error));
+                }
             }
         }
 
         #[test]
         fn request_shaped_json_is_a_request_or_a_bounded_400(body in request_like()) {
-            let bytes = serde_json::to_vec(&body).unwrap();
-            if let Err(error) = parse_request(bytes.into()) {
-                assert_bounded_refusal(&error);
+            let bytes = Bytes::from(serde_json::to_vec(&body).unwrap());
+            for endpoint in Endpoint::ALL {
+                if let Err(error) = ChatRequest::parse_for(endpoint, bytes.clone()) {
+                    assert_bounded_refusal(&ApiError::from(error));
+                }
             }
         }
     }
