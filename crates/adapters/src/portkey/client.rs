@@ -138,28 +138,13 @@ impl PortkeyClient {
         let timeout = self.timeouts.request;
         let url = self.url(call)?;
         let headers = headers::of_call(call, self.custom_host.as_ref(), timeout.as_millis())?;
-        let response = self
+        let request = self
             .client()?
             .post(url)
             .headers(headers)
             .body(call.body.clone())
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|error| errors::from_transport(&error, timeout))?;
-        headers::note_passed_on(call, response.headers());
-        if !response.status().is_success() {
-            return Err(errors::from_status(response).await);
-        }
-        let body = errors::read_within(response, MAX_RESPONSE_BYTES, &call.context.budget)
-            .await
-            .map_err(|error| match error {
-                ReadError::Transport(error) => errors::from_transport(&error, timeout),
-                ReadError::TooLarge => {
-                    errors::invalid_response(format!("the answer is larger than {MAX_RESPONSE_BYTES} bytes"))
-                }
-                ReadError::OverBudget(over) => ChatError::Overloaded(over),
-            })?;
+            .timeout(timeout);
+        let body = whole_answer(request, timeout, &call.context).await?;
         let endpoint = call.request.endpoint();
         ChatResponse::parse(endpoint, body).map_err(|shape| {
             errors::invalid_response(format!("the answer is not {}: {shape}", answer_name(endpoint)))
@@ -214,23 +199,7 @@ impl PortkeyClient {
         if call.action == ResponseAction::Cancel {
             request = request.body("{}");
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|error| errors::from_transport(&error, timeout))?;
-        headers::note_passed_on_to(&call.context, response.headers());
-        if !response.status().is_success() {
-            return Err(errors::from_status(response).await);
-        }
-        let body = errors::read_within(response, MAX_RESPONSE_BYTES, &call.context.budget)
-            .await
-            .map_err(|error| match error {
-                ReadError::Transport(error) => errors::from_transport(&error, timeout),
-                ReadError::TooLarge => {
-                    errors::invalid_response(format!("the answer is larger than {MAX_RESPONSE_BYTES} bytes"))
-                }
-                ReadError::OverBudget(over) => ChatError::Overloaded(over),
-            })?;
+        let body = whole_answer(request, timeout, &call.context).await?;
         if serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body).is_err() {
             return Err(errors::invalid_response("the answer is not a JSON object"));
         }
@@ -255,7 +224,7 @@ impl PortkeyClient {
             Ok(Err(error)) => return Err(errors::from_transport(&error, first_byte)),
             Ok(Ok(response)) => response,
         };
-        headers::note_passed_on(call, response.headers());
+        headers::note_passed_on_to(&call.context, response.headers());
         if !response.status().is_success() {
             return Err(timeout_at(deadline, errors::from_status(response))
                 .await
@@ -280,6 +249,32 @@ impl PortkeyClient {
             call.request.endpoint(),
         ))
     }
+}
+
+/// Sends `request` and reads its whole answer within the budget: the
+/// upstream's failure, or the body of its success.
+async fn whole_answer(
+    request: reqwest::RequestBuilder,
+    timeout: std::time::Duration,
+    context: &gatewayz_domain::RequestContext,
+) -> Result<Bytes, ChatError> {
+    let response = request
+        .send()
+        .await
+        .map_err(|error| errors::from_transport(&error, timeout))?;
+    headers::note_passed_on_to(context, response.headers());
+    if !response.status().is_success() {
+        return Err(errors::from_status(response).await);
+    }
+    errors::read_within(response, MAX_RESPONSE_BYTES, &context.budget)
+        .await
+        .map_err(|error| match error {
+            ReadError::Transport(error) => errors::from_transport(&error, timeout),
+            ReadError::TooLarge => {
+                errors::invalid_response(format!("the answer is larger than {MAX_RESPONSE_BYTES} bytes"))
+            }
+            ReadError::OverBudget(over) => ChatError::Overloaded(over),
+        })
 }
 
 /// What an answer of `endpoint` is called in an error.

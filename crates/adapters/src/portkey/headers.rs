@@ -169,11 +169,6 @@ const PASSED_ON: [&str; 3] = [
     "x-portkey-retry-attempt-count",
 ];
 
-/// Notes in the call's record the answer headers passed on to the client.
-pub(super) fn note_passed_on(call: &ProviderCall, headers: &HeaderMap) {
-    note_passed_on_to(&call.context, headers);
-}
-
 /// Notes in `context`'s record the answer headers passed on to the client.
 pub(super) fn note_passed_on_to(context: &RequestContext, headers: &HeaderMap) {
     let found: Vec<(&'static str, String)> = PASSED_ON

@@ -10,7 +10,7 @@ use gatewayz_domain::model::is_response_id;
 use gatewayz_domain::text::quote;
 use gatewayz_domain::{CallRecord, Endpoint, RequestContext, ResponseAction, ResponseCommand};
 
-use super::chat::{ChatState, serve};
+use super::chat::{ChatState, serve, unless_gone};
 use crate::auth::{Authenticated, policy_of};
 use crate::error::ApiError;
 use crate::extensions::RequestId;
@@ -133,19 +133,8 @@ async fn by_id(
             ..RequestContext::default()
         },
     };
-    let call = state.service.respond_by_id(command);
-    let answer = match request.conn_data::<ClientProbe>().cloned() {
-        Some(probe) => tokio::select! {
-            biased;
-            answer = call => answer?,
-            () = probe.gone() => {
-                record.update(|facts| facts.client_gone = true);
-                probe.close();
-                return Err(ApiError::client_closed());
-            }
-        },
-        None => call.await?,
-    };
+    let probe = request.conn_data::<ClientProbe>().cloned();
+    let answer = unless_gone(probe.as_ref(), &record, state.service.respond_by_id(command)).await??;
     Ok(HttpResponse::Ok().content_type(ContentType::json()).body(answer))
 }
 

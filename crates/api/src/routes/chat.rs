@@ -110,22 +110,7 @@ pub(crate) async fn serve(
         key: request.extensions().get::<Arc<KeyPolicy>>().cloned(),
     };
     let probe = request.conn_data::<ClientProbe>().cloned();
-    let execution = state.service.execute(command);
-    // When the client leaves while the upstream works, drop the upstream call.
-    let outcome = match &probe {
-        // Biased: the call is polled first, so its route and stream flag are
-        // recorded even when the client is already gone.
-        Some(probe) => tokio::select! {
-            biased;
-            outcome = execution => outcome?,
-            () = probe.gone() => {
-                record.update(|facts| facts.client_gone = true);
-                probe.close();
-                return Err(ApiError::client_closed());
-            }
-        },
-        None => execution.await?,
-    };
+    let outcome = unless_gone(probe.as_ref(), &record, state.service.execute(command)).await??;
     drop(upstream_copy);
     match outcome {
         ChatOutcome::Complete(response) => Ok(HttpResponse::Ok()
@@ -150,6 +135,29 @@ pub(crate) async fn serve(
                 }
                 None => response.streaming(events),
             })
+        }
+    }
+}
+
+/// `call`'s outcome, unless the client leaves first: then the call (and
+/// the upstream's) is dropped, and the request ends as a 499.
+pub(crate) async fn unless_gone<T>(
+    probe: Option<&ClientProbe>,
+    record: &CallRecord,
+    call: impl Future<Output = T>,
+) -> Result<T, ApiError> {
+    let Some(probe) = probe else {
+        return Ok(call.await);
+    };
+    // Biased: the call is polled first, so its route and stream flag are
+    // recorded even when the client is already gone.
+    tokio::select! {
+        biased;
+        outcome = call => Ok(outcome),
+        () = probe.gone() => {
+            record.update(|facts| facts.client_gone = true);
+            probe.close();
+            Err(ApiError::client_closed())
         }
     }
 }
@@ -341,10 +349,12 @@ mod tests {
                 .prop_map(|map| serde_json::Value::Object(map.into_iter().collect())),
             ]
         });
-        (value.clone(), value.clone(), value.clone(), value).prop_map(|(model, messages, max_tokens, input)| {
-            json!({"model": model, "messages": messages, "max_tokens": max_tokens, "input": input,
+        (value.clone(), value.clone(), value.clone(), value).prop_map(
+            |(model, messages, max_tokens, input)| {
+                json!({"model": model, "messages": messages, "max_tokens": max_tokens, "input": input,
                 "previous_response_id": input})
-        })
+            },
+        )
     }
 
     proptest! {
