@@ -36,12 +36,12 @@ pub use policy::{RoutingPolicy, Strategy};
 pub use portkey_routing::PortkeyRouting;
 pub use ports::{
     BreakerState, ChatProvider, ChatStream, Credentials, KeyResolver, NoEvents, ProviderCall, RequestContext,
-    RoutingEvents, RoutingFieldRules, UpstreamAuth,
+    ResponseAction, ResponseCall, RoutingEvents, RoutingFieldRules, UpstreamAuth,
 };
 pub use provider::{ProviderKind, UpstreamProvider};
 pub use providers::Providers;
 pub use record::{CallFacts, CallRecord};
-pub use responses::{ResponseAction, ResponseCall, ResponseCommand, ResponseMemory, ResponseTarget};
+pub use responses::{ResponseCommand, ResponseMemory, ResponseTarget};
 pub use route::{Overrides, Route, RoutingFields};
 pub use service::{ChatCommand, ChatOutcome, ChatService};
 

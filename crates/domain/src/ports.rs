@@ -11,7 +11,6 @@ use crate::budget::MemoryBudget;
 use crate::error::{ChatError, KeyError, ValidationError};
 use crate::model::{ChatChunk, ChatRequest, ChatResponse};
 use crate::record::CallRecord;
-use crate::responses::ResponseCall;
 use crate::route::{Overrides, Route, RoutingFields};
 
 /// A streamed completion: chunks in order, owned, ending when the upstream
@@ -99,6 +98,42 @@ pub struct ProviderCall {
     /// changes (model, output limit, stream usage, no routing fields), built
     /// once per target and shared by its retries.
     pub body: Bytes,
+    pub route: Route,
+    pub credentials: Credentials,
+    pub context: RequestContext,
+}
+
+/// A by-id call of the Responses API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseAction {
+    /// `GET /v1/responses/{id}`.
+    Retrieve,
+    /// `DELETE /v1/responses/{id}`.
+    Delete,
+    /// `POST /v1/responses/{id}/cancel`.
+    Cancel,
+    /// `GET /v1/responses/{id}/input_items`.
+    InputItems,
+}
+
+impl ResponseAction {
+    /// The call's name in logs and metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Retrieve => "responses_retrieve",
+            Self::Delete => "responses_delete",
+            Self::Cancel => "responses_cancel",
+            Self::InputItems => "responses_input_items",
+        }
+    }
+}
+
+/// Everything a provider needs for a by-id call.
+#[derive(Debug, Clone)]
+pub struct ResponseCall {
+    pub action: ResponseAction,
+    pub id: String,
+    pub query: Option<String>,
     pub route: Route,
     pub credentials: Credentials,
     pub context: RequestContext,

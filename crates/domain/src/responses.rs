@@ -10,8 +10,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::limits::StoreError;
-use crate::ports::{Credentials, RequestContext};
-use crate::route::Route;
+use crate::ports::{RequestContext, ResponseAction};
 
 /// How long the gateway remembers where a response was made, by default:
 /// as long as OpenAI keeps a stored response.
@@ -59,31 +58,6 @@ pub trait ResponseMemory: Send + Sync {
     async fn forget(&self, id: &str) -> Result<(), StoreError>;
 }
 
-/// A by-id call of the Responses API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResponseAction {
-    /// `GET /v1/responses/{id}`.
-    Retrieve,
-    /// `DELETE /v1/responses/{id}`.
-    Delete,
-    /// `POST /v1/responses/{id}/cancel`.
-    Cancel,
-    /// `GET /v1/responses/{id}/input_items`.
-    InputItems,
-}
-
-impl ResponseAction {
-    /// The call's name in logs and metrics.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Retrieve => "responses_retrieve",
-            Self::Delete => "responses_delete",
-            Self::Cancel => "responses_cancel",
-            Self::InputItems => "responses_input_items",
-        }
-    }
-}
-
 /// What a by-id call asks, as the API received it.
 #[derive(Debug)]
 pub struct ResponseCommand {
@@ -96,15 +70,4 @@ pub struct ResponseCommand {
     pub context: RequestContext,
     /// The id of the gateway key that asks.
     pub owner: String,
-}
-
-/// Everything a provider needs for a by-id call.
-#[derive(Debug, Clone)]
-pub struct ResponseCall {
-    pub action: ResponseAction,
-    pub id: String,
-    pub query: Option<String>,
-    pub route: Route,
-    pub credentials: Credentials,
-    pub context: RequestContext,
 }

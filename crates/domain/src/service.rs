@@ -11,9 +11,10 @@ use crate::ports::{
     ChatProvider, ChatStream, Credentials, KeyResolver, NoEvents, ProviderCall, RequestContext,
     RoutingEvents, RoutingFieldRules,
 };
+use crate::ports::{ResponseAction, ResponseCall};
 use crate::providers::Providers;
 use crate::resolve::resolve;
-use crate::responses::{ResponseAction, ResponseCall, ResponseCommand, ResponseMemory, ResponseTarget};
+use crate::responses::{ResponseCommand, ResponseMemory, ResponseTarget};
 use crate::route::{Route, RoutingFields};
 use crate::routing;
 use crate::text::quote;

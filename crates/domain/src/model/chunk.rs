@@ -7,7 +7,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use super::response::Usage;
+use super::tokens::Usage;
 use crate::json::{Edit, IgnoredString, JsonObject, ShapeError, read_shape, with_member};
 
 /// One chunk: the upstream's JSON and what the gateway read of it.
@@ -93,7 +93,7 @@ impl ChatChunk {
     /// # Errors
     /// A [`ShapeError`] naming the member at fault; at `error` for an event
     /// that reports a failure.
-    pub fn parse(endpoint: super::Endpoint, json: Bytes) -> Result<Self, ShapeError> {
+    pub fn parse(endpoint: super::endpoint::Endpoint, json: Bytes) -> Result<Self, ShapeError> {
         if !endpoint.has_typed_events() {
             return Self::from_json(json);
         }

@@ -6,10 +6,12 @@
 
 mod chunk;
 mod endpoint;
+mod members;
 mod other_apis;
 mod request;
 mod response;
 mod role;
+mod tokens;
 
 pub use chunk::{ChatChunk, ChunkHead};
 pub use endpoint::{Endpoint, Service};

@@ -7,21 +7,31 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
 
 use super::endpoint::Endpoint;
-use super::request::{RequestFields, optional, required};
-use super::response::{PromptTokensDetails, Usage};
+use super::members::{optional, required};
+use super::tokens::{PromptTokensDetails, Usage};
 use crate::error::ValidationError;
 use crate::json::{IgnoredString, JsonObject, ShapeError, read_shape};
 
 /// The largest `dimensions` an embeddings request may ask for.
 const MAX_DIMENSIONS: i64 = 65_536;
 
+/// What the gateway reads of a request to an API other than chat.
+#[derive(Debug, Default)]
+pub(super) struct Fields {
+    pub model: String,
+    pub stream: Option<bool>,
+    pub max_tokens: Option<i64>,
+    pub max_output_tokens: Option<i64>,
+    pub previous_response_id: Option<String>,
+}
+
 /// The fields of a request to `endpoint` (not chat), checked as its API
 /// requires.
-pub(super) fn fields(endpoint: Endpoint, object: &JsonObject) -> Result<RequestFields, ValidationError> {
+pub(super) fn fields(endpoint: Endpoint, object: &JsonObject) -> Result<Fields, ValidationError> {
     let model: String = required(object, "model")?;
-    let mut fields = RequestFields {
+    let mut fields = Fields {
         model,
-        ..RequestFields::default()
+        ..Fields::default()
     };
     match endpoint {
         Endpoint::Chat => {}

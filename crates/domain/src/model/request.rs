@@ -1,16 +1,16 @@
 //! A chat-completion request: the client's JSON, parsed once into what the
 //! gateway reads of it, and written upstream with only the gateway's changes.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::Deserialize;
-use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::error::Category;
 
 use super::endpoint::Endpoint;
+use super::members::{optional, required};
 use super::role::Role;
 use crate::error::ValidationError;
 use crate::json::{Edit, IgnoredString, JsonObject};
@@ -152,7 +152,7 @@ impl ChatRequest {
         }
         let fields = match endpoint {
             Endpoint::Chat => chat_fields(&object)?,
-            other => super::other_apis::fields(other, &object)?,
+            other => super::other_apis::fields(other, &object)?.into_request_fields(),
         };
         Ok(Self(Arc::new(Parsed {
             endpoint,
@@ -296,6 +296,19 @@ fn is_read(name: &str) -> bool {
     ) || ROUTING_FIELDS.contains(&name)
 }
 
+impl super::other_apis::Fields {
+    fn into_request_fields(self) -> RequestFields {
+        RequestFields {
+            model: self.model,
+            stream: self.stream,
+            max_tokens: self.max_tokens,
+            max_output_tokens: self.max_output_tokens,
+            previous_response_id: self.previous_response_id,
+            ..RequestFields::default()
+        }
+    }
+}
+
 /// What the gateway reads of a chat-completion request.
 fn chat_fields(object: &JsonObject) -> Result<RequestFields, ValidationError> {
     Ok(RequestFields {
@@ -315,60 +328,6 @@ fn chat_fields(object: &JsonObject) -> Result<RequestFields, ValidationError> {
         max_output_tokens: None,
         previous_response_id: None,
     })
-}
-
-pub(super) fn required<T: DeserializeOwned>(object: &JsonObject, name: &str) -> Result<T, ValidationError> {
-    optional(object, name)?.ok_or_else(|| {
-        ValidationError::new(name, format!("Missing required parameter: `{name}`"))
-            .with_code("missing_required_parameter")
-    })
-}
-
-/// The member `name` read as a `T`; absent or `null` is `None`.
-pub(super) fn optional<T: DeserializeOwned>(
-    object: &JsonObject,
-    name: &str,
-) -> Result<Option<T>, ValidationError> {
-    let Some(text) = object.get(name) else {
-        return Ok(None);
-    };
-    let mut deserializer = serde_json::Deserializer::from_slice(text);
-    serde_path_to_error::deserialize::<_, Option<T>>(&mut deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        let param = match path.as_str() {
-            "." => name.to_owned(),
-            path if path.starts_with('[') => format!("{name}{path}"),
-            path => format!("{name}.{path}"),
-        };
-        invalid(&param, error.inner())
-    })
-}
-
-/// The error for a member whose value is not what it must be.
-fn invalid(param: &str, error: &serde_json::Error) -> ValidationError {
-    let param = quote(param).into_owned();
-    let message = error.to_string();
-    let message = message
-        .rsplit_once(" at line ")
-        .map_or(message.as_str(), |(message, _)| message);
-    if let Some(field) = message
-        .strip_prefix("missing field `")
-        .and_then(|rest| rest.split('`').next())
-    {
-        let param = format!("{param}.{}", quote(field));
-        return ValidationError::new(param.clone(), format!("Missing required parameter: `{param}`"))
-            .with_code("missing_required_parameter");
-    }
-    if error.classify() != Category::Data {
-        // serde_json reports a value of a type an enum cannot start with
-        // (`"role": 5`) as a syntax error; the body itself is valid JSON.
-        return ValidationError::new(param.clone(), format!("Invalid type for `{param}`"));
-    }
-    let detail = match message.rsplit_once(", expected ") {
-        Some((value, expected)) => Cow::Owned(format!("{}, expected {expected}", quote(value))),
-        None => quote(message),
-    };
-    ValidationError::new(param.clone(), format!("Invalid value for `{param}`: {detail}"))
 }
 
 #[derive(Deserialize)]

@@ -14,9 +14,9 @@ use crate::catalog::{Catalog, GroupSpec, ModelEntry, Node, Target, TargetSpec};
 use crate::limits::StoreError;
 use crate::model::{Endpoint, Service};
 use crate::policy::{RoutingPolicy, Strategy};
-use crate::ports::{ChatStream, MockKeyResolver};
+use crate::ports::{ChatStream, MockKeyResolver, ResponseAction, ResponseCall};
 use crate::provider::{ProviderKind, UpstreamProvider};
-use crate::responses::{ResponseAction, ResponseCall, ResponseCommand, ResponseMemory, ResponseTarget};
+use crate::responses::{ResponseCommand, ResponseMemory, ResponseTarget};
 
 /// Answers every call with a Responses API answer naming the model it was
 /// sent, and notes each call's upstream model.
