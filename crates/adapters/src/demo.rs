@@ -1,344 +1,91 @@
-//! A deterministic in-process provider: it answers by echoing the last user
-//! message, with token counts and, when streaming, the chunk sequence a real
-//! upstream sends (role, content word by word, finish, optional usage).
+//! A deterministic in-process provider: it answers every API the gateway
+//! serves with no network and no account, by echoing the last user message
+//! ("You said: ..."), with token counts and, when streaming, the events a
+//! real upstream sends, word by word.
+//!
+//! - `chat`: chat completions.
+//! - `embeddings`: unit vectors derived from each input's content.
+//! - `messages`: Anthropic's Messages, and its token count.
+//! - `responses`: OpenAI's Responses, remembered for their by-id calls
+//!   (`stored`).
+//! - `echo`, `hashing`, `wire`: what they share.
+//!
+//! The same request gets the same answer, but for the ids and times an API
+//! needs unique.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+mod chat;
+mod echo;
+mod embeddings;
+mod hashing;
+mod messages;
+mod responses;
+mod stored;
+mod wire;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use gatewayz_domain::{
-    ChatChunk, ChatError, ChatProvider, ChatResponse, ChatStream, ProviderCall, Role, Usage, ValidationError,
+    ChatError, ChatProvider, ChatResponse, ChatStream, Endpoint, ProviderCall, ResponseCall, ValidationError,
 };
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+
+pub use self::echo::MAX_ANSWER_BYTES;
 
 /// The `demo` provider. Needs no account and no network.
+///
+/// It remembers the Responses API responses it made in the process (the
+/// last 1024, within 64 MiB), as an upstream account does: every
+/// `DemoProvider` value shares them, so that it stays a plain value.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DemoProvider;
-
-const FINGERPRINT: &str = "fp_gatewayz_demo";
-
-/// The longest answer, in bytes: like a real model's output limit, it bounds
-/// what one request can make the demo produce (times `n`, at most 128).
-pub const MAX_ANSWER_BYTES: usize = 4096;
-
-/// What the demo reads of the body it is sent, as an upstream would.
-#[derive(Deserialize)]
-struct Request {
-    model: String,
-    #[serde(default)]
-    messages: Vec<Message>,
-    #[serde(default)]
-    max_tokens: Option<i64>,
-    #[serde(default)]
-    max_completion_tokens: Option<i64>,
-    #[serde(default)]
-    n: Option<i64>,
-    #[serde(default)]
-    stream_options: Option<StreamOptions>,
-}
-
-#[derive(Deserialize)]
-struct Message {
-    role: Role,
-    #[serde(default)]
-    content: Option<Value>,
-}
-
-#[derive(Deserialize)]
-struct StreamOptions {
-    #[serde(default)]
-    include_usage: Option<bool>,
-}
-
-impl Message {
-    /// The text of the content: the string itself, or the `text` parts joined
-    /// by newlines.
-    fn text(&self) -> String {
-        match &self.content {
-            Some(Value::String(text)) => text.clone(),
-            Some(Value::Array(parts)) => parts
-                .iter()
-                .filter(|part| part.get("type").and_then(Value::as_str) == Some("text"))
-                .filter_map(|part| part.get("text").and_then(Value::as_str))
-                .collect::<Vec<_>>()
-                .join("\n"),
-            _ => String::new(),
-        }
-    }
-}
-
-/// What the demo answers to one request, computed once.
-struct Answer {
-    id: String,
-    created: u64,
-    model: String,
-    words: Vec<String>,
-    finish_reason: &'static str,
-    usage: Usage,
-    choices: u32,
-    include_usage: bool,
-}
-
-impl Answer {
-    fn for_call(call: &ProviderCall) -> Result<Self, ChatError> {
-        let request: Request = serde_json::from_slice(&call.body)
-            .map_err(|_| ValidationError::body("the demo provider cannot read the request"))?;
-        let text = reply_text(&request);
-        let cut = text.len() > MAX_ANSWER_BYTES;
-        let end = (0..=MAX_ANSWER_BYTES.min(text.len()))
-            .rev()
-            .find(|end| text.is_char_boundary(*end))
-            .unwrap_or(0);
-        let text = &text[..end];
-        let limit = request
-            .max_completion_tokens
-            .or(request.max_tokens)
-            .and_then(|limit| usize::try_from(limit).ok())
-            .unwrap_or(usize::MAX);
-        // One word past the limit is enough to know the answer was cut.
-        let mut words: Vec<String> = text
-            .split_whitespace()
-            .take(limit.saturating_add(1))
-            .map(str::to_owned)
-            .collect();
-        let finish_reason = if words.len() > limit {
-            words.truncate(limit);
-            "length"
-        } else if cut {
-            "length"
-        } else {
-            "stop"
-        };
-        let choices = request.n.and_then(|n| u32::try_from(n).ok()).unwrap_or(1).max(1);
-        let completion_tokens = words.len() as u64 * u64::from(choices);
-        Ok(Self {
-            id: format!("chatcmpl-{}", call.context.request_id),
-            created: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |elapsed| elapsed.as_secs()),
-            usage: Usage::new(prompt_tokens(&request), completion_tokens),
-            include_usage: request
-                .stream_options
-                .and_then(|options| options.include_usage)
-                .unwrap_or(false),
-            model: request.model,
-            words,
-            finish_reason,
-            choices,
-        })
-    }
-
-    fn usage_out(&self) -> UsageOut {
-        UsageOut {
-            prompt_tokens: self.usage.prompt_tokens,
-            completion_tokens: self.usage.completion_tokens,
-            total_tokens: self.usage.total_tokens,
-        }
-    }
-
-    fn into_response(self) -> Result<ChatResponse, ChatError> {
-        let content = self.words.join(" ");
-        let choices: Vec<ChoiceOut<'_>> = (0..self.choices)
-            .map(|index| ChoiceOut {
-                index,
-                message: Some(DeltaOut {
-                    role: Some("assistant"),
-                    content: Some(&content),
-                }),
-                delta: None,
-                finish_reason: Some(self.finish_reason),
-            })
-            .collect();
-        let answer = Out {
-            id: &self.id,
-            object: "chat.completion",
-            created: self.created,
-            model: &self.model,
-            system_fingerprint: FINGERPRINT,
-            choices,
-            usage: Some(self.usage_out()),
-        };
-        ChatResponse::from_json(to_bytes(&answer)).map_err(refused)
-    }
-
-    fn chunk(&self, choices: Vec<ChoiceOut<'_>>, usage: Option<UsageOut>) -> Result<ChatChunk, ChatError> {
-        let chunk = Out {
-            id: &self.id,
-            object: "chat.completion.chunk",
-            created: self.created,
-            model: &self.model,
-            system_fingerprint: FINGERPRINT,
-            choices,
-            usage,
-        };
-        ChatChunk::from_json(to_bytes(&chunk)).map_err(refused)
-    }
-
-    fn into_chunks(self) -> Chunks {
-        Chunks {
-            include_usage: self.include_usage,
-            answer: self,
-            choice: 0,
-            step: 0,
-        }
-    }
-}
-
-/// A completion or a chunk as the demo writes it: its members in the order
-/// OpenAI's API writes them.
-#[derive(Serialize)]
-struct Out<'a> {
-    id: &'a str,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    system_fingerprint: &'static str,
-    choices: Vec<ChoiceOut<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    usage: Option<UsageOut>,
-}
-
-/// A choice: a whole `message`, or a stream's `delta` (with a `null`
-/// `finish_reason` until the last).
-#[derive(Serialize)]
-struct ChoiceOut<'a> {
-    index: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    message: Option<DeltaOut<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    delta: Option<DeltaOut<'a>>,
-    finish_reason: Option<&'static str>,
-}
-
-#[derive(Serialize)]
-struct DeltaOut<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    role: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    content: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct UsageOut {
-    prompt_tokens: u64,
-    completion_tokens: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    total_tokens: Option<u64>,
-}
-
-fn to_bytes(value: &impl Serialize) -> Bytes {
-    // The demo's own structs always serialize into memory.
-    serde_json::to_vec(value).unwrap_or_default().into()
-}
-
-/// The demo's own JSON is a chat completion by construction; were it ever
-/// refused, that defect shows as an error, not a panic.
-fn refused(error: gatewayz_domain::ShapeError) -> ChatError {
-    ChatError::InvalidUpstreamResponse(gatewayz_domain::UpstreamError::new(
-        gatewayz_domain::ErrorSource::Gateway,
-        None,
-        format!("the demo provider wrote a malformed answer: {error}"),
-    ))
-}
-
-/// The chunks of a streamed answer, made one at a time as the client reads
-/// them: for each choice a role chunk, one chunk a word, a finish chunk; then
-/// the usage chunk when asked for.
-struct Chunks {
-    answer: Answer,
-    include_usage: bool,
-    choice: u32,
-    /// 0: the role chunk; 1..=words: a word; words + 1: the finish chunk.
-    step: usize,
-}
-
-impl Iterator for Chunks {
-    type Item = Result<ChatChunk, ChatError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let answer = &self.answer;
-        if self.choice < answer.choices {
-            let (index, step) = (self.choice, self.step);
-            self.step += 1;
-            if self.step == answer.words.len() + 2 {
-                self.step = 0;
-                self.choice += 1;
-            }
-            let text = match step {
-                0 => String::new(),
-                1 => answer.words[0].clone(),
-                word if word <= answer.words.len() => format!(" {}", answer.words[word - 1]),
-                _ => String::new(),
-            };
-            let last = step > answer.words.len();
-            let delta = DeltaOut {
-                role: (step == 0).then_some("assistant"),
-                content: (!last).then_some(text.as_str()),
-            };
-            let choice = ChoiceOut {
-                index,
-                message: None,
-                delta: Some(delta),
-                finish_reason: last.then_some(answer.finish_reason),
-            };
-            return Some(answer.chunk(vec![choice], None));
-        }
-        if std::mem::take(&mut self.include_usage) {
-            return Some(answer.chunk(Vec::new(), Some(answer.usage_out())));
-        }
-        None
-    }
-}
-
-/// The last user message, echoed; a greeting when there is none.
-fn reply_text(request: &Request) -> String {
-    let last_user = request
-        .messages
-        .iter()
-        .rev()
-        .find(|message| message.role == Role::User)
-        .map(Message::text);
-    match last_user {
-        Some(text) if !text.trim().is_empty() => format!("You said: {text}"),
-        _ => "Hello from the Gatewayz demo provider.".to_owned(),
-    }
-}
-
-/// A rough token count: words plus a per-message overhead, as chat formats add.
-fn prompt_tokens(request: &Request) -> u64 {
-    const PER_MESSAGE: u64 = 4;
-    request
-        .messages
-        .iter()
-        .map(|message| message.text().split_whitespace().count() as u64 + PER_MESSAGE)
-        .sum()
-}
 
 #[async_trait]
 impl ChatProvider for DemoProvider {
     async fn complete(&self, call: ProviderCall) -> Result<ChatResponse, ChatError> {
-        Answer::for_call(&call)?.into_response()
+        match call.request.endpoint() {
+            Endpoint::Chat => chat::complete(&call),
+            Endpoint::Embeddings => embeddings::complete(&call),
+            Endpoint::Messages => messages::complete(&call),
+            Endpoint::CountTokens => messages::count_tokens(&call),
+            Endpoint::Responses => responses::create(&call, stored::process_memory()),
+        }
     }
 
     async fn stream(&self, call: ProviderCall) -> Result<ChatStream, ChatError> {
-        let chunks = Answer::for_call(&call)?.into_chunks();
-        Ok(futures::stream::iter(chunks).boxed())
+        match call.request.endpoint() {
+            Endpoint::Chat => Ok(futures::stream::iter(chat::stream(&call)?).boxed()),
+            Endpoint::Messages => Ok(futures::stream::iter(messages::stream(&call)?).boxed()),
+            Endpoint::Responses => {
+                let events = responses::stream(&call, stored::process_memory())?;
+                Ok(futures::stream::iter(events).boxed())
+            }
+            endpoint @ (Endpoint::Embeddings | Endpoint::CountTokens) => {
+                Err(ChatError::Invalid(ValidationError::new(
+                    "stream",
+                    format!("`/v1{}` answers are not streamed", endpoint.path()),
+                )))
+            }
+        }
+    }
+
+    async fn respond_by_id(&self, call: ResponseCall) -> Result<Bytes, ChatError> {
+        stored::respond_by_id(stored::process_memory(), &call)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use futures::TryStreamExt;
-    use gatewayz_domain::{ChatRequest, Credentials, RequestContext, Route, UpstreamEdits};
-    use serde_json::json;
+mod testing {
+    //! Calls as the domain makes them, for the tests of every API.
 
+    use gatewayz_domain::{ChatChunk, ChatRequest, Credentials, RequestContext, Route, UpstreamEdits};
+    use serde_json::Value;
+
+    use super::wire::to_bytes;
     use super::*;
 
-    /// A call as the domain makes it: the upstream body, with stream usage asked.
-    fn call(body: Value) -> ProviderCall {
-        let request = ChatRequest::parse(to_bytes(&body)).unwrap();
+    /// A call to `endpoint` as the domain makes it: the upstream body.
+    pub fn call_to(endpoint: Endpoint, body: &Value) -> ProviderCall {
+        let request = ChatRequest::parse_for(endpoint, to_bytes(body)).unwrap();
         let body = request.upstream_body(UpstreamEdits {
             model: request.model(),
             max_tokens: None,
@@ -353,115 +100,92 @@ mod tests {
         }
     }
 
-    fn value(json: &Bytes) -> Value {
+    pub fn value(json: &Bytes) -> Value {
         serde_json::from_slice(json).unwrap()
     }
 
-    #[tokio::test]
-    async fn complete_echoes_the_last_user_message_with_usage() {
-        let response = DemoProvider
-            .complete(call(json!({"model": "demo-1", "messages": [
-                {"role": "system", "content": "be nice"},
-                {"role": "user", "content": "hello there"}
-            ]})))
-            .await
-            .unwrap();
-
-        let answer = value(&response.json());
-        assert_eq!(answer["id"], "chatcmpl-req-1");
-        assert_eq!(answer["model"], "demo-1");
-        assert_eq!(
-            answer["choices"][0]["message"]["content"],
-            "You said: hello there"
-        );
-        assert_eq!(answer["choices"][0]["finish_reason"], "stop");
-        assert_eq!(response.usage(), Some(&Usage::new(12, 4)));
-        assert_eq!(answer["usage"]["total_tokens"], 16);
+    /// Every event of a stream, as JSON, once each was read as its API's.
+    pub fn events(chunks: impl Iterator<Item = Result<ChatChunk, ChatError>>) -> Vec<Value> {
+        chunks.map(|chunk| value(chunk.unwrap().json())).collect()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::TryStreamExt;
+    use serde_json::{Value, json};
+
+    use super::testing::{call_to, value};
+    use super::*;
 
     #[tokio::test]
-    async fn max_tokens_truncates_and_finishes_with_length() {
-        let response = DemoProvider
-            .complete(call(
-                json!({"model": "m", "max_tokens": 2, "messages": [{"role": "user", "content": "a b c"}]}),
-            ))
-            .await
-            .unwrap();
-        let answer = value(&response.json());
-        assert_eq!(answer["choices"][0]["message"]["content"], "You said:");
-        assert_eq!(answer["choices"][0]["finish_reason"], "length");
-    }
-
-    #[tokio::test]
-    async fn a_huge_message_gets_a_bounded_answer() {
-        for huge in ["word ".repeat(MAX_ANSWER_BYTES), "é".repeat(MAX_ANSWER_BYTES * 4)] {
-            let body = json!({"model": "m", "n": 128, "messages": [{"role": "user", "content": huge}]});
-            let response = DemoProvider.complete(call(body)).await.unwrap();
-            let answer = value(&response.json());
-            assert_eq!(answer["choices"].as_array().unwrap().len(), 128);
-            let text = answer["choices"][0]["message"]["content"].as_str().unwrap();
-            assert!(
-                text.len() <= MAX_ANSWER_BYTES && text.len() > MAX_ANSWER_BYTES - 8,
-                "{}",
-                text.len()
-            );
-            assert_eq!(answer["choices"][0]["finish_reason"], "length");
+    async fn each_endpoint_is_answered_as_its_api_answers() {
+        let cases = [
+            (
+                Endpoint::Chat,
+                json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+                "choices",
+            ),
+            (Endpoint::Embeddings, json!({"model": "m", "input": "hi"}), "data"),
+            (
+                Endpoint::Messages,
+                json!({"model": "m", "max_tokens": 9, "messages": [{"role": "user", "content": "hi"}]}),
+                "content",
+            ),
+            (
+                Endpoint::CountTokens,
+                json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+                "input_tokens",
+            ),
+            (
+                Endpoint::Responses,
+                json!({"model": "m", "input": "hi"}),
+                "output",
+            ),
+        ];
+        for (endpoint, body, member) in cases {
+            let answer = DemoProvider.complete(call_to(endpoint, &body)).await.unwrap();
+            assert!(value(&answer.json()).get(member).is_some(), "{endpoint}");
         }
     }
 
     #[tokio::test]
-    async fn every_choice_streams_its_own_sequence() {
-        let chunks: Vec<ChatChunk> = DemoProvider
-            .stream(call(json!({"model": "m", "stream": true, "n": 2, "messages": [{"role": "user", "content": "hi"}]})))
-            .await
-            .unwrap()
-            .try_collect()
-            .await
-            .unwrap();
-        let indexes: Vec<u64> = chunks
-            .iter()
-            .map(|chunk| value(chunk.json())["choices"][0]["index"].as_u64().unwrap())
-            .collect();
-        assert_eq!(indexes, [0, 0, 0, 0, 0, 1, 1, 1, 1, 1]);
+    async fn embeddings_and_token_counts_are_not_streamed() {
+        for (endpoint, body) in [
+            (Endpoint::Embeddings, json!({"model": "m", "input": "hi"})),
+            (
+                Endpoint::CountTokens,
+                json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+            ),
+        ] {
+            let error = DemoProvider.stream(call_to(endpoint, &body)).await.err().unwrap();
+            assert!(
+                matches!(error, ChatError::Invalid(ref invalid) if invalid.param.as_deref() == Some("stream"))
+            );
+        }
     }
 
     #[tokio::test]
-    async fn stream_sends_role_words_finish_and_usage_when_asked() {
-        let chunks: Vec<Value> = DemoProvider
-            .stream(call(
-                json!({"model": "m", "stream": true, "stream_options": {"include_usage": true},
-                "messages": [{"role": "user", "content": "hi"}]}),
-            ))
+    async fn a_streamed_response_is_remembered_for_its_calls_by_id() {
+        let body = json!({"model": "m", "input": "hi", "stream": true});
+        let events: Vec<Value> = DemoProvider
+            .stream(call_to(Endpoint::Responses, &body))
             .await
             .unwrap()
             .map_ok(|chunk| value(chunk.json()))
             .try_collect()
             .await
             .unwrap();
-
-        let deltas: Vec<(Value, Value)> = chunks
-            .iter()
-            .filter_map(|chunk| chunk["choices"].get(0))
-            .map(|choice| {
-                (
-                    choice["delta"]["content"].clone(),
-                    choice["finish_reason"].clone(),
-                )
-            })
-            .collect();
-        assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
-        assert_eq!(
-            deltas,
-            vec![
-                (json!(""), Value::Null),
-                (json!("You"), Value::Null),
-                (json!(" said:"), Value::Null),
-                (json!(" hi"), Value::Null),
-                (Value::Null, json!("stop")),
-            ]
-        );
-        let last = chunks.last().unwrap();
-        assert_eq!(last["choices"], json!([]));
-        assert_eq!(last["usage"]["completion_tokens"], 3);
+        let completed = events.last().unwrap()["response"].clone();
+        let call = ResponseCall {
+            action: gatewayz_domain::ResponseAction::Retrieve,
+            id: completed["id"].as_str().unwrap().to_owned(),
+            query: None,
+            route: gatewayz_domain::Route::Demo,
+            credentials: gatewayz_domain::Credentials::None,
+            context: gatewayz_domain::RequestContext::new("req-2"),
+        };
+        let stored = DemoProvider.respond_by_id(call).await.unwrap();
+        assert_eq!(value(&stored), completed);
     }
 }
