@@ -122,7 +122,7 @@ fn settings(vars: &[(&str, &str)]) -> Settings {
 }
 
 pub fn demo_service() -> ChatService {
-    let providers = Providers::default().with(ProviderKind::Demo, Arc::new(DemoProvider::default()));
+    let providers = Providers::default().with(ProviderKind::Demo, Arc::new(DemoProvider));
     ChatService::new(providers, Arc::new(no_keys())).with_response_memory(Arc::new(
         gatewayz_adapters::responses::InProcessResponses::new(Duration::from_secs(3600)),
     ))
