@@ -248,14 +248,30 @@ impl ApiError {
     /// The status on an Anthropic API path: the same, except that the
     /// gateway shedding load answers 529, as Anthropic does.
     pub fn anthropic_status(&self) -> StatusCode {
-        if self.code.as_deref() == Some("overloaded") {
+        if matches!(self.code.as_deref(), Some("overloaded" | "overloaded_error")) {
             return StatusCode::from_u16(ANTHROPIC_OVERLOADED).unwrap_or(self.status);
         }
         self.status
     }
 
-    /// Anthropic's error type for the status.
+    /// Anthropic's error type: the upstream's own when it gave one (an
+    /// Anthropic provider's), else the status's.
     fn anthropic_type(&self) -> &'static str {
+        const TYPES: [&str; 10] = [
+            "invalid_request_error",
+            "authentication_error",
+            "billing_error",
+            "permission_error",
+            "not_found_error",
+            "request_too_large",
+            "rate_limit_error",
+            "timeout_error",
+            "api_error",
+            "overloaded_error",
+        ];
+        if let Some(kind) = TYPES.into_iter().find(|kind| self.code.as_deref() == Some(kind)) {
+            return kind;
+        }
         match self.anthropic_status().as_u16() {
             401 => "authentication_error",
             403 => "permission_error",

@@ -17,17 +17,38 @@ const ERROR_BODY_LIMIT: usize = 64 * 1024;
 /// `{"error": {...}, "provider": "..."}`: a provider's error, forwarded by
 /// Portkey, which names the provider; without that name the error is
 /// Portkey's own.
+///
+/// Anthropic's own shape, `{"type": "error", "error": {"type", "message"}}`
+/// (its stream's `error` event), is the provider's too: its error type is
+/// its code.
 #[derive(Deserialize)]
 struct ProviderErrorBody {
     error: ProviderErrorDetail,
     #[serde(default)]
     provider: Option<serde_json::Value>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct ProviderErrorDetail {
     #[serde(default)]
     message: Option<String>,
+    #[serde(default)]
+    param: Option<String>,
+    #[serde(default, deserialize_with = "code")]
+    code: Option<String>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+}
+
+/// The Responses API stream's `error` event:
+/// `{"type": "error", "code", "message", "param"}`.
+#[derive(Deserialize)]
+struct ErrorEvent {
+    #[serde(rename = "type")]
+    kind: String,
+    message: String,
     #[serde(default)]
     param: Option<String>,
     #[serde(default, deserialize_with = "code")]
@@ -55,8 +76,9 @@ fn code<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Stri
 pub(crate) fn describe_error_body(status: u16, body: &[u8]) -> UpstreamError {
     if let Ok(body) = serde_json::from_slice::<ProviderErrorBody>(body) {
         let detail = body.error;
+        let anthropic = body.kind.as_deref() == Some("error");
         // Portkey answers its own request timeout (408) in the provider shape.
-        let source = if body.provider.is_some() && status != 408 {
+        let source = if (body.provider.is_some() || anthropic) && status != 408 {
             ErrorSource::Provider
         } else {
             ErrorSource::Portkey
@@ -66,7 +88,18 @@ pub(crate) fn describe_error_body(status: u16, body: &[u8]) -> UpstreamError {
             status: Some(status),
             message: detail.message.unwrap_or_else(|| format!("HTTP {status}")),
             param: detail.param,
-            code: detail.code,
+            code: detail.code.or(detail.kind.filter(|_| anthropic)),
+        };
+    }
+    if let Ok(event) = serde_json::from_slice::<ErrorEvent>(body)
+        && event.kind == "error"
+    {
+        return UpstreamError {
+            source: ErrorSource::Provider,
+            status: Some(status),
+            message: event.message,
+            param: event.param,
+            code: event.code,
         };
     }
     if let Ok(body) = serde_json::from_slice::<PortkeyFailureBody>(body)

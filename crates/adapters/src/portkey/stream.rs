@@ -166,12 +166,24 @@ where
             // A provider that fails mid-stream sends `data: {"error": {...}}`;
             // Portkey passes it on without naming the provider.
             Err(_) if data.windows(7).any(|window| window == b"\"error\"") => {
-                let error = describe_error_body(200, &data);
-                Err(ChatError::UpstreamFailed(UpstreamError {
+                let error = UpstreamError {
                     status: None,
                     source: ErrorSource::Provider,
-                    ..error
-                }))
+                    ..describe_error_body(200, &data)
+                };
+                // A provider that is overloaded or limiting says so by its
+                // code (Anthropic's error types, OpenAI's codes): a client
+                // may retry those, and tell them apart.
+                Err(match error.code.as_deref() {
+                    Some("overloaded_error" | "server_is_overloaded" | "slow_down") => {
+                        ChatError::Unavailable(error)
+                    }
+                    Some("rate_limit_error" | "rate_limit_exceeded") => ChatError::RateLimited {
+                        error,
+                        retry_after: None,
+                    },
+                    _ => ChatError::UpstreamFailed(error),
+                })
             }
             Err(shape) => Err(errors::invalid_response(format!(
                 "a stream event is not {}: {shape}",
