@@ -429,6 +429,8 @@ impl ChatService {
                     None if endpoint == Endpoint::CountTokens => ticket.settle(Spend::default()),
                     // No usage: estimated, the completion from the answer's
                     // size (a token is ~4 bytes; ~200 bytes are its frame).
+                    // An embedding generates no tokens: its vectors are not text.
+                    None if endpoint == Endpoint::Embeddings => drop(ticket),
                     None => {
                         ticket.completion_estimate = (response.len().saturating_sub(200) / 4) as u64;
                         drop(ticket);

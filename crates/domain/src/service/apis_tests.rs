@@ -293,3 +293,27 @@ async fn a_deleted_response_is_forgotten_and_an_unknown_one_never_reaches_a_prov
         "{unknown:?}"
     );
 }
+
+#[tokio::test]
+async fn no_secret_of_the_request_is_remembered_with_its_response() {
+    let upstream = Arc::new(Upstream::default());
+    let memory = Arc::new(Memory::default());
+    let service = service(upstream, memory.clone());
+    let mut made = command(Endpoint::Responses, json!({"model": "m", "input": "hi"}), key("team-a"));
+    made.routing.portkey_virtual_key = Some("vk-very-secret".into());
+    made.routing.portkey_config = Some(
+        crate::portkey_routing::PortkeyRouting::from_value(
+            "portkey_config",
+            json!({"targets": [{"provider": "openai", "api_key": "sk-config-secret"}]}),
+        )
+        .unwrap(),
+    );
+
+    service.execute(made).await.unwrap();
+
+    let remembered = memory.0.lock().unwrap().values().cloned().collect::<Vec<_>>();
+    assert_eq!(remembered.len(), 1);
+    let stored = serde_json::to_string(&remembered[0]).unwrap();
+    assert!(!stored.contains("vk-very-secret") && !stored.contains("sk-config-secret"), "{stored}");
+    assert!(!format!("{:?}", remembered[0]).contains("secret"), "{:?}", remembered[0]);
+}
