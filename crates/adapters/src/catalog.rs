@@ -110,6 +110,15 @@ impl<'de> Deserialize<'de> for Millis {
     }
 }
 
+/// The first of `targets` that cannot serve `service` (see
+/// [`crate::portkey::serves`]); the demo serves every API.
+fn unserved(targets: &Node, service: Service) -> Option<&TargetSpec> {
+    targets.targets().into_iter().find(|spec| match &spec.target {
+        Target::Demo { .. } => false,
+        Target::Portkey { provider, .. } => !crate::portkey::serves(*provider, service),
+    })
+}
+
 /// A `[[models]]` entry or one of its `targets`: a single target (given
 /// inline), or a group (`strategy` and `targets`). `id`, `max_tokens` and
 /// `routing` belong to models only.
@@ -317,9 +326,12 @@ impl<E: Fn(&str) -> Option<String>> Reader<'_, E> {
             ));
         }
         let max_tokens = raw.max_tokens.take().map(|limit| limit.into_inner().0);
-        let endpoints = match raw.endpoints.take() {
-            None => Service::DEFAULT.to_vec(),
-            Some(listed) => self.endpoints(&path, listed)?,
+        let listed = match raw.endpoints.take() {
+            None => None,
+            Some(listed) => {
+                let at = listed.span().start;
+                Some((at, self.endpoints(&path, listed)?))
+            }
         };
         let policy = raw
             .routing
@@ -333,6 +345,30 @@ impl<E: Fn(&str) -> Option<String>> Reader<'_, E> {
             pricing: None,
         };
         let targets = self.node(at, raw, &place, &mut Vec::new())?;
+        let endpoints = match listed {
+            // What every target can serve, of what models serve by default.
+            None => Service::DEFAULT
+                .into_iter()
+                .filter(|service| unserved(&targets, *service).is_none())
+                .collect(),
+            Some((at, listed)) => {
+                for service in &listed {
+                    if let Some(spec) = unserved(&targets, *service) {
+                        return Err(self.at(
+                            at,
+                            &place.path,
+                            "endpoints",
+                            format!(
+                                "`{service}` is not served for target `{}` ({}) through Portkey",
+                                spec.name,
+                                spec.target.owner()
+                            ),
+                        ));
+                    }
+                }
+                listed
+            }
+        };
         Ok(ModelEntry {
             id,
             targets,

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
+use gatewayz_domain::model::translate;
 use gatewayz_domain::{
-    ChatError, ChatProvider, ChatResponse, ChatStream, Endpoint, ProviderCall, ResponseAction, ResponseCall,
-    Route, UpstreamProvider, ValidationError,
+    ChatError, ChatProvider, ChatRequest, ChatResponse, ChatStream, Endpoint, ProviderCall, ResponseAction,
+    ResponseCall, Route, Service, UpstreamProvider, ValidationError,
 };
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use reqwest::{Client, Url};
@@ -289,20 +290,65 @@ const fn answer_name(endpoint: Endpoint) -> &'static str {
 }
 
 /// Refuses, before any call, an API that Portkey does not serve for the
-/// route's provider: its Messages API (and token count) reaches Anthropic
-/// only, its Responses API OpenAI only (Portkey 1.15 answers the others
-/// "not supported"). Chat completions and embeddings go to every provider.
+/// route's provider: Anthropic's token count is Anthropic's alone (a count
+/// is never guessed), the Responses API OpenAI's (Portkey 1.15 answers the
+/// others "not supported"). Chat completions and embeddings go to every
+/// provider, and the Messages API too: translated to chat completions for
+/// any provider but Anthropic ([`via_chat`]).
 fn served(endpoint: Endpoint, route: &Route) -> Result<(), ChatError> {
     let Route::Portkey { provider, .. } = route else {
         return Ok(());
     };
-    match (endpoint, provider) {
-        (Endpoint::Messages | Endpoint::CountTokens, UpstreamProvider::Anthropic)
-        | (Endpoint::Responses, UpstreamProvider::OpenAi)
-        | (Endpoint::Chat | Endpoint::Embeddings, _) => Ok(()),
-        (Endpoint::Messages | Endpoint::CountTokens, _) => Err(not_served("the Messages API", route)),
-        (Endpoint::Responses, _) => Err(not_served("the Responses API", route)),
+    let service = match endpoint {
+        Endpoint::CountTokens => Service::Messages,
+        other => other.service(),
+    };
+    if serves(*provider, service)
+        && (endpoint != Endpoint::CountTokens || *provider == UpstreamProvider::Anthropic)
+    {
+        return Ok(());
     }
+    Err(match endpoint {
+        Endpoint::CountTokens => not_served("Anthropic's token count", route),
+        Endpoint::Responses => not_served("the Responses API", route),
+        _ => not_served(service.path(), route),
+    })
+}
+
+/// Whether the gateway serves `service` for `provider` through Portkey:
+/// the catalog checks its models' `endpoints` against it.
+pub fn serves(provider: UpstreamProvider, service: Service) -> bool {
+    match service {
+        Service::Chat | Service::Messages => true,
+        // Anthropic has no embeddings API.
+        Service::Embeddings => provider != UpstreamProvider::Anthropic,
+        Service::Responses => provider == UpstreamProvider::OpenAi,
+    }
+}
+
+/// Whether `call` asks the Messages API of a provider Portkey reaches only
+/// by chat completions: it is sent as one, and its answer written back.
+fn via_chat(call: &ProviderCall) -> bool {
+    call.request.endpoint() == Endpoint::Messages
+        && !matches!(
+            call.route,
+            Route::Portkey {
+                provider: UpstreamProvider::Anthropic,
+                ..
+            }
+        )
+}
+
+/// `call` as the chat completion that asks the same.
+fn as_chat(call: &ProviderCall) -> Result<ProviderCall, ChatError> {
+    let body = translate::chat_body(&call.body)?;
+    Ok(ProviderCall {
+        request: ChatRequest::parse(body.clone())?,
+        body,
+        route: call.route.clone(),
+        credentials: call.credentials.clone(),
+        context: call.context.clone(),
+    })
 }
 
 fn not_served(api: &str, route: &Route) -> ChatError {
@@ -311,7 +357,7 @@ fn not_served(api: &str, route: &Route) -> ChatError {
         ValidationError::new(
             "model",
             format!(
-                "Portkey does not serve {api} for provider `{provider}`: route this model to one that has it"
+                "The gateway does not serve {api} for provider `{provider}` through Portkey: route this model to one that has it"
             ),
         )
         .with_code("endpoint_not_supported"),
@@ -348,6 +394,14 @@ fn build_client(timeouts: Timeouts) -> Result<Client, PortkeySetupError> {
 #[async_trait]
 impl ChatProvider for PortkeyClient {
     async fn complete(&self, call: ProviderCall) -> Result<ChatResponse, ChatError> {
+        if via_chat(&call) {
+            let completion = self.complete(as_chat(&call)?).await?;
+            return translate::message(&completion).map_err(|shape| {
+                errors::invalid_response(format!(
+                    "the chat completion cannot be read as a message: {shape}"
+                ))
+            });
+        }
         // Every error passes the scrubber: any upstream text in it may hold a key.
         self.call_complete(&call)
             .await
@@ -361,6 +415,9 @@ impl ChatProvider for PortkeyClient {
     }
 
     async fn stream(&self, call: ProviderCall) -> Result<ChatStream, ChatError> {
+        if via_chat(&call) {
+            return Ok(translate::message_events(self.stream(as_chat(&call)?).await?));
+        }
         let secrets = Secrets::of(&call);
         match self.call_stream(&call).await {
             Err(error) => Err(secrets.scrub(error)),

@@ -1,4 +1,5 @@
-//! The Portkey adapter: chat completions through Portkey's gateway over HTTP.
+//! The Portkey adapter: chat completions, embeddings, Anthropic's Messages API
+//! and OpenAI's Responses API through Portkey's gateway over HTTP.
 
 mod client;
 mod errors;
@@ -8,7 +9,7 @@ mod settings;
 mod sse;
 mod stream;
 
-pub use client::{PortkeyClient, PortkeySetupError};
+pub use client::{PortkeyClient, PortkeySetupError, serves};
 pub(crate) use headers::check_config;
 pub use headers::{MAX_CONFIG_BYTES, PortkeyHeaderRules};
 pub use settings::{DEFAULT_BASE_URL, PortkeySettings, Timeouts};

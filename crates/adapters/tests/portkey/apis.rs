@@ -125,7 +125,6 @@ async fn an_api_portkey_does_not_serve_for_the_provider_is_refused_before_any_ca
     let server = MockServer::start().await;
     let adapter = provider(&server, &[]);
     let refused = [
-        call_to(Endpoint::Messages, UpstreamProvider::OpenAi, messages_body(false)),
         call_to(
             Endpoint::CountTokens,
             UpstreamProvider::OpenAi,
@@ -136,6 +135,11 @@ async fn an_api_portkey_does_not_serve_for_the_provider_is_refused_before_any_ca
             UpstreamProvider::Anthropic,
             json!({"model": "c", "input": "x"}),
         ),
+        call_to(
+            Endpoint::Embeddings,
+            UpstreamProvider::Anthropic,
+            json!({"model": "c", "input": "x"}),
+        ),
     ];
 
     for call in refused {
@@ -143,11 +147,7 @@ async fn an_api_portkey_does_not_serve_for_the_provider_is_refused_before_any_ca
             panic!("not refused");
         };
         assert_eq!(error.code.as_deref(), Some("endpoint_not_supported"));
-        assert!(
-            error.message.contains("Portkey does not serve"),
-            "{}",
-            error.message
-        );
+        assert!(error.message.contains("does not serve"), "{}", error.message);
     }
     assert!(server.received_requests().await.unwrap().is_empty());
 }
@@ -297,4 +297,92 @@ async fn calls_by_id_reach_their_paths_and_methods_with_the_query() {
         matches!(&cancelled, Err(ChatError::UpstreamRejected(error)) if error.status == Some(400)),
         "{cancelled:?}"
     );
+}
+
+#[tokio::test]
+async fn the_messages_api_of_a_chat_only_provider_is_asked_as_a_chat_completion_and_answered_as_a_message() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .and(body_json(json!({"model": "gpt-4o-mini", "max_tokens": 10,
+            "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "chatcmpl-1",
+            "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "finish_reason": "length", "message": {"role": "assistant", "content": "Hello"}}],
+            "usage": {"prompt_tokens": 9, "completion_tokens": 10}})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let body = json!({"model": "gpt-4o-mini", "max_tokens": 10, "system": "Be brief.",
+        "messages": [{"role": "user", "content": "hi"}]});
+
+    let message = provider(&server, &[])
+        .complete(call_to(Endpoint::Messages, UpstreamProvider::OpenAi, body))
+        .await
+        .unwrap();
+
+    let value: Value = serde_json::from_slice(&message.json()).unwrap();
+    assert_eq!(value["type"], "message");
+    assert_eq!(value["content"], json!([{"type": "text", "text": "Hello"}]));
+    assert_eq!(value["stop_reason"], "max_tokens");
+    assert_eq!(value["usage"]["input_tokens"], 9);
+    assert_eq!(message.usage().map(|usage| usage.completion_tokens), Some(10));
+}
+
+#[tokio::test]
+async fn the_messages_stream_of_a_chat_only_provider_is_written_as_anthropic_events() {
+    let chunk = |delta: Value, finish: Value| {
+        json!({"id": "chatcmpl-2", "object": "chat.completion.chunk", "created": 1, "model": "llama",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        .to_string()
+    };
+    let events = sse(&[
+        chunk(json!({"role": "assistant", "content": "Hel"}), Value::Null),
+        chunk(json!({"content": "lo"}), json!("stop")),
+        json!({"id": "chatcmpl-2", "object": "chat.completion.chunk", "created": 1, "model": "llama",
+            "choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 2}})
+        .to_string(),
+        "[DONE]".to_owned(),
+    ]);
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .and(wiremock::matchers::body_partial_json(
+            json!({"stream": true, "stream_options": {"include_usage": true}}),
+        ))
+        .respond_with(sse_response(events))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let items: Vec<_> = provider(&server, &[])
+        .stream(call_to(
+            Endpoint::Messages,
+            UpstreamProvider::OpenAi,
+            messages_body(true),
+        ))
+        .await
+        .unwrap()
+        .map(|item| serde_json::from_slice::<Value>(item.unwrap().json()).unwrap())
+        .collect()
+        .await;
+
+    let kinds: Vec<_> = items
+        .iter()
+        .map(|event| event["type"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "message_start",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop"
+        ]
+    );
+    assert_eq!(items[5]["usage"]["output_tokens"], 2);
+    assert_eq!(items[5]["delta"]["stop_reason"], "end_turn");
 }

@@ -12,6 +12,7 @@ mod request;
 mod response;
 mod role;
 mod tokens;
+pub mod translate;
 
 pub use chunk::{ChatChunk, ChunkHead};
 pub use endpoint::{Endpoint, Service};
