@@ -871,6 +871,72 @@ max_tokens = 300
     }
 
     #[test]
+    fn a_model_serves_what_all_its_targets_can_unless_it_lists_its_endpoints() {
+        let catalog = parse(
+            "c.toml",
+            r#"
+[[models]]
+id = "mixed"
+strategy = "fallback"
+[[models.targets]]
+portkey_provider = "openai"
+upstream_model = "gpt-4o"
+[[models.targets]]
+portkey_provider = "anthropic"
+upstream_model = "claude"
+
+[[models]]
+id = "gpt"
+portkey_provider = "openai"
+
+[[models]]
+id = "embed"
+provider = "demo"
+endpoints = ["embeddings"]
+"#,
+            no_env,
+        )
+        .unwrap();
+        let served = |id: &str| catalog.get(id).unwrap().endpoints.clone();
+        // Anthropic has no Responses API: a model that may fall back to it neither.
+        assert_eq!(served("mixed"), [Service::Chat, Service::Messages]);
+        assert_eq!(
+            served("gpt"),
+            [Service::Chat, Service::Messages, Service::Responses]
+        );
+        assert_eq!(served("embed"), [Service::Embeddings]);
+
+        let built_in = load(None, no_env).unwrap();
+        assert!(built_in.get("demo-embedding-1").unwrap().serves(Service::Embeddings));
+        assert!(!built_in.get("claude-3-5-haiku-latest").unwrap().serves(Service::Responses));
+    }
+
+    #[test]
+    fn endpoints_that_cannot_be_served_or_are_unknown_stop_the_catalog() {
+        let head = "[[models]]\nid = \"a\"\nportkey_provider = \"anthropic\"\n";
+        for (text, needle) in [
+            (
+                format!("{head}endpoints = [\"chat\", \"responses\"]\n"),
+                "models[0].endpoints: `responses` is not served for target `anthropic/a` (anthropic)",
+            ),
+            (
+                format!("{head}endpoints = [\"embeddings\"]\n"),
+                "`embeddings` is not served",
+            ),
+            (format!("{head}endpoints = []\n"), "must name at least one endpoint"),
+            (
+                format!("{head}endpoints = [\"chat\", \"images\"]\n"),
+                "unknown endpoint `images`; known: chat, embeddings, messages, responses",
+            ),
+            (format!("{head}endpoints = [\"chat\", \"chat\"]\n"), "`chat` is listed twice"),
+        ] {
+            let message = error(&text);
+            assert!(message.starts_with("test.toml:4:"), "{message}");
+            assert!(message.contains(needle), "{needle} in {message}");
+        }
+    }
+
+    #[test]
     fn an_unreadable_file_is_named() {
         let err = load(Some(Path::new("/nonexistent/catalog.toml")), no_env).unwrap_err();
         assert!(

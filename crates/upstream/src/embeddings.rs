@@ -2,11 +2,11 @@
 //! derived from each input's content, so a test can tell inputs apart and
 //! rely on the same input giving the same vector on every run.
 
+use base64::Engine;
 use hyper::{Response, StatusCode};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::base64;
 use crate::errors;
 use crate::ids::mix;
 use crate::reply::{Reply, json_response};
@@ -155,7 +155,7 @@ fn embed(body: &[u8]) -> Result<String, (String, Option<&'static str>)> {
             let vector = input.vector(dimensions);
             let embedding = if base64 {
                 let bytes: Vec<u8> = vector.iter().flat_map(|value| value.to_le_bytes()).collect();
-                Vector::Base64(base64::encode(&bytes))
+                Vector::Base64(base64::engine::general_purpose::STANDARD.encode(&bytes))
             } else {
                 Vector::Floats(vector)
             };

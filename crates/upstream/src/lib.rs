@@ -30,7 +30,6 @@
 //! benchmark measures.
 
 mod args;
-mod base64;
 mod embeddings;
 mod errors;
 mod fault;
