@@ -11,7 +11,9 @@ through the real Portkey gateway, with these variables set:
   MESSAGES_MODEL              a model that serves /v1/messages
   PRICED                      "1" when the catalog prices MESSAGES_MODEL
   EXPECT_UPSTREAM_SAW         "1" when the upstream is gatewayz-upstream, which
-                              says which anthropic-* headers reached it
+                              says which anthropic-* headers reached it; the
+                              Messages API of an OpenAI model (translated to
+                              chat completions by the gateway) is checked too
 
 Exits non-zero on the first failed check.
 """
@@ -155,5 +157,44 @@ raises(
     anthropic.BadRequestError,
     lambda: client.messages.count_tokens(model="demo-embedding-1", messages=MESSAGES),
 )
+
+if EXPECT_UPSTREAM_SAW:
+    # Through Portkey, a model that speaks only chat completions: the
+    # gateway asks it a chat completion and answers as Anthropic would.
+    TRANSLATED = "@openai/gpt-4o-mini"
+    message = client.messages.create(
+        model=TRANSLATED,
+        max_tokens=64,
+        system="Be brief.",
+        messages=MESSAGES,
+        stop_sequences=["END"],
+    )
+    assert message.type == "message" and message.role == "assistant", message
+    assert message.content[0].type == "text" and message.content[0].text, message
+    assert message.stop_reason in ("end_turn", "max_tokens"), message
+    assert message.usage.input_tokens > 0 and message.usage.output_tokens > 0, message.usage
+    with client.messages.stream(model=TRANSLATED, max_tokens=64, messages=MESSAGES) as stream:
+        streamed = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    # The benchmark upstream streams other words than it answers whole.
+    assert streamed and final.content[0].text == streamed, (streamed, final)
+    assert final.stop_reason in ("end_turn", "max_tokens"), final
+    assert final.usage.output_tokens > 0, final.usage
+    untranslatable = raises(
+        anthropic.BadRequestError,
+        lambda: client.messages.create(
+            model=TRANSLATED,
+            max_tokens=16,
+            messages=[{"role": "user", "content": [
+                {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "x"}}
+            ]}],
+        ),
+    )
+    assert untranslatable.body["error"]["code"] == "untranslatable", untranslatable.body
+    # A count of tokens is the provider's, never guessed: none for OpenAI.
+    raises(
+        anthropic.BadRequestError,
+        lambda: client.messages.count_tokens(model=TRANSLATED, messages=MESSAGES),
+    )
 
 print("python anthropic", anthropic.__version__, "messages via", MODEL, ": all checks passed")
