@@ -113,6 +113,16 @@ async fn by_id(
             )));
         }
     };
+    if query.as_deref().is_some_and(|query| {
+        query
+            .split('&')
+            .any(|pair| pair.eq_ignore_ascii_case("stream=true"))
+    }) {
+        return Err(ApiError::invalid_request(
+            "Streaming a stored response (`stream=true`) is not served: retrieve it whole",
+        )
+        .with_param("stream"));
+    }
     let record = request
         .extensions()
         .get::<CallRecord>()

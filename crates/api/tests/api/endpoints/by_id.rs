@@ -180,3 +180,24 @@ async fn a_response_is_forgotten_by_the_gateway_after_its_time_to_live() {
 
     assert_not_found(call_as(&app, Method::GET, KEY, &path).await).await;
 }
+
+#[tokio::test]
+async fn ids_and_queries_that_cannot_be_passed_on_are_refused_before_any_lookup() {
+    let app = TestApp::production(&[]).await;
+    let created = create(&app, KEY, &response_request("demo-1", "Hello there", false)).await;
+    let id = id_of(&created);
+
+    for (path, param) in [
+        (format!("{RESPONSES}/{id}?stream=true"), "stream"),
+        (format!("{RESPONSES}/resp%2F..%2Fx"), "response_id"),
+        (format!("{RESPONSES}/{}", "r".repeat(300)), "response_id"),
+    ] {
+        let (status, body) = status_and_json(call_as(&app, Method::GET, KEY, &path).await).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(assert_openai_error(&body)["param"], param, "{path}: {body}");
+    }
+    // The same response is still there, whole.
+    let (status, _) =
+        status_and_json(call_as(&app, Method::GET, KEY, &format!("{RESPONSES}/{id}")).await).await;
+    assert_eq!(status, 200);
+}
