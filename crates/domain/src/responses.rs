@@ -68,6 +68,7 @@ pub struct ResponseCommand {
     /// passed on as it came.
     pub query: Option<String>,
     pub context: RequestContext,
-    /// The id of the gateway key that asks.
-    pub owner: String,
+    /// The policy of the gateway key that asks: only the key that made a
+    /// response reaches it, within its model list and request rate.
+    pub key: Option<std::sync::Arc<crate::limits::KeyPolicy>>,
 }

@@ -762,12 +762,32 @@ impl ChatService {
             id,
             query,
             context,
-            owner,
+            key,
         } = command;
         let stored = self
-            .recall(&id, &owner)
+            .recall(&id, &owner(key.as_ref()))
             .await?
             .ok_or_else(|| ChatError::ResponseNotFound(quote(&id).into_owned()))?;
+        // The key's policy as it is now: its model list, and its rate of
+        // requests (a call by id spends no tokens).
+        if let Some(key) = key.as_ref().filter(|key| !key.allows_model(&stored.model)) {
+            return Err(ChatError::ModelNotAllowed {
+                model: quote(&stored.model).into_owned(),
+                key: key.id.clone(),
+            });
+        }
+        let reservation = key
+            .filter(|key| key.has_limits() && self.limits.is_some())
+            .map(|policy| Reservation {
+                policy,
+                prompt_estimate: 0,
+                output_limit: 0,
+                pricing: None,
+            });
+        let ticket = match reservation {
+            Some(reservation) => self.admit(reservation, &context).await?,
+            None => None,
+        };
         let located = self.locate(&stored)?;
         let record = context.record.clone();
         record.update(|facts| {
@@ -795,6 +815,9 @@ impl ChatService {
         let started = Instant::now();
         let answer = tokio::time::timeout(self.request_timeout, provider.respond_by_id(call)).await;
         record.update(|facts| facts.upstream = Some(started.elapsed()));
+        if let Some(ticket) = ticket {
+            ticket.settle(Spend::default());
+        }
         let answer = answer.map_err(|_| {
             ChatError::Timeout(crate::error::UpstreamError::new(
                 crate::error::ErrorSource::Gateway,

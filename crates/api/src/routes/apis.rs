@@ -128,12 +128,12 @@ async fn by_id(
         .get::<CallRecord>()
         .cloned()
         .unwrap_or_default();
-    let owner = policy_of(request).map_or_else(String::new, |key| key.id.clone());
+
     let command = ResponseCommand {
         action,
         id: id.to_owned(),
         query,
-        owner,
+        key: policy_of(request),
         context: RequestContext {
             record: record.clone(),
             request_id: RequestId::of(request),

@@ -135,12 +135,13 @@ fn command(endpoint: Endpoint, body: serde_json::Value, key: Option<Arc<KeyPolic
 }
 
 fn by_id(action: ResponseAction, id: &str, owner: &str) -> ResponseCommand {
+    let owner = key(owner);
     ResponseCommand {
         action,
         id: id.into(),
         query: None,
         context: RequestContext::default(),
-        owner: owner.into(),
+        key: owner,
     }
 }
 

@@ -201,3 +201,34 @@ async fn ids_and_queries_that_cannot_be_passed_on_are_refused_before_any_lookup(
         status_and_json(call_as(&app, Method::GET, KEY, &format!("{RESPONSES}/{id}")).await).await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn calls_by_id_count_against_the_keys_request_rate_and_model_list() {
+    let keys = PolicyFile::new(
+        "endpoints-by-id-rate",
+        &entry("team-a", KEY_A, "rpm = 3\nmodels = [\"demo-*\"]"),
+    );
+    let app = TestApp::production(&[("GATEWAYZ_API_KEYS_FILE", keys.path())]).await;
+    let created = create(&app, KEY_A, &response_request("demo-1", "Hello there", false)).await;
+    let path = format!("{RESPONSES}/{}", id_of(&created));
+
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(call_as(&app, Method::GET, KEY_A, &path).await.status().as_u16());
+    }
+
+    // One create and two calls by id fill the minute; the third is refused.
+    assert_eq!(statuses, [200, 200, 429]);
+
+    // A model the key may no longer use is refused by id as on create.
+    keys.write(&entry("team-a", KEY_A, "models = [\"other-*\"]"));
+    eventually(10, "the key file is reloaded", || {
+        let app = &app;
+        let path = &path;
+        async move {
+            let (status, body) = status_and_json(call_as(app, Method::GET, KEY_A, path).await).await;
+            status == 403 && body["error"]["code"] == "model_not_allowed"
+        }
+    })
+    .await;
+}
