@@ -907,8 +907,18 @@ endpoints = ["embeddings"]
         assert_eq!(served("embed"), [Service::Embeddings]);
 
         let built_in = load(None, no_env).unwrap();
-        assert!(built_in.get("demo-embedding-1").unwrap().serves(Service::Embeddings));
-        assert!(!built_in.get("claude-3-5-haiku-latest").unwrap().serves(Service::Responses));
+        assert!(
+            built_in
+                .get("demo-embedding-1")
+                .unwrap()
+                .serves(Service::Embeddings)
+        );
+        assert!(
+            !built_in
+                .get("claude-3-5-haiku-latest")
+                .unwrap()
+                .serves(Service::Responses)
+        );
     }
 
     #[test]
@@ -923,12 +933,18 @@ endpoints = ["embeddings"]
                 format!("{head}endpoints = [\"embeddings\"]\n"),
                 "`embeddings` is not served",
             ),
-            (format!("{head}endpoints = []\n"), "must name at least one endpoint"),
+            (
+                format!("{head}endpoints = []\n"),
+                "must name at least one endpoint",
+            ),
             (
                 format!("{head}endpoints = [\"chat\", \"images\"]\n"),
                 "unknown endpoint `images`; known: chat, embeddings, messages, responses",
             ),
-            (format!("{head}endpoints = [\"chat\", \"chat\"]\n"), "`chat` is listed twice"),
+            (
+                format!("{head}endpoints = [\"chat\", \"chat\"]\n"),
+                "`chat` is listed twice",
+            ),
         ] {
             let message = error(&text);
             assert!(message.starts_with("test.toml:4:"), "{message}");
