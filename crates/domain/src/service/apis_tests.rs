@@ -300,7 +300,11 @@ async fn no_secret_of_the_request_is_remembered_with_its_response() {
     let upstream = Arc::new(Upstream::default());
     let memory = Arc::new(Memory::default());
     let service = service(upstream, memory.clone());
-    let mut made = command(Endpoint::Responses, json!({"model": "m", "input": "hi"}), key("team-a"));
+    let mut made = command(
+        Endpoint::Responses,
+        json!({"model": "m", "input": "hi"}),
+        key("team-a"),
+    );
     made.routing.portkey_virtual_key = Some("vk-very-secret".into());
     made.routing.portkey_config = Some(
         crate::portkey_routing::PortkeyRouting::from_value(
@@ -315,6 +319,13 @@ async fn no_secret_of_the_request_is_remembered_with_its_response() {
     let remembered = memory.0.lock().unwrap().values().cloned().collect::<Vec<_>>();
     assert_eq!(remembered.len(), 1);
     let stored = serde_json::to_string(&remembered[0]).unwrap();
-    assert!(!stored.contains("vk-very-secret") && !stored.contains("sk-config-secret"), "{stored}");
-    assert!(!format!("{:?}", remembered[0]).contains("secret"), "{:?}", remembered[0]);
+    assert!(
+        !stored.contains("vk-very-secret") && !stored.contains("sk-config-secret"),
+        "{stored}"
+    );
+    assert!(
+        !format!("{:?}", remembered[0]).contains("secret"),
+        "{:?}",
+        remembered[0]
+    );
 }
