@@ -3,84 +3,17 @@
 //!
 //! Needs node (see [`crate::peers`]).
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use serde_json::{Value, json};
 use wiremock::matchers::{body_partial_json, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{TestApp, sse_data};
-use crate::peers::{available, install_once, workspace};
+use crate::peers::PortkeyGateway;
 
 const PORTKEY_KEY: &str = "pk-chain-test";
 const OPENAI_KEY: &str = "sk-chain-openai";
 const ANTHROPIC_KEY: &str = "sk-ant-chain";
 const DEEPINFRA_KEY: &str = "di-chain";
-
-fn peer_dir() -> PathBuf {
-    workspace().join(".ci/portkey")
-}
-
-/// The Portkey gateway on a free loopback port, killed on drop.
-struct Portkey {
-    child: Child,
-    address: SocketAddr,
-}
-
-impl Drop for Portkey {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Portkey {
-    /// `None` (after saying so) where node is absent and the chain is optional.
-    fn start() -> Option<Self> {
-        if !available("node", "the Portkey chain test") {
-            return None;
-        }
-        install_once(
-            &peer_dir().join("node_modules/@portkey-ai/gateway/build/start-server.js"),
-            Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(peer_dir()),
-        );
-        let address = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let dir = peer_dir();
-        let child = Command::new("node")
-            .current_dir(&dir)
-            .args([
-                "--import",
-                "./loopback.mjs",
-                "node_modules/@portkey-ai/gateway/build/start-server.js",
-                &format!("--port={}", address.port()),
-                "--headless",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("node starts");
-        let mut portkey = Self { child, address };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(address).is_err() {
-            assert!(
-                portkey.child.try_wait().unwrap().is_none(),
-                "the Portkey gateway exited at start"
-            );
-            assert!(
-                Instant::now() < deadline,
-                "the Portkey gateway did not listen within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(portkey)
-    }
-}
 
 fn openai_completion(content: &str) -> Value {
     json!({"id": "chatcmpl-up", "object": "chat.completion", "created": 1_700_000_000, "model": "gpt-4o-mini",
@@ -195,18 +128,17 @@ async fn upstream() -> MockServer {
 }
 
 struct Chain {
-    _portkey: Portkey,
+    _portkey: PortkeyGateway,
     upstream: MockServer,
     app: TestApp,
 }
 
 async fn chain() -> Option<Chain> {
-    let portkey = Portkey::start()?;
+    let portkey = PortkeyGateway::start("the Portkey chain test")?;
     let upstream = upstream().await;
-    let base = format!("http://{}/v1", portkey.address);
     let custom_host = format!("{}/v1", upstream.uri());
     let app = TestApp::production(&[
-        ("PORTKEY_BASE_URL", &base),
+        ("PORTKEY_BASE_URL", &portkey.base_url()),
         ("PORTKEY_CUSTOM_HOST", &custom_host),
         ("PORTKEY_API_KEY", PORTKEY_KEY),
         ("PROVIDER_OPENAI_API_KEY", OPENAI_KEY),

@@ -1,12 +1,25 @@
-//! Real external peers the tests drive (the Portkey gateway, the OpenAI
-//! SDKs): finding their runtimes and installing them once, from lock files.
+//! Real external peers the tests drive (the Portkey gateway, the official
+//! SDKs): finding their runtimes, installing them once from lock files, and
+//! starting them on loopback.
 //!
 //! Where a runtime (node, python3) is absent the tests say so loudly and
 //! pass, unless `GATEWAYZ_REQUIRE_PEERS` is set (CI sets it): then they fail.
 
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use crate::helpers::{KEY, TestApp};
+
+/// How long the Portkey gateway may take to listen.
+const PORTKEY_START_DEADLINE: Duration = Duration::from_secs(30);
+
+/// How long one SDK script may take; each of its calls is on loopback.
+const SCRIPT_DEADLINE: Duration = Duration::from_secs(120);
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
@@ -45,4 +58,135 @@ pub fn install_once(marker: &Path, install: &mut Command) {
         "installing {} failed: {install:?}",
         marker.display()
     );
+}
+
+/// The real open-source Portkey gateway (npm `@portkey-ai/gateway`, locked
+/// in `.ci/portkey`) on a free loopback port, killed on drop.
+pub struct PortkeyGateway {
+    child: Child,
+    address: SocketAddr,
+}
+
+impl Drop for PortkeyGateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl PortkeyGateway {
+    /// Installs it once and starts it, waiting until it listens; `None`
+    /// (after saying so) where node is absent and peers are optional.
+    pub fn start(test: &str) -> Option<Self> {
+        if !available("node", test) {
+            return None;
+        }
+        let dir = workspace().join(".ci/portkey");
+        install_once(
+            &dir.join("node_modules/@portkey-ai/gateway/build/start-server.js"),
+            Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(&dir),
+        );
+        let address = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        // Its start script listens on every interface; loopback.mjs pins it
+        // to 127.0.0.1.
+        let child = Command::new("node")
+            .current_dir(&dir)
+            .args([
+                "--import",
+                "./loopback.mjs",
+                "node_modules/@portkey-ai/gateway/build/start-server.js",
+                &format!("--port={}", address.port()),
+                "--headless",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node starts");
+        let mut portkey = Self { child, address };
+        let deadline = Instant::now() + PORTKEY_START_DEADLINE;
+        while TcpStream::connect(address).is_err() {
+            assert!(
+                portkey.child.try_wait().unwrap().is_none(),
+                "the Portkey gateway exited at start"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "the Portkey gateway did not listen within {PORTKEY_START_DEADLINE:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(portkey)
+    }
+
+    /// Its base URL, `http://127.0.0.1:<port>/v1`: the gateway's
+    /// `PORTKEY_BASE_URL`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.address)
+    }
+}
+
+/// The official SDKs' scripts, with their lock files (`requirements.txt`,
+/// `package-lock.json`).
+pub fn sdk_dir() -> PathBuf {
+    workspace().join("crates/api/tests/sdk")
+}
+
+/// The python of a venv in [`sdk_dir`] with its `requirements.txt`
+/// installed, or `None` (after saying so) where python3 is absent and peers
+/// are optional.
+///
+/// The marker is named for the requirements' content, so a venv made
+/// before a package was added or a pin moved is brought up to date.
+pub fn sdk_python(test: &str) -> Option<PathBuf> {
+    if !available("python3", test) {
+        return None;
+    }
+    let venv = sdk_dir().join(".venv");
+    let python = venv.join("bin/python");
+    install_once(&python, Command::new("python3").args(["-m", "venv"]).arg(&venv));
+    let requirements = std::fs::read(sdk_dir().join("requirements.txt")).expect("requirements.txt is read");
+    let digest: String = Sha256::digest(&requirements)
+        .iter()
+        .take(8)
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    let marker = venv.join(format!("installed-{digest}"));
+    install_once(
+        &marker,
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{pip} install -q -r requirements.txt && touch {marker}",
+                pip = venv.join("bin/pip").display(),
+                marker = marker.display()
+            ))
+            .current_dir(sdk_dir()),
+    );
+    Some(python)
+}
+
+/// Runs an SDK script (`command`: its runtime and arguments) in [`sdk_dir`]
+/// against `app`, and fails with its output if it fails, overruns
+/// [`SCRIPT_DEADLINE`] or does not say `all checks passed`.
+pub async fn run_sdk_script(mut command: tokio::process::Command, app: &TestApp) {
+    command
+        .env("GATEWAYZ_URL", &app.address)
+        .env("GATEWAYZ_KEY", KEY)
+        .current_dir(sdk_dir())
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    // std's Debug shows the directory, the variables set, the program and its
+    // arguments.
+    let shown = format!("{:?}", command.as_std());
+    let output = tokio::time::timeout(SCRIPT_DEADLINE, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("{shown} did not finish within {SCRIPT_DEADLINE:?}"))
+        .expect("the SDK script runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{shown} failed\n{stdout}\n{stderr}");
+    assert!(stdout.contains("all checks passed"), "{stdout}\n{stderr}");
 }

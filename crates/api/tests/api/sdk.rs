@@ -2,18 +2,12 @@
 //! with nothing changed but the base URL and the key: model list, completion,
 //! stream, `@provider/model`, extra-body routing, and typed errors.
 
-use std::path::PathBuf;
-
 use serde_json::json;
 use wiremock::matchers::{body_partial_json, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{KEY, TestApp};
-use crate::peers::{available, install_once, workspace};
-
-fn sdk_dir() -> PathBuf {
-    workspace().join("crates/api/tests/sdk")
-}
+use crate::helpers::TestApp;
+use crate::peers::{available, install_once, run_sdk_script, sdk_dir, sdk_python};
 
 /// A stand-in Portkey: a 429 for model `rate-limited`, a completion otherwise.
 async fn portkey() -> MockServer {
@@ -75,51 +69,17 @@ async fn gateway(server: &MockServer) -> TestApp {
     .await
 }
 
-/// Runs a script against the gateway and fails with its output if it fails.
-async fn run(mut command: tokio::process::Command, app: &TestApp) {
-    let output = command
-        .env("GATEWAYZ_URL", &app.address)
-        .env("GATEWAYZ_KEY", KEY)
-        .current_dir(sdk_dir())
-        .output()
-        .await
-        .expect("the SDK script runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{command:?} failed\n{stdout}\n{stderr}");
-    assert!(stdout.contains("all checks passed"), "{stdout}\n{stderr}");
-}
-
 #[tokio::test]
 async fn the_official_python_sdk_works_unchanged() {
-    if !available("python3", "the Python SDK test") {
+    let Some(python) = sdk_python("the Python SDK test") else {
         return;
-    }
-    let venv = sdk_dir().join(".venv");
-    let python = venv.join("bin/python");
-    install_once(
-        &python,
-        std::process::Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv),
-    );
-    install_once(
-        &venv.join("installed"),
-        std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "{pip} install -q -r requirements.txt && touch {venv}/installed",
-                pip = venv.join("bin/pip").display(),
-                venv = venv.display()
-            ))
-            .current_dir(sdk_dir()),
-    );
+    };
     let server = portkey().await;
     let app = gateway(&server).await;
 
     let mut command = tokio::process::Command::new(python);
     command.arg("openai_sdk.py");
-    run(command, &app).await;
+    run_sdk_script(command, &app).await;
 }
 
 #[tokio::test]
@@ -138,5 +98,5 @@ async fn the_official_node_sdk_works_unchanged() {
 
     let mut command = tokio::process::Command::new("node");
     command.arg("openai_sdk.mjs");
-    run(command, &app).await;
+    run_sdk_script(command, &app).await;
 }

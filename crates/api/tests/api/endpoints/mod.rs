@@ -24,6 +24,7 @@ mod usage;
 use serde_json::{Value, json};
 
 use crate::helpers::{KEY, TestApp};
+use crate::peers::PortkeyGateway;
 
 pub const EMBEDDINGS: &str = "/v1/embeddings";
 pub const MESSAGES: &str = "/v1/messages";
@@ -64,6 +65,33 @@ pub fn faulty() -> gatewayz_upstream::Config {
         faults: true,
         ..gatewayz_upstream::Config::default()
     }
+}
+
+/// The gateway (default catalog) → the real Portkey gateway →
+/// `gatewayz-upstream` served by this test's runtime; both peers live as
+/// long as it does.
+pub struct PortkeyChain {
+    pub app: TestApp,
+    _portkey: PortkeyGateway,
+}
+
+/// Starts a [`PortkeyChain`], or `None` (after saying so) where node is
+/// absent and peers are optional.
+pub async fn portkey_chain(test: &str) -> Option<PortkeyChain> {
+    let portkey = PortkeyGateway::start(test)?;
+    let upstream = local_upstream(gatewayz_upstream::Config::default()).await;
+    let app = TestApp::production(&[
+        ("PORTKEY_BASE_URL", &portkey.base_url()),
+        ("PORTKEY_CUSTOM_HOST", &upstream),
+        ("PORTKEY_API_KEY", "pk-endpoints-chain"),
+        ("PROVIDER_OPENAI_API_KEY", "sk-endpoints-chain"),
+        ("PROVIDER_ANTHROPIC_API_KEY", "sk-ant-endpoints-chain"),
+    ])
+    .await;
+    Some(PortkeyChain {
+        app,
+        _portkey: portkey,
+    })
 }
 
 /// A request with the test key as a bearer token.

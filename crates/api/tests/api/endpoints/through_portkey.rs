@@ -1,110 +1,22 @@
-//! Gatewayz → the real open-source Portkey gateway (npm `@portkey-ai/gateway`
-//! on loopback, as [`crate::chain`] runs it) → `gatewayz-upstream`, for the
-//! APIs beside chat: embeddings, Messages (with Anthropic's headers) and its
-//! token count, and the Responses API with its calls by id.
+//! Gatewayz → the real open-source Portkey gateway → `gatewayz-upstream`
+//! ([`super::portkey_chain`]), for the APIs beside chat: embeddings, Messages
+//! (with Anthropic's headers) and its token count, and the Responses API with
+//! its calls by id.
 //!
 //! Needs node (see [`crate::peers`]).
-
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::{
     COUNT_TOKENS, EMBEDDINGS, MESSAGES, RESPONSES, assert_gateway_usage, call_as, count_request,
-    local_upstream, message_request, names, post, priced, response_request, status_and_json, streamed_text,
+    message_request, names, portkey_chain, post, priced, response_request, status_and_json, streamed_text,
     the_event, typed_events,
 };
 use crate::helpers::{KEY, TestApp, assert_openai_error};
-use crate::peers::{available, install_once, workspace};
 
 const ANTHROPIC_VERSION: &str = "2023-06-01";
 const ANTHROPIC_BETA: &str = "prompt-caching-2024-07-31";
-
-/// The Portkey gateway on a free loopback port, killed on drop.
-struct PortkeyGateway {
-    child: Child,
-    address: SocketAddr,
-}
-
-impl Drop for PortkeyGateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl PortkeyGateway {
-    /// `None` (after saying so) where node is absent and peers are optional.
-    fn start(test: &str) -> Option<Self> {
-        if !available("node", test) {
-            return None;
-        }
-        let dir = workspace().join(".ci/portkey");
-        install_once(
-            &dir.join("node_modules/@portkey-ai/gateway/build/start-server.js"),
-            Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(&dir),
-        );
-        let address = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let child = Command::new("node")
-            .current_dir(&dir)
-            .args([
-                "--import",
-                "./loopback.mjs",
-                "node_modules/@portkey-ai/gateway/build/start-server.js",
-                &format!("--port={}", address.port()),
-                "--headless",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("node starts");
-        let mut portkey = Self { child, address };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(address).is_err() {
-            assert!(
-                portkey.child.try_wait().unwrap().is_none(),
-                "the Portkey gateway exited at start"
-            );
-            assert!(
-                Instant::now() < deadline,
-                "the Portkey gateway did not listen within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(portkey)
-    }
-}
-
-struct Chain {
-    app: TestApp,
-    _portkey: PortkeyGateway,
-}
-
-/// The gateway (default catalog) → Portkey → `gatewayz-upstream`, served
-/// by this test's runtime while it runs.
-async fn chain(test: &str) -> Option<Chain> {
-    let portkey = PortkeyGateway::start(test)?;
-    let upstream = local_upstream(gatewayz_upstream::Config::default()).await;
-    let base = format!("http://{}/v1", portkey.address);
-    let app = TestApp::production(&[
-        ("PORTKEY_BASE_URL", &base),
-        ("PORTKEY_CUSTOM_HOST", &upstream),
-        ("PORTKEY_API_KEY", "pk-endpoints-chain"),
-        ("PROVIDER_OPENAI_API_KEY", "sk-endpoints-chain"),
-        ("PROVIDER_ANTHROPIC_API_KEY", "sk-ant-endpoints-chain"),
-    ])
-    .await;
-    Some(Chain {
-        app,
-        _portkey: portkey,
-    })
-}
 
 /// A Messages API call with Anthropic's version and beta headers.
 async fn anthropic_call(app: &TestApp, path: &str, body: &Value) -> reqwest::Response {
@@ -125,7 +37,7 @@ fn upstream_saw() -> Value {
 
 #[tokio::test]
 async fn embeddings_cross_the_real_portkey() {
-    let Some(chain) = chain("embeddings through Portkey").await else {
+    let Some(chain) = portkey_chain("embeddings through Portkey").await else {
         return;
     };
     let body = json!({"model": "text-embedding-3-small", "input": ["hello world", "bye"], "dimensions": 16});
@@ -153,7 +65,7 @@ async fn embeddings_cross_the_real_portkey() {
 
 #[tokio::test]
 async fn messages_and_their_token_count_cross_the_real_portkey_with_anthropics_headers() {
-    let Some(chain) = chain("messages through Portkey").await else {
+    let Some(chain) = portkey_chain("messages through Portkey").await else {
         return;
     };
     let model = "claude-3-5-haiku-latest";
@@ -204,7 +116,7 @@ async fn messages_and_their_token_count_cross_the_real_portkey_with_anthropics_h
 
 #[tokio::test]
 async fn responses_are_created_streamed_retrieved_listed_and_deleted_across_the_real_portkey() {
-    let Some(chain) = chain("responses through Portkey").await else {
+    let Some(chain) = portkey_chain("responses through Portkey").await else {
         return;
     };
     let app = &chain.app;
