@@ -189,8 +189,10 @@ async fn a_typed_stream_is_read_event_by_event_and_an_error_event_fails_it() {
         })
         .collect::<Vec<_>>();
     assert!(
-        matches!(&kinds[..], [Ok(a), Ok(b), Ok(c), Err(ChatError::UpstreamFailed(error))]
-            if a == "message_start" && b == "ping" && c == "content_block_delta" && error.message.contains("Overloaded")),
+        // An overloaded provider stays one: unavailable, with Anthropic's type as its code.
+        matches!(&kinds[..], [Ok(a), Ok(b), Ok(c), Err(ChatError::Unavailable(error))]
+            if a == "message_start" && b == "ping" && c == "content_block_delta"
+                && error.message == "Overloaded" && error.code.as_deref() == Some("overloaded_error")),
         "{kinds:?}"
     );
 }
