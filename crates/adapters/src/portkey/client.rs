@@ -339,9 +339,17 @@ fn via_chat(call: &ProviderCall) -> bool {
         )
 }
 
-/// `call` as the chat completion that asks the same.
+/// `call` as the chat completion that asks the same. The request is read
+/// as a JSON tree to be rewritten: room for that tree is taken from the
+/// memory budget first ([`translate::translation_cost`]), and given back
+/// once the chat body is written.
 fn as_chat(call: &ProviderCall) -> Result<ProviderCall, ChatError> {
+    let mut lease = call.context.budget.lease();
+    lease
+        .cover(translate::translation_cost(&call.body))
+        .map_err(ChatError::Overloaded)?;
     let body = translate::chat_body(&call.body)?;
+    drop(lease);
     Ok(ProviderCall {
         request: ChatRequest::parse(body.clone())?,
         body,

@@ -388,3 +388,21 @@ async fn the_messages_stream_of_a_chat_only_provider_is_written_as_anthropic_eve
     assert_eq!(items[5]["usage"]["output_tokens"], 2);
     assert_eq!(items[5]["delta"]["stop_reason"], "end_turn");
 }
+
+#[tokio::test]
+async fn a_request_whose_translation_the_budget_cannot_hold_is_refused_before_any_call() {
+    let server = MockServer::start().await;
+    let many = vec![json!({"type": "text", "text": "a"}); 20_000];
+    let mut call = call_to(
+        Endpoint::Messages,
+        UpstreamProvider::OpenAi,
+        json!({"model": "gpt-4o-mini", "max_tokens": 10, "messages": [{"role": "user", "content": many}]}),
+    );
+    // Well above the body's size, well below what its 20 000 blocks cost as a tree.
+    call.context.budget = gatewayz_domain::MemoryBudget::new(4 * call.body.len());
+
+    let refused = provider(&server, &[]).complete(call).await;
+
+    assert!(matches!(refused, Err(ChatError::Overloaded(_))), "{refused:?}");
+    assert!(server.received_requests().await.unwrap().is_empty());
+}

@@ -10,6 +10,8 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use super::chunk::ChatChunk;
@@ -20,6 +22,8 @@ use crate::error::{ChatError, ValidationError};
 use crate::json::ShapeError;
 use crate::ports::ChatStream;
 use crate::text::quote;
+
+mod views;
 
 /// The chat-completion body that asks what the Messages `body` asks.
 ///
@@ -291,50 +295,96 @@ fn usage_json(usage: Option<&Usage>) -> Value {
         "cache_creation_input_tokens": 0, "cache_read_input_tokens": cached})
 }
 
-/// A whole chat completion, as a message.
+/// A whole chat completion, as a message: read without building it as a
+/// JSON tree ([`views`]), so that what it costs is about its size.
 ///
 /// # Errors
-/// A [`ShapeError`] when the completion has no first choice's message.
+/// A [`ShapeError`] when the completion has no first choice, or more than
+/// [`views::MAX_TOOL_CALLS`] tool calls.
 pub fn message(completion: &ChatResponse) -> Result<ChatResponse, ShapeError> {
-    let value: Value = serde_json::from_slice(&completion.json()).map_err(|_| ShapeError {
+    let json = completion.json();
+    let read: views::Completion<'_> = serde_json::from_slice(&json).map_err(|error| ShapeError {
         at: None,
-        problem: "not JSON".into(),
+        problem: error.to_string(),
     })?;
-    let choice = value
-        .get("choices")
-        .and_then(|choices| choices.get(0))
-        .ok_or_else(|| ShapeError {
-            at: Some("choices".into()),
-            problem: "no choice to translate".into(),
-        })?;
-    let said = &choice["message"];
+    let choice = read.choices.0.ok_or_else(|| ShapeError {
+        at: Some("choices".into()),
+        problem: "no choice to translate".into(),
+    })?;
+    let said = choice.message;
     let mut content = Vec::new();
-    if let Some(text) = said
-        .get("content")
-        .and_then(Value::as_str)
-        .filter(|text| !text.is_empty())
-    {
-        content.push(json!({"type": "text", "text": text}));
+    if let Some(text) = said.content.as_deref().filter(|text| !text.is_empty()) {
+        content.push(Block::Text { text });
     }
-    for call in said
-        .get("tool_calls")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let arguments = call["function"]["arguments"].as_str().unwrap_or("{}");
-        content.push(
-            json!({"type": "tool_use", "id": call["id"], "name": call["function"]["name"],
-            "input": serde_json::from_str::<Value>(arguments).unwrap_or_else(|_| json!({}))}),
-        );
+    let calls = said.tool_calls.map(|calls| calls.0).unwrap_or_default();
+    for call in &calls {
+        // Arguments that are not JSON are no input.
+        let input = RawValue::from_string(call.function.arguments.as_deref().unwrap_or("{}").to_owned())
+            .or_else(|_| RawValue::from_string("{}".to_owned()))
+            .map_err(|error| ShapeError {
+                at: None,
+                problem: error.to_string(),
+            })?;
+        content.push(Block::ToolUse {
+            id: call.id.as_deref().unwrap_or_default(),
+            name: call.function.name.as_deref().unwrap_or_default(),
+            input,
+        });
     }
-    let message = json!({"id": value["id"], "type": "message", "role": "assistant", "model": value["model"],
-        "content": content, "stop_reason": stop_reason(choice["finish_reason"].as_str()),
-        "stop_sequence": null, "usage": usage_json(completion.usage())});
+    let message = Message {
+        id: read.id.as_deref().unwrap_or_default(),
+        kind: "message",
+        role: "assistant",
+        model: read.model.as_deref().unwrap_or_default(),
+        content,
+        stop_reason: stop_reason(choice.finish_reason.as_deref()),
+        stop_sequence: None,
+        usage: usage_json(completion.usage()),
+    };
     ChatResponse::parse(
         Endpoint::Messages,
         serde_json::to_vec(&message).unwrap_or_default().into(),
     )
+}
+
+/// A message, as written.
+#[derive(Serialize)]
+struct Message<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    role: &'static str,
+    model: &'a str,
+    content: Vec<Block<'a>>,
+    stop_reason: &'static str,
+    stop_sequence: Option<&'a str>,
+    usage: Value,
+}
+
+/// One content block of a message.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Block<'a> {
+    Text {
+        text: &'a str,
+    },
+    ToolUse {
+        id: &'a str,
+        name: &'a str,
+        input: Box<RawValue>,
+    },
+}
+
+/// About what building `body` as a JSON tree costs: its bytes, and for
+/// each value (counted by the bytes that start or separate one, strings
+/// included: an upper bound) a tree node.
+pub fn translation_cost(body: &[u8]) -> usize {
+    const NODE_BYTES: usize = 64;
+    let values = body
+        .iter()
+        .filter(|byte| matches!(byte, b'{' | b'[' | b',' | b':'))
+        .count();
+    body.len().saturating_add(values.saturating_mul(NODE_BYTES))
 }
 
 /// A chat completion's stream, as a message's events: `message_start`,
@@ -367,7 +417,7 @@ pub fn message_events(chunks: ChatStream) -> ChatStream {
 
 /// The block being written: text, or the tool call at this chat index.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Block {
+enum Part {
     Text,
     Tool(u64),
 }
@@ -376,7 +426,7 @@ enum Block {
 struct Events {
     ready: VecDeque<Result<ChatChunk, ChatError>>,
     started: bool,
-    open: Option<Block>,
+    open: Option<Part>,
     /// Blocks opened so far: the next one's index.
     blocks: u64,
     stop: Option<String>,
@@ -394,62 +444,49 @@ impl Events {
     }
 
     fn read(&mut self, chunk: &ChatChunk) {
-        let Ok(value) = serde_json::from_slice::<Value>(chunk.json()) else {
+        let Ok(read) = serde_json::from_slice::<views::Completion<'_>>(chunk.json()) else {
             return;
         };
         if !std::mem::replace(&mut self.started, true) {
             self.emit(
-                &json!({"type": "message_start", "message": {"id": value["id"], "type": "message",
-                "role": "assistant", "model": value["model"], "content": [], "stop_reason": null,
+                &json!({"type": "message_start", "message": {"id": read.id, "type": "message",
+                "role": "assistant", "model": read.model, "content": [], "stop_reason": null,
                 "stop_sequence": null, "usage": {"input_tokens": 0, "output_tokens": 0}}}),
             );
         }
         if let Some(usage) = chunk.usage() {
             self.usage = Some(*usage);
         }
-        let Some(choice) = value.get("choices").and_then(|choices| choices.get(0)) else {
+        let Some(choice) = read.choices.0 else {
             return;
         };
-        let delta = &choice["delta"];
-        if let Some(text) = delta
-            .get("content")
-            .and_then(Value::as_str)
-            .filter(|text| !text.is_empty())
-        {
-            self.open_block(Block::Text, || json!({"type": "text", "text": ""}));
+        let delta = choice.message;
+        if let Some(text) = delta.content.as_deref().filter(|text| !text.is_empty()) {
+            self.open_block(Part::Text, || json!({"type": "text", "text": ""}));
             self.emit(&json!({"type": "content_block_delta", "index": self.blocks - 1,
                 "delta": {"type": "text_delta", "text": text}}));
         }
-        for call in delta
-            .get("tool_calls")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let at = call.get("index").and_then(Value::as_u64).unwrap_or(0);
-            let function = &call["function"];
-            if self.open != Some(Block::Tool(at)) {
+        for call in delta.tool_calls.map(|calls| calls.0).unwrap_or_default() {
+            let at = call.index.unwrap_or(0);
+            let function = &call.function;
+            if self.open != Some(Part::Tool(at)) {
                 self.open_block(
-                    Block::Tool(at),
-                    || json!({"type": "tool_use", "id": call["id"], "name": function["name"], "input": {}}),
+                    Part::Tool(at),
+                    || json!({"type": "tool_use", "id": call.id, "name": function.name, "input": {}}),
                 );
             }
-            if let Some(arguments) = function
-                .get("arguments")
-                .and_then(Value::as_str)
-                .filter(|a| !a.is_empty())
-            {
+            if let Some(arguments) = function.arguments.as_deref().filter(|a| !a.is_empty()) {
                 self.emit(&json!({"type": "content_block_delta", "index": self.blocks - 1,
                     "delta": {"type": "input_json_delta", "partial_json": arguments}}));
             }
         }
-        if let Some(finish) = choice.get("finish_reason").and_then(Value::as_str) {
-            self.stop = Some(finish.to_owned());
+        if let Some(finish) = choice.finish_reason {
+            self.stop = Some(finish.into_owned());
         }
     }
 
     /// Closes the open block unless it is `block`, and opens `block`.
-    fn open_block(&mut self, block: Block, start: impl FnOnce() -> Value) {
+    fn open_block(&mut self, block: Part, start: impl FnOnce() -> Value) {
         if self.open == Some(block) {
             return;
         }

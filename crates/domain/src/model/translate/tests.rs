@@ -194,3 +194,34 @@ async fn a_failure_mid_stream_passes_through_and_ends_it() {
     assert!(events[..3].iter().all(Result::is_ok));
     assert!(matches!(events[3], Err(ChatError::Invalid(_))));
 }
+
+#[test]
+fn a_hostile_completion_costs_its_size_to_read_and_too_many_tool_calls_are_refused() {
+    // A hundred thousand extra choices: read past, never kept.
+    let extra = vec!["{}"; 100_000].join(",");
+    let text = format!(
+        "{{\"id\":\"c\",\"object\":\"chat.completion\",\"created\":1,\"model\":\"m\",\"choices\":[\
+         {{\"index\":0,\"finish_reason\":\"stop\",\"message\":{{\"role\":\"assistant\",\"content\":\"ok\"}}}},{extra}]}}"
+    );
+    let translated = message(&ChatResponse::from_json(text.into()).unwrap()).unwrap();
+    let value: Value = serde_json::from_slice(&translated.json()).unwrap();
+    assert_eq!(value["content"], json!([{"type": "text", "text": "ok"}]));
+
+    let calls: Vec<Value> = (0..=views::MAX_TOOL_CALLS)
+        .map(|at| json!({"id": format!("call_{at}"), "type": "function", "function": {"name": "f", "arguments": "{}"}}))
+        .collect();
+    let completion = json!({"id": "c", "object": "chat.completion", "created": 1, "model": "m",
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "tool_calls": calls}}]});
+    let error = message(&ChatResponse::from_json(completion.to_string().into()).unwrap()).unwrap_err();
+    assert!(error.problem.contains("more than 128 tool calls"), "{error}");
+}
+
+#[test]
+fn the_cost_of_a_translation_follows_the_number_of_values_not_only_the_size() {
+    let image = format!("{{\"data\":\"{}\"}}", "A".repeat(100_000));
+    let numbers = format!("[{}]", vec!["1"; 50_000].join(","));
+
+    // One long string costs about its size; many small values, a node each.
+    assert!(translation_cost(image.as_bytes()) < image.len() + 1000);
+    assert!(translation_cost(numbers.as_bytes()) > numbers.len() * 30);
+}
