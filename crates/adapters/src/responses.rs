@@ -134,6 +134,7 @@ mod tests {
             portkey_provider: None,
             target: Some("openai/gpt-4o-mini".into()),
             owner: owner.into(),
+            client_credentials: false,
         }
     }
 

@@ -36,11 +36,12 @@ pub async fn dialect(
     };
     let (request, old) = response.into_parts();
     let mut new = HttpResponse::from_error(AnthropicError(error));
-    // Headers the layers below added (rate limits, request id) stay.
+    // Headers the layers below added (rate limits, request id) stay, each
+    // value of a repeated one.
+    let own: Vec<header::HeaderName> = new.headers().keys().cloned().collect();
     for (name, value) in old.headers() {
-        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH && !new.headers().contains_key(name)
-        {
-            new.headers_mut().insert(name.clone(), value.clone());
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH && !own.contains(name) {
+            new.headers_mut().append(name.clone(), value.clone());
         }
     }
     Ok(ServiceResponse::new(request, new).map_into_right_body())

@@ -486,9 +486,14 @@ impl From<ChatError> for ApiError {
                 ..Self::new(StatusCode::TOO_MANY_REQUESTS, "insufficient_quota", message)
                     .with_code("budget_exceeded")
             },
-            ChatError::ResponseNotFound(_) => {
-                Self::new(StatusCode::NOT_FOUND, "invalid_request_error", message)
-                    .with_code("response_not_found")
+            ChatError::ResponseNotFound { follow_up, .. } => {
+                let error = Self::new(StatusCode::NOT_FOUND, "invalid_request_error", message)
+                    .with_code("response_not_found");
+                if follow_up {
+                    error.with_param("previous_response_id")
+                } else {
+                    error
+                }
             }
             ChatError::ResponsesUnavailable(_) => Self {
                 retry_after: Some(1),

@@ -196,8 +196,14 @@ pub enum ChatError {
 
     /// A Responses API call names a response this gateway does not know (or
     /// no longer remembers, or that another key made): 404.
-    #[error("No response `{0}` is known to this gateway for this key")]
-    ResponseNotFound(#[doc = "the id, as the client sent it (quoted)"] String),
+    #[error("No response `{id}` is known to this gateway for this key")]
+    ResponseNotFound {
+        /// The id, as the client sent it (quoted).
+        id: String,
+        /// Whether a follow-up named it (`previous_response_id`), not a
+        /// call by id.
+        follow_up: bool,
+    },
 
     /// Where responses were made cannot be looked up or written now: 503.
     #[error("Responses cannot be looked up now ({0}); retry shortly")]
@@ -226,7 +232,7 @@ impl ChatError {
             Self::LimitExceeded { .. } => "limit_exceeded",
             Self::BudgetExceeded { .. } => "budget_exceeded",
             Self::LimitsUnavailable(_) => "limits_unavailable",
-            Self::ResponseNotFound(_) => "response_not_found",
+            Self::ResponseNotFound { .. } => "response_not_found",
             Self::ResponsesUnavailable(_) => "responses_unavailable",
         }
     }
@@ -277,7 +283,7 @@ impl ChatError {
             | Self::LimitExceeded { .. }
             | Self::BudgetExceeded { .. }
             | Self::LimitsUnavailable(_)
-            | Self::ResponseNotFound(_)
+            | Self::ResponseNotFound { .. }
             | Self::ResponsesUnavailable(_) => ErrorSource::Gateway,
             Self::UpstreamAuth(error)
             | Self::RateLimited { error, .. }

@@ -314,6 +314,21 @@ pub(crate) fn read_shape<T: de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Sha
     })
 }
 
+/// What is wrong with JSON that serde refused, without quoting any of it.
+pub(crate) fn describe(error: &serde_json::Error) -> String {
+    match error.classify() {
+        serde_json::error::Category::Data => describe_data_error(&error.to_string()),
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+            format!(
+                "not valid JSON (line {}, column {})",
+                error.line(),
+                error.column()
+            )
+        }
+        serde_json::error::Category::Io => "unreadable".to_owned(),
+    }
+}
+
 /// serde's description of a value of the wrong type or content, without the
 /// value: `invalid type: string "<value>", expected u64 at line 1 column 9`
 /// becomes `expected u64`. What follows the last `, expected ` is the

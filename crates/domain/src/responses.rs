@@ -32,6 +32,10 @@ pub struct ResponseTarget {
     pub target: Option<String>,
     /// The id of the gateway key that made it: no other key may reach it.
     pub owner: String,
+    /// Whether it was made with the request's own virtual key or Portkey
+    /// config, which are not kept: then it cannot be called by id.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub client_credentials: bool,
 }
 
 /// Where response ids and their targets are kept: in the process, or in a

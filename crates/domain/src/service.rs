@@ -110,17 +110,19 @@ struct Prepared {
 struct Remember {
     memory: Arc<dyn ResponseMemory>,
     target: ResponseTarget,
-    /// The catalog target it was pinned to, when it follows another: else
-    /// whichever served, from the record.
-    pinned: bool,
 }
 
 impl Remember {
+    /// Remembers `id` with the catalog target that served it (the record's).
+    /// An id the gateway could not put in a path is not kept: a call by id
+    /// of it is refused anyway.
     async fn note(&self, id: &str, record: &crate::record::CallRecord) {
-        let mut target = self.target.clone();
-        if !self.pinned {
-            target.target = record.read(|facts| facts.target.as_deref().map(str::to_owned));
+        if !crate::model::is_response_id(id) {
+            record.update(|facts| facts.unremembered = true);
+            return;
         }
+        let mut target = self.target.clone();
+        target.target = record.read(|facts| facts.target.as_deref().map(str::to_owned));
         if self.memory.remember(id, &target).await.is_err() {
             record.update(|facts| facts.unremembered = true);
         }
@@ -353,9 +355,15 @@ impl ChatService {
     async fn run(&self, command: ChatCommand) -> Result<ChatOutcome, ChatError> {
         self.check(&command)?;
         let pinned = match command.request.previous_response_id() {
-            Some(id) if command.request.endpoint() == Endpoint::Responses => {
-                self.recall(id, &owner(command.key.as_ref())).await?
-            }
+            Some(id) if command.request.endpoint() == Endpoint::Responses => self
+                .recall(id, &owner(command.key.as_ref()))
+                .await
+                .map_err(|error| match error {
+                    ChatError::ResponseNotFound { id, .. } => {
+                        ChatError::ResponseNotFound { id, follow_up: true }
+                    }
+                    other => other,
+                })?,
             _ => None,
         };
         let Prepared {
@@ -507,13 +515,14 @@ impl ChatService {
             .map(|memory| Remember {
                 memory: memory.clone(),
                 target: ResponseTarget {
-                    model: request.model().to_owned(),
+                    model: bounded(request.model().to_owned()),
                     provider: routing.provider.clone(),
                     portkey_provider: routing.portkey_provider.clone(),
                     target: None,
                     owner: owner(key.as_ref()),
+                    client_credentials: routing.portkey_virtual_key.is_some()
+                        || routing.portkey_config.is_some(),
                 },
-                pinned: false,
             });
         let resolved = resolve(
             request.model(),
@@ -590,11 +599,6 @@ impl ChatService {
                     facts.portkey_provider = located.route.portkey_provider();
                     facts.target.clone_from(&located.target);
                     facts.pricing = located.pricing;
-                });
-                let remember = remember.map(|mut remember| {
-                    remember.target.target = located.target.as_deref().map(str::to_owned);
-                    remember.pinned = true;
-                    remember
                 });
                 let route = located.route.overridden(&resolved.overrides);
                 (
@@ -727,15 +731,22 @@ impl ChatService {
         })
     }
 
-    /// Where `id` was made, when this key made it and it is remembered.
+    /// Where `id` was made, when this key made it and it is remembered
+    /// (`None` without a memory: then nothing is checked or pinned).
     async fn recall(&self, id: &str, owner: &str) -> Result<Option<ResponseTarget>, ChatError> {
         let Some(memory) = &self.responses else {
             return Ok(None);
         };
         match memory.recall(id).await.map_err(ChatError::ResponsesUnavailable)? {
-            // Another key's response is as good as unknown to this one.
-            Some(target) if target.owner != owner => Err(ChatError::ResponseNotFound(quote(id).into_owned())),
-            found => Ok(found),
+            Some(target) if target.owner == owner => Ok(Some(target)),
+            // Another key's response is as good as unknown to this one; and
+            // one the gateway does not know may be another key's (forgotten,
+            // or made before a restart): the upstream would serve it to
+            // whoever holds its id, so the gateway does not ask.
+            _ => Err(ChatError::ResponseNotFound {
+                id: quote(id).into_owned(),
+                follow_up: false,
+            }),
         }
     }
 
@@ -764,19 +775,10 @@ impl ChatService {
             context,
             key,
         } = command;
-        let stored = self
-            .recall(&id, &owner(key.as_ref()))
-            .await?
-            .ok_or_else(|| ChatError::ResponseNotFound(quote(&id).into_owned()))?;
-        // The key's policy as it is now: its model list, and its rate of
-        // requests (a call by id spends no tokens).
-        if let Some(key) = key.as_ref().filter(|key| !key.allows_model(&stored.model)) {
-            return Err(ChatError::ModelNotAllowed {
-                model: quote(&stored.model).into_owned(),
-                key: key.id.clone(),
-            });
-        }
+        // The key's policy as it is now: its rate of requests first (a call
+        // by id spends no tokens), then its model list.
         let reservation = key
+            .clone()
             .filter(|key| key.has_limits() && self.limits.is_some())
             .map(|policy| Reservation {
                 policy,
@@ -788,6 +790,29 @@ impl ChatService {
             Some(reservation) => self.admit(reservation, &context).await?,
             None => None,
         };
+        let stored =
+            self.recall(&id, &owner(key.as_ref()))
+                .await?
+                .ok_or_else(|| ChatError::ResponseNotFound {
+                    id: quote(&id).into_owned(),
+                    follow_up: false,
+                })?;
+        if let Some(key) = key.as_ref().filter(|key| !key.allows_model(&stored.model)) {
+            return Err(ChatError::ModelNotAllowed {
+                model: quote(&stored.model).into_owned(),
+                key: key.id.clone(),
+            });
+        }
+        if stored.client_credentials {
+            return Err(ChatError::Invalid(
+                crate::error::ValidationError::new(
+                    "response_id",
+                    "This response was made with the request's own `portkey_virtual_key` or `portkey_config`, \
+                     which the gateway does not keep: it cannot be called by id through the gateway",
+                )
+                .with_code("response_credentials_not_kept"),
+            ));
+        }
         let located = self.locate(&stored)?;
         let record = context.record.clone();
         record.update(|facts| {

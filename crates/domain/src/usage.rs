@@ -207,6 +207,17 @@ impl Meter {
             let first_token = self.received.elapsed();
             self.record.update(|facts| facts.first_token = Some(first_token));
         }
+        if chunk.is_failure() {
+            // Passed on as it came; the request is logged and counted as the
+            // upstream's failure.
+            self.record.failed(&crate::error::ChatError::UpstreamFailed(
+                crate::error::UpstreamError::new(
+                    crate::error::ErrorSource::Provider,
+                    None,
+                    "the upstream reported that the response failed",
+                ),
+            ));
+        }
         if let Some(ticket) = &mut self.ticket
             && chunk.has_choices()
         {
@@ -358,6 +369,27 @@ mod tests {
         assert_eq!(
             (facts.prompt_tokens, facts.completion_tokens),
             (Some(120), Some(50))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_response_that_failed_upstream_is_passed_on_and_recorded_as_a_failure() {
+        let failed = json!({"type": "response.failed", "sequence_number": 3,
+            "response": {"id": "resp_1", "status": "failed", "error": {"code": "server_error", "message": "x"}}});
+        let event = ChatChunk::parse(
+            crate::model::Endpoint::Responses,
+            serde_json::to_vec(&failed).unwrap().into(),
+        )
+        .unwrap();
+        let record = CallRecord::default();
+
+        let out = metered_with(vec![event.clone()], true, record.clone()).await;
+
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].json(), event.json());
+        assert_eq!(
+            record.snapshot().error,
+            Some((crate::error::ErrorSource::Provider, "upstream_failed"))
         );
     }
 

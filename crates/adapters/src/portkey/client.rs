@@ -8,8 +8,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use gatewayz_domain::model::translate;
 use gatewayz_domain::{
-    ChatError, ChatProvider, ChatRequest, ChatResponse, ChatStream, Endpoint, ProviderCall, ResponseAction,
-    ResponseCall, Route, Service, UpstreamProvider, ValidationError,
+    ChatError, ChatProvider, ChatRequest, ChatResponse, ChatStream, Endpoint, Lease, ProviderCall,
+    ResponseAction, ResponseCall, Route, Service, UpstreamProvider, ValidationError,
 };
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use reqwest::{Client, Url};
@@ -128,11 +128,8 @@ impl PortkeyClient {
     fn url(&self, call: &ProviderCall) -> Result<Url, ChatError> {
         let endpoint = call.request.endpoint();
         served(endpoint, &call.route)?;
-        let index = Endpoint::ALL
-            .iter()
-            .position(|known| *known == endpoint)
-            .unwrap_or(0);
-        Ok(self.endpoints[index].clone())
+        // `endpoints` is built in `Endpoint::ALL`'s order, the variants'.
+        Ok(self.endpoints[endpoint as usize].clone())
     }
 
     async fn call_complete(&self, call: &ProviderCall) -> Result<ChatResponse, ChatError> {
@@ -201,7 +198,9 @@ impl PortkeyClient {
             request = request.body("{}");
         }
         let body = whole_answer(request, timeout, &call.context).await?;
-        if serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&body).is_err() {
+        // Checked whole, never built as a tree: it is passed on as it came.
+        let object = body.iter().find(|byte| !byte.is_ascii_whitespace()) == Some(&b'{');
+        if !object || serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
             return Err(errors::invalid_response("the answer is not a JSON object"));
         }
         Ok(body)
@@ -299,10 +298,7 @@ fn served(endpoint: Endpoint, route: &Route) -> Result<(), ChatError> {
     let Route::Portkey { provider, .. } = route else {
         return Ok(());
     };
-    let service = match endpoint {
-        Endpoint::CountTokens => Service::Messages,
-        other => other.service(),
-    };
+    let service = endpoint.service();
     if serves(*provider, service)
         && (endpoint != Endpoint::CountTokens || *provider == UpstreamProvider::Anthropic)
     {
@@ -339,24 +335,27 @@ fn via_chat(call: &ProviderCall) -> bool {
         )
 }
 
-/// `call` as the chat completion that asks the same. The request is read
-/// as a JSON tree to be rewritten: room for that tree is taken from the
-/// memory budget first ([`translate::translation_cost`]), and given back
-/// once the chat body is written.
-fn as_chat(call: &ProviderCall) -> Result<ProviderCall, ChatError> {
+/// `call` as the chat completion that asks the same, and the lease that
+/// pays for its body while the call runs. The request is read as a JSON
+/// tree to be rewritten: room for that tree is taken from the memory budget
+/// first ([`translate::translation_cost`]), and given back once the chat
+/// body is written.
+fn as_chat(call: &ProviderCall) -> Result<(ProviderCall, Lease), ChatError> {
     let mut lease = call.context.budget.lease();
     lease
         .cover(translate::translation_cost(&call.body))
         .map_err(ChatError::Overloaded)?;
     let body = translate::chat_body(&call.body)?;
-    drop(lease);
-    Ok(ProviderCall {
+    // The tree is gone; the chat body is held while the call runs.
+    lease.shrink_to(body.len());
+    let chat = ProviderCall {
         request: ChatRequest::parse(body.clone())?,
         body,
         route: call.route.clone(),
         credentials: call.credentials.clone(),
         context: call.context.clone(),
-    })
+    };
+    Ok((chat, lease))
 }
 
 fn not_served(api: &str, route: &Route) -> ChatError {
@@ -403,11 +402,12 @@ fn build_client(timeouts: Timeouts) -> Result<Client, PortkeySetupError> {
 impl ChatProvider for PortkeyClient {
     async fn complete(&self, call: ProviderCall) -> Result<ChatResponse, ChatError> {
         if via_chat(&call) {
-            let completion = self.complete(as_chat(&call)?).await?;
+            let (chat, _held) = as_chat(&call)?;
+            let completion = self.complete(chat).await?;
             return translate::message(&completion).map_err(|shape| {
-                errors::invalid_response(format!(
+                Secrets::of(&call).scrub(errors::invalid_response(format!(
                     "the chat completion cannot be read as a message: {shape}"
-                ))
+                )))
             });
         }
         // Every error passes the scrubber: any upstream text in it may hold a key.
@@ -424,7 +424,12 @@ impl ChatProvider for PortkeyClient {
 
     async fn stream(&self, call: ProviderCall) -> Result<ChatStream, ChatError> {
         if via_chat(&call) {
-            return Ok(translate::message_events(self.stream(as_chat(&call)?).await?));
+            let (chat, _held) = as_chat(&call)?;
+            let secrets = Secrets::of(&call);
+            let events = translate::message_events(self.stream(chat).await?)
+                .map(move |item| item.map_err(|error| secrets.scrub(error)))
+                .boxed();
+            return Ok(events);
         }
         let secrets = Secrets::of(&call);
         match self.call_stream(&call).await {

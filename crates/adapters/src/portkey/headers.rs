@@ -135,7 +135,8 @@ pub(super) fn of(
             HeaderName::from_bytes(name.as_bytes()),
             HeaderValue::from_str(value),
         ) {
-            headers.insert(name, value);
+            // Each of a repeated header (`anthropic-beta`) is passed on.
+            headers.append(name, value);
         }
     }
     if let Some(traceparent) = context

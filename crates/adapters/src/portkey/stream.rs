@@ -157,6 +157,14 @@ where
         Ok(())
     }
 
+    fn is_error_event(&self, shape: &gatewayz_domain::ShapeError, data: &[u8]) -> bool {
+        if self.endpoint.has_typed_events() {
+            shape.at.as_deref() == Some("error")
+        } else {
+            data.windows(7).any(|window| window == b"\"error\"")
+        }
+    }
+
     fn parse(&mut self, data: Bytes) -> Result<ChatChunk, ChatError> {
         match ChatChunk::parse(self.endpoint, data.clone()) {
             Ok(chunk) => {
@@ -164,8 +172,10 @@ where
                 Ok(chunk)
             }
             // A provider that fails mid-stream sends `data: {"error": {...}}`;
-            // Portkey passes it on without naming the provider.
-            Err(_) if data.windows(7).any(|window| window == b"\"error\"") => {
+            // Portkey passes it on without naming the provider. A typed
+            // event says so by its type (its other events may hold an
+            // `"error": null`).
+            Err(shape) if self.is_error_event(&shape, &data) => {
                 let error = UpstreamError {
                     status: None,
                     source: ErrorSource::Provider,

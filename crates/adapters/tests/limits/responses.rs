@@ -19,6 +19,7 @@ fn target(owner: &str) -> ResponseTarget {
         portkey_provider: None,
         target: Some("openai/gpt-4o-mini".into()),
         owner: owner.into(),
+        client_credentials: false,
     }
 }
 

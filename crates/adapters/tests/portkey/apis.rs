@@ -100,7 +100,6 @@ async fn anthropic_headers_the_client_sent_are_passed_on() {
     Mock::given(method("POST"))
         .and(path("/v1/messages"))
         .and(header("anthropic-version", "2023-06-01"))
-        .and(header("anthropic-beta", "tools-2024-04-04"))
         .respond_with(ResponseTemplate::new(200).set_body_json(
             json!({"id": "msg_1", "type": "message", "content": [], "usage": {"input_tokens": 1, "output_tokens": 1}}),
         ))
@@ -115,9 +114,20 @@ async fn anthropic_headers_the_client_sent_are_passed_on() {
     call.context.passed_headers = vec![
         ("anthropic-version", "2023-06-01".into()),
         ("anthropic-beta", "tools-2024-04-04".into()),
+        ("anthropic-beta", "prompt-caching-2024-07-31".into()),
     ];
 
     provider(&server, &[]).complete(call).await.unwrap();
+
+    // Each of a repeated header, not the last one only.
+    let sent = server.received_requests().await.unwrap();
+    let betas: Vec<_> = sent[0]
+        .headers
+        .get_all("anthropic-beta")
+        .iter()
+        .map(|value| value.to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(betas, ["tools-2024-04-04", "prompt-caching-2024-07-31"]);
 }
 
 #[tokio::test]

@@ -54,35 +54,35 @@ pub async fn responses(
 }
 
 pub async fn retrieve_response(
-    auth: Authenticated,
+    _: Authenticated,
     request: HttpRequest,
     state: web::Data<ChatState>,
 ) -> Result<HttpResponse, ApiError> {
-    by_id(auth, ResponseAction::Retrieve, &request, &state).await
+    by_id(ResponseAction::Retrieve, &request, &state).await
 }
 
 pub async fn delete_response(
-    auth: Authenticated,
+    _: Authenticated,
     request: HttpRequest,
     state: web::Data<ChatState>,
 ) -> Result<HttpResponse, ApiError> {
-    by_id(auth, ResponseAction::Delete, &request, &state).await
+    by_id(ResponseAction::Delete, &request, &state).await
 }
 
 pub async fn cancel_response(
-    auth: Authenticated,
+    _: Authenticated,
     request: HttpRequest,
     state: web::Data<ChatState>,
 ) -> Result<HttpResponse, ApiError> {
-    by_id(auth, ResponseAction::Cancel, &request, &state).await
+    by_id(ResponseAction::Cancel, &request, &state).await
 }
 
 pub async fn response_input_items(
-    auth: Authenticated,
+    _: Authenticated,
     request: HttpRequest,
     state: web::Data<ChatState>,
 ) -> Result<HttpResponse, ApiError> {
-    by_id(auth, ResponseAction::InputItems, &request, &state).await
+    by_id(ResponseAction::InputItems, &request, &state).await
 }
 
 /// The longest query string passed on (`limit`, `order`, `after`,
@@ -91,7 +91,6 @@ const QUERY_MAX: usize = 2048;
 
 /// A Responses API call by id, made at the target that made the response.
 async fn by_id(
-    _: Authenticated,
     action: ResponseAction,
     request: &HttpRequest,
     state: &ChatState,
@@ -113,10 +112,12 @@ async fn by_id(
             )));
         }
     };
+    // Any `stream` but `false` asks an event stream, which is not served.
     if query.as_deref().is_some_and(|query| {
-        query
-            .split('&')
-            .any(|pair| pair.eq_ignore_ascii_case("stream=true"))
+        query.split('&').any(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            name == "stream" && value != "false"
+        })
     }) {
         return Err(ApiError::invalid_request(
             "Streaming a stored response (`stream=true`) is not served: retrieve it whole",

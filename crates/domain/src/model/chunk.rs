@@ -27,6 +27,9 @@ pub struct ChatChunk {
     usage_final: bool,
     /// The Responses API response's id, on the events that carry it.
     response_id: Option<Box<str>>,
+    /// The event reports that the request failed upstream after its stream
+    /// began (`response.failed`).
+    failed: bool,
 }
 
 impl fmt::Debug for ChatChunk {
@@ -84,6 +87,7 @@ impl ChatChunk {
             json,
             kind: None,
             response_id: None,
+            failed: false,
         })
     }
 
@@ -106,7 +110,19 @@ impl ChatChunk {
             kind: Some(facts.kind.into_boxed_str()),
             usage_final: facts.usage_final,
             response_id: facts.response_id.map(String::into_boxed_str),
+            failed: facts.failed,
         })
+    }
+
+    /// The event without the usage the gateway read of it: for an event the
+    /// gateway wrote itself, whose counts are placeholders.
+    #[must_use]
+    pub(crate) fn without_usage(self) -> Self {
+        Self {
+            usage: None,
+            usage_final: false,
+            ..self
+        }
     }
 
     /// The SSE event name, for APIs whose events are typed.
@@ -117,6 +133,11 @@ impl ChatChunk {
     /// Whether [`Self::usage`] is the whole request's, not a part of it.
     pub fn usage_is_final(&self) -> bool {
         self.usage_final
+    }
+
+    /// Whether the event reports that the request failed upstream.
+    pub fn is_failure(&self) -> bool {
+        self.failed
     }
 
     /// The Responses API response's id, on the events that carry it.
@@ -172,6 +193,7 @@ impl ChatChunk {
             kind: self.kind,
             usage_final: self.usage_final,
             response_id: self.response_id,
+            failed: self.failed,
         }
     }
 }

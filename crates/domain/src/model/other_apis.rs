@@ -378,6 +378,8 @@ pub(super) struct EventFacts {
     pub finished: bool,
     /// The Responses API response's id, from the event that names it.
     pub response_id: Option<String>,
+    /// Whether it reports that the response failed (`response.failed`).
+    pub failed: bool,
 }
 
 /// Reads a stream event of `endpoint` (Messages or Responses): an object
@@ -444,6 +446,7 @@ pub(super) fn event(endpoint: Endpoint, json: &[u8]) -> Result<EventFacts, Shape
             facts.usage_final = facts.usage.is_some();
             facts.response_id = Some(event.response.id);
             facts.finished = true;
+            facts.failed = kind == "response.failed";
         }
         _ => {}
     }

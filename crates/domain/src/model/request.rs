@@ -142,7 +142,11 @@ impl ChatRequest {
             }
             _ => ValidationError::body(format!("Malformed JSON body: {error}")).with_code("invalid_json"),
         })?;
-        if let Some(name) = object.duplicates().into_iter().find(|name| is_read(name)) {
+        if let Some(name) = object
+            .duplicates()
+            .into_iter()
+            .find(|name| is_read(endpoint, name))
+        {
             let name = quote(name).into_owned();
             return Err(ValidationError::new(
                 name.clone(),
@@ -272,28 +276,48 @@ impl ChatRequest {
     }
 }
 
-/// Whether the gateway reads the member `name` (a duplicate of one would be
-/// ambiguous: the gateway and the upstream might read different ones).
-fn is_read(name: &str) -> bool {
-    matches!(
-        name,
-        "model"
-            | "messages"
-            | "max_tokens"
-            | "max_completion_tokens"
-            | "temperature"
-            | "top_p"
-            | "frequency_penalty"
-            | "presence_penalty"
-            | "n"
-            | "stream"
-            | "stream_options"
-            | "input"
-            | "dimensions"
-            | "encoding_format"
-            | "max_output_tokens"
-            | "previous_response_id"
-    ) || ROUTING_FIELDS.contains(&name)
+/// Whether the gateway reads the member `name` of a request to `endpoint`
+/// (a duplicate of one would be ambiguous: the gateway and the upstream
+/// might read different ones).
+fn is_read(endpoint: Endpoint, name: &str) -> bool {
+    let read: &[&str] = match endpoint {
+        Endpoint::Chat => &[
+            "model",
+            "messages",
+            "max_tokens",
+            "max_completion_tokens",
+            "temperature",
+            "top_p",
+            "frequency_penalty",
+            "presence_penalty",
+            "n",
+            "stream",
+            "stream_options",
+        ],
+        Endpoint::Embeddings => &["model", "input", "dimensions", "encoding_format"],
+        // What a translation to chat completions reads too.
+        Endpoint::Messages | Endpoint::CountTokens => &[
+            "model",
+            "messages",
+            "max_tokens",
+            "stream",
+            "system",
+            "tools",
+            "tool_choice",
+            "stop_sequences",
+            "temperature",
+            "top_p",
+            "metadata",
+        ],
+        Endpoint::Responses => &[
+            "model",
+            "input",
+            "stream",
+            "max_output_tokens",
+            "previous_response_id",
+        ],
+    };
+    read.contains(&name) || ROUTING_FIELDS.contains(&name)
 }
 
 impl super::other_apis::Fields {

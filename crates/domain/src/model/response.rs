@@ -86,6 +86,13 @@ impl ChatResponse {
         })
     }
 
+    /// The answer without the usage the gateway read of it: for an answer
+    /// the gateway wrote itself, whose counts are placeholders.
+    #[must_use]
+    pub(crate) fn without_usage(self) -> Self {
+        Self { usage: None, ..self }
+    }
+
     /// The id of a Responses API answer.
     pub fn response_id(&self) -> Option<&str> {
         self.id.as_deref()

@@ -25,6 +25,15 @@ use crate::text::quote;
 
 mod views;
 
+/// A chat chunk that cannot be written as a message's events.
+fn unreadable(problem: &str) -> ChatError {
+    ChatError::InvalidUpstreamResponse(crate::error::UpstreamError::new(
+        crate::error::ErrorSource::Provider,
+        None,
+        format!("a chat chunk cannot be written as a message's events: {problem}"),
+    ))
+}
+
 /// The chat-completion body that asks what the Messages `body` asks.
 ///
 /// # Errors
@@ -305,7 +314,7 @@ pub fn message(completion: &ChatResponse) -> Result<ChatResponse, ShapeError> {
     let json = completion.json();
     let read: views::Completion<'_> = serde_json::from_slice(&json).map_err(|error| ShapeError {
         at: None,
-        problem: error.to_string(),
+        problem: crate::json::describe(&error),
     })?;
     let choice = read.choices.0.ok_or_else(|| ShapeError {
         at: Some("choices".into()),
@@ -323,7 +332,7 @@ pub fn message(completion: &ChatResponse) -> Result<ChatResponse, ShapeError> {
             .or_else(|_| RawValue::from_string("{}".to_owned()))
             .map_err(|error| ShapeError {
                 at: None,
-                problem: error.to_string(),
+                problem: crate::json::describe(&error),
             })?;
         content.push(Block::ToolUse {
             id: call.id.as_deref().unwrap_or_default(),
@@ -341,10 +350,16 @@ pub fn message(completion: &ChatResponse) -> Result<ChatResponse, ShapeError> {
         stop_sequence: None,
         usage: usage_json(completion.usage()),
     };
-    ChatResponse::parse(
+    let translated = ChatResponse::parse(
         Endpoint::Messages,
         serde_json::to_vec(&message).unwrap_or_default().into(),
-    )
+    )?;
+    // No usage reported is no usage read: the zeros written are the
+    // client's placeholder, not a count to charge.
+    Ok(match completion.usage() {
+        Some(_) => translated,
+        None => translated.without_usage(),
+    })
 }
 
 /// A message, as written.
@@ -436,16 +451,25 @@ struct Events {
 
 impl Events {
     fn emit(&mut self, event: &Value) {
+        let event = self.event(event);
+        self.ready.push_back(event);
+    }
+
+    fn event(&self, event: &Value) -> Result<ChatChunk, ChatError> {
         let bytes = serde_json::to_vec(event).unwrap_or_default();
-        self.ready.push_back(
-            ChatChunk::parse(Endpoint::Messages, bytes.into())
-                .map_err(|shape| ChatError::Invalid(ValidationError::body(shape.to_string()))),
-        );
+        ChatChunk::parse(Endpoint::Messages, bytes.into()).map_err(|shape| unreadable(&shape.to_string()))
     }
 
     fn read(&mut self, chunk: &ChatChunk) {
-        let Ok(read) = serde_json::from_slice::<views::Completion<'_>>(chunk.json()) else {
-            return;
+        let read = match serde_json::from_slice::<views::Completion<'_>>(chunk.json()) {
+            Ok(read) => read,
+            // Not a message that looks whole: the stream ends on the failure.
+            Err(error) => {
+                self.ended = true;
+                self.ready
+                    .push_back(Err(unreadable(&crate::json::describe(&error))));
+                return;
+            }
         };
         if !std::mem::replace(&mut self.started, true) {
             self.emit(
@@ -508,9 +532,15 @@ impl Events {
             return;
         }
         self.close_block();
-        self.emit(&json!({"type": "message_delta",
+        let delta = self.event(&json!({"type": "message_delta",
             "delta": {"stop_reason": stop_reason(self.stop.as_deref()), "stop_sequence": null},
             "usage": usage_json(self.usage.as_ref())}));
+        // Without the upstream's usage, the zeros are no count to charge.
+        let delta = match self.usage {
+            Some(_) => delta,
+            None => delta.map(ChatChunk::without_usage),
+        };
+        self.ready.push_back(delta);
         self.emit(&json!({"type": "message_stop"}));
     }
 }

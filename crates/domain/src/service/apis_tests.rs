@@ -187,6 +187,7 @@ async fn a_follow_up_goes_to_the_target_that_made_the_response_not_the_first() {
                 portkey_provider: None,
                 target: Some("second".into()),
                 owner: "team-a".into(),
+                client_credentials: false,
             },
         )
         .await
@@ -248,11 +249,11 @@ async fn another_keys_response_is_not_found_by_id_or_as_a_follow_up() {
     let followed_by_other = service.execute(follow_up).await;
 
     assert!(
-        matches!(by_other, Err(ChatError::ResponseNotFound(_))),
+        matches!(by_other, Err(ChatError::ResponseNotFound { .. })),
         "{by_other:?}"
     );
     assert!(
-        matches!(followed_by_other, Err(ChatError::ResponseNotFound(_))),
+        matches!(followed_by_other, Err(ChatError::ResponseNotFound { .. })),
         "{followed_by_other:?}"
     );
     assert!(upstream.by_id.lock().unwrap().is_empty());
@@ -288,9 +289,12 @@ async fn a_deleted_response_is_forgotten_and_an_unknown_one_never_reaches_a_prov
         .await;
 
     assert_eq!(upstream.by_id.lock().unwrap().len(), 3);
-    assert!(matches!(after, Err(ChatError::ResponseNotFound(_))), "{after:?}");
     assert!(
-        matches!(unknown, Err(ChatError::ResponseNotFound(_))),
+        matches!(after, Err(ChatError::ResponseNotFound { .. })),
+        "{after:?}"
+    );
+    assert!(
+        matches!(unknown, Err(ChatError::ResponseNotFound { .. })),
         "{unknown:?}"
     );
 }
@@ -328,4 +332,32 @@ async fn no_secret_of_the_request_is_remembered_with_its_response() {
         "{:?}",
         remembered[0]
     );
+    // Without them, it cannot be called by id: said plainly, not a 404 from another account.
+    let id = memory.0.lock().unwrap().keys().next().unwrap().clone();
+    let by_id = service
+        .respond_by_id(by_id(ResponseAction::Retrieve, &id, "team-a"))
+        .await;
+    assert!(
+        matches!(&by_id, Err(ChatError::Invalid(error)) if error.code.as_deref() == Some("response_credentials_not_kept")),
+        "{by_id:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_follow_up_of_a_response_the_gateway_does_not_know_is_not_sent_upstream() {
+    let upstream = Arc::new(Upstream::default());
+    let service = service(upstream.clone(), Arc::default());
+    let follow_up = command(
+        Endpoint::Responses,
+        json!({"model": "m", "input": "x", "previous_response_id": "resp_forgotten"}),
+        key("team-a"),
+    );
+
+    let outcome = service.execute(follow_up).await;
+
+    assert!(
+        matches!(outcome, Err(ChatError::ResponseNotFound { .. })),
+        "{outcome:?}"
+    );
+    assert!(upstream.models.lock().unwrap().is_empty());
 }

@@ -213,7 +213,10 @@ fn a_hostile_completion_costs_its_size_to_read_and_too_many_tool_calls_are_refus
     let completion = json!({"id": "c", "object": "chat.completion", "created": 1, "model": "m",
         "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "tool_calls": calls}}]});
     let error = message(&ChatResponse::from_json(completion.to_string().into()).unwrap()).unwrap_err();
-    assert!(error.problem.contains("more than 128 tool calls"), "{error}");
+    assert!(
+        error.problem.contains("expected at most 128 tool calls"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -224,4 +227,51 @@ fn the_cost_of_a_translation_follows_the_number_of_values_not_only_the_size() {
     // One long string costs about its size; many small values, a node each.
     assert!(translation_cost(image.as_bytes()) < image.len() + 1000);
     assert!(translation_cost(numbers.as_bytes()) > numbers.len() * 30);
+}
+
+#[tokio::test]
+async fn without_the_upstreams_usage_a_message_carries_placeholders_but_no_count() {
+    let completion = json!({"id": "c", "object": "chat.completion", "created": 1, "model": "m",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}]});
+    let whole = message(&ChatResponse::from_json(completion.to_string().into()).unwrap()).unwrap();
+    let value: Value = serde_json::from_slice(&whole.json()).unwrap();
+    assert_eq!(value["usage"]["output_tokens"], 0);
+    assert_eq!(whole.usage(), None);
+
+    let events: Vec<ChatChunk> =
+        message_events(stream::iter(vec![chunk(json!({"content": "ok"}), Some("stop"))]).boxed())
+            .map(Result::unwrap)
+            .collect()
+            .await;
+    let delta = events
+        .iter()
+        .find(|event| event.kind() == Some("message_delta"))
+        .unwrap();
+    assert_eq!(delta.usage(), None);
+    assert!(!delta.usage_is_final());
+}
+
+#[tokio::test]
+async fn a_chunk_that_cannot_be_read_ends_the_stream_on_a_failure_not_a_clean_stop() {
+    let odd = json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+        "choices": [{"index": 0, "delta": {"content": ["not", "text"]}, "finish_reason": null}]});
+    let chunks = vec![
+        chunk(json!({"content": "He"}), None),
+        Ok(ChatChunk::from_json(odd.to_string().into()).unwrap()),
+        chunk(json!({"content": "never"}), Some("stop")),
+    ];
+
+    let events: Vec<_> = message_events(stream::iter(chunks).boxed()).collect().await;
+
+    let last = events.last().unwrap();
+    assert!(
+        matches!(last, Err(ChatError::InvalidUpstreamResponse(_))),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .filter_map(|event| event.as_ref().ok())
+            .all(|event| event.kind() != Some("message_stop"))
+    );
 }

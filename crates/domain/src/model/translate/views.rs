@@ -110,8 +110,10 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Bounded<T> {
                 let mut items = Vec::new();
                 while let Some(item) = seq.next_element()? {
                     if items.len() == MAX_TOOL_CALLS {
+                        // Worded as serde words a type mismatch, whose
+                        // `expected` part errors may show.
                         return Err(serde::de::Error::custom(format!(
-                            "more than {MAX_TOOL_CALLS} tool calls"
+                            "too many tool calls, expected at most {MAX_TOOL_CALLS} tool calls"
                         )));
                     }
                     items.push(item);
