@@ -26,6 +26,7 @@ use gatewayz_domain::text::quote;
 
 use crate::access_log::{self, Access, RequestSpan};
 use crate::auth::KeyId;
+use crate::dialect;
 use crate::error::CLIENT_CLOSED;
 use crate::extensions::{BodyRead, RequestId};
 use crate::overload::{Limit, Overload};
@@ -154,6 +155,12 @@ pub async fn track(
     if sends_body && response.request().extensions().get::<BodyRead>().is_none() {
         leave_body_unread(&mut response);
     }
+    // Boxed here rather than below: the same one allocation.
+    let mut response = response.map_into_boxed_body();
+    if dialect::is_anthropic(tracker.uri.path()) {
+        // Every error on Anthropic's paths, from any layer, in its shape.
+        response = dialect::rewrite(response);
+    }
     tracker.status = response.status().as_u16();
     tracker.key_id = response
         .request()
@@ -169,7 +176,7 @@ pub async fn track(
     );
     Ok(response.map_body(|_, body| {
         let mut body = TrackedBody {
-            body: body.boxed(),
+            body,
             sent: 0,
             tracker: Some(tracker),
             watch,

@@ -26,7 +26,6 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::auth::{GatewayKeys, KeySetupError, LOCAL_DEV_KEY};
 use crate::config::{Config, OverloadSetupError};
-use crate::dialect::dialect;
 use crate::http_refusals;
 use crate::middleware::track;
 use crate::overload::{Overload, admit};
@@ -239,9 +238,6 @@ impl Application {
                 App::new()
                     // Tracked first: a refused request is logged and counted too.
                     .wrap(from_fn(admit))
-                    // Inside the log, outside the refusals: every error on
-                    // Anthropic's paths is in Anthropic's shape.
-                    .wrap(from_fn(dialect))
                     .wrap(from_fn(track))
                     .app_data(public_overload.clone())
                     .app_data(public_metrics.clone())

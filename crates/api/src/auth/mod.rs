@@ -271,17 +271,15 @@ impl FromRequest for Authenticated {
 }
 
 /// The header Anthropic's clients send their key in.
-const X_API_KEY: &str = "x-api-key";
+const X_API_KEY: header::HeaderName = header::HeaderName::from_static("x-api-key");
 
 fn authenticate(request: &HttpRequest) -> Result<Authenticated, ApiError> {
     let keys = request
         .app_data::<web::Data<GatewayKeys>>()
         .ok_or_else(|| ApiError::internal("Gateway keys are not configured"))?;
-    let token = match (
-        request.headers().get(header::AUTHORIZATION),
-        request.headers().get(X_API_KEY),
-    ) {
-        (Some(value), _) => value
+    let headers = request.headers();
+    let token = if let Some(value) = headers.get(header::AUTHORIZATION) {
+        value
             .to_str()
             .ok()
             .and_then(|value| value.split_once(' '))
@@ -292,18 +290,18 @@ fn authenticate(request: &HttpRequest) -> Result<Authenticated, ApiError> {
                     "Malformed Authorization header: expected `Bearer <gateway key>`",
                     "invalid_api_key",
                 )
-            })?,
+            })?
+    } else if let Some(value) = headers.get(X_API_KEY) {
         // Anthropic's SDKs send the key as `x-api-key`.
-        (None, Some(value)) => value
+        value
             .to_str()
             .map(str::trim)
-            .map_err(|_| ApiError::unauthorized("Invalid gateway key", "invalid_api_key"))?,
-        (None, None) => {
-            return Err(ApiError::unauthorized(
-                "Missing gateway key: send `Authorization: Bearer <gateway key>` or `x-api-key: <gateway key>`",
-                "missing_api_key",
-            ));
-        }
+            .map_err(|_| ApiError::unauthorized("Invalid gateway key", "invalid_api_key"))?
+    } else {
+        return Err(ApiError::unauthorized(
+            "Missing gateway key: send `Authorization: Bearer <gateway key>` or `x-api-key: <gateway key>`",
+            "missing_api_key",
+        ));
     };
     let policy = keys
         .identify(token)
