@@ -134,6 +134,19 @@ fn command(endpoint: Endpoint, body: serde_json::Value, key: Option<Arc<KeyPolic
     }
 }
 
+/// Makes a response with the key `owner`: its id.
+async fn made_by(service: &ChatService, owner: &str) -> String {
+    let made = command(
+        Endpoint::Responses,
+        json!({"model": "m", "input": "hi"}),
+        key(owner),
+    );
+    let ChatOutcome::Complete(answer) = service.execute(made).await.unwrap() else {
+        panic!("not a whole answer");
+    };
+    answer.response_id().unwrap().to_owned()
+}
+
 fn by_id(action: ResponseAction, id: &str, owner: &str) -> ResponseCommand {
     let owner = key(owner);
     ResponseCommand {
@@ -228,15 +241,7 @@ async fn another_keys_response_is_not_found_by_id_or_as_a_follow_up() {
     let upstream = Arc::new(Upstream::default());
     let memory = Arc::new(Memory::default());
     let service = service(upstream.clone(), memory);
-    let made = command(
-        Endpoint::Responses,
-        json!({"model": "m", "input": "hi"}),
-        key("team-a"),
-    );
-    let ChatOutcome::Complete(answer) = service.execute(made).await.unwrap() else {
-        panic!("not a whole answer");
-    };
-    let id = answer.response_id().unwrap().to_owned();
+    let id = made_by(&service, "team-a").await;
 
     let by_other = service
         .respond_by_id(by_id(ResponseAction::Retrieve, &id, "team-b"))
@@ -264,15 +269,7 @@ async fn another_keys_response_is_not_found_by_id_or_as_a_follow_up() {
 async fn a_deleted_response_is_forgotten_and_an_unknown_one_never_reaches_a_provider() {
     let upstream = Arc::new(Upstream::default());
     let service = service(upstream.clone(), Arc::default());
-    let made = command(
-        Endpoint::Responses,
-        json!({"model": "m", "input": "hi"}),
-        key("team-a"),
-    );
-    let ChatOutcome::Complete(answer) = service.execute(made).await.unwrap() else {
-        panic!("not a whole answer");
-    };
-    let id = answer.response_id().unwrap().to_owned();
+    let id = made_by(&service, "team-a").await;
 
     for action in [
         ResponseAction::Retrieve,
