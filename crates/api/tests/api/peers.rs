@@ -5,10 +5,11 @@
 //! Where a runtime (node, python3) is absent the tests say so loudly and
 //! pass, unless `GATEWAYZ_REQUIRE_PEERS` is set (CI sets it): then they fail.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -88,16 +89,26 @@ impl PortkeyGateway {
                 .args(["ci", "--no-audit", "--no-fund"])
                 .current_dir(&dir),
         );
-        let address = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        // Port 0: the kernel picks the port and loopback.mjs writes it to
+        // `port_file`, so no other process can take it between a pick and
+        // the listen.
+        static STARTS: AtomicUsize = AtomicUsize::new(0);
+        let port_file = std::env::temp_dir().join(format!(
+            "gatewayz-portkey-{}-{}.port",
+            std::process::id(),
+            STARTS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_file(&port_file);
         // Its start script listens on every interface; loopback.mjs pins it
         // to 127.0.0.1.
         let child = Command::new("node")
             .current_dir(&dir)
+            .env("PORTKEY_PORT_FILE", &port_file)
             .args([
                 "--import",
                 "./loopback.mjs",
                 "node_modules/@portkey-ai/gateway/build/start-server.js",
-                &format!("--port={}", address.port()),
+                "--port=0",
                 "--headless",
             ])
             .stdin(Stdio::null())
@@ -105,9 +116,16 @@ impl PortkeyGateway {
             .stderr(Stdio::null())
             .spawn()
             .expect("node starts");
-        let mut portkey = Self { child, address };
+        let mut portkey = Self {
+            child,
+            address: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
         let deadline = Instant::now() + PORTKEY_START_DEADLINE;
-        while TcpStream::connect(address).is_err() {
+        let port = loop {
+            if let Ok(port) = std::fs::read_to_string(&port_file) {
+                let _ = std::fs::remove_file(&port_file);
+                break port.parse::<u16>().expect("loopback.mjs writes a port");
+            }
             assert!(
                 portkey.child.try_wait().unwrap().is_none(),
                 "the Portkey gateway exited at start"
@@ -117,7 +135,12 @@ impl PortkeyGateway {
                 "the Portkey gateway did not listen within {PORTKEY_START_DEADLINE:?}"
             );
             std::thread::sleep(Duration::from_millis(50));
-        }
+        };
+        portkey.address.set_port(port);
+        assert!(
+            TcpStream::connect(portkey.address).is_ok(),
+            "the Portkey gateway said it listens on {port}, but does not"
+        );
         Some(portkey)
     }
 
