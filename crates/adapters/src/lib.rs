@@ -1,5 +1,6 @@
 //! Gatewayz adapters: implementations of the domain ports.
 //!
+//! - [`cache`]: the response caches: in process (bounded in bytes) and in Redis.
 //! - [`catalog`]: the model catalog, read from TOML at start.
 //! - [`cgroup`]: the container's memory limit, which sizes the memory budget.
 //! - [`demo::DemoProvider`]: a deterministic in-process provider for demos and tests.
@@ -10,6 +11,7 @@
 //! - [`env`](mod@env): settings read from environment variables with envy, and the names of those variables.
 //! - [`mock`] (feature `mocks`): mockall mocks of the ports.
 
+pub mod cache;
 pub mod catalog;
 pub mod cgroup;
 pub mod demo;
