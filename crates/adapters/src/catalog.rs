@@ -132,6 +132,10 @@ struct RawNode {
     #[serde(default)]
     endpoints: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
+    cache_ttl_s: Option<Spanned<CacheTtl>>,
+    #[serde(default)]
+    cache_scope: Option<Spanned<CacheScope>>,
+    #[serde(default)]
     routing: Option<Spanned<RawPolicy>>,
     #[serde(default)]
     name: Option<Spanned<String>>,
@@ -242,6 +246,38 @@ impl<'de> Deserialize<'de> for MaxTokens {
     }
 }
 
+/// How long a model's answers are cached: whole seconds, at most a year
+/// (0 turns the cache off, as leaving it out does).
+#[derive(Clone, Copy)]
+struct CacheTtl(u64);
+
+/// The longest `cache_ttl_s`.
+const MAX_CACHE_TTL_S: u64 = 365 * 24 * 60 * 60;
+
+impl<'de> Deserialize<'de> for CacheTtl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = i64::deserialize(deserializer)?;
+        u64::try_from(value)
+            .ok()
+            .filter(|value| *value <= MAX_CACHE_TTL_S)
+            .map(Self)
+            .ok_or_else(|| {
+                de::Error::custom(format!(
+                    "cache_ttl_s must be between 0 and {MAX_CACHE_TTL_S} seconds, got {value}"
+                ))
+            })
+    }
+}
+
+/// Who shares a model's cached answers: each key its own (`key`, the
+/// default), or every key (`shared`).
+#[derive(Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum CacheScope {
+    Key,
+    Shared,
+}
+
 /// Parses and checks a catalog's text.
 ///
 /// # Errors
@@ -326,6 +362,16 @@ impl<E: Fn(&str) -> Option<String>> Reader<'_, E> {
             ));
         }
         let max_tokens = raw.max_tokens.take().map(|limit| limit.into_inner().0);
+        let cache_ttl = raw
+            .cache_ttl_s
+            .take()
+            .map(|ttl| ttl.into_inner().0)
+            .filter(|seconds| *seconds > 0)
+            .map(std::time::Duration::from_secs);
+        let cache_shared = raw
+            .cache_scope
+            .take()
+            .is_some_and(|scope| scope.into_inner() == CacheScope::Shared);
         let listed = match raw.endpoints.take() {
             None => None,
             Some(listed) => {
@@ -375,6 +421,8 @@ impl<E: Fn(&str) -> Option<String>> Reader<'_, E> {
             max_tokens,
             policy,
             endpoints,
+            cache_ttl,
+            cache_shared,
         })
     }
 
@@ -432,6 +480,14 @@ impl<E: Fn(&str) -> Option<String>> Reader<'_, E> {
                 (
                     "endpoints",
                     raw.endpoints.as_ref().map(|endpoints| endpoints.span().start),
+                ),
+                (
+                    "cache_ttl_s",
+                    raw.cache_ttl_s.as_ref().map(|ttl| ttl.span().start),
+                ),
+                (
+                    "cache_scope",
+                    raw.cache_scope.as_ref().map(|scope| scope.span().start),
                 ),
             ] {
                 if let Some(offset) = offset {
@@ -733,6 +789,54 @@ mod tests {
 
     fn error(text: &str) -> String {
         parse("test.toml", text, no_env).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_model_may_cache_its_answers_per_key_or_shared() {
+        let catalog = parse(
+            "test.toml",
+            r#"
+[[models]]
+id = "cached"
+provider = "demo"
+cache_ttl_s = 600
+
+[[models]]
+id = "shared"
+provider = "demo"
+cache_ttl_s = 60
+cache_scope = "shared"
+
+[[models]]
+id = "off"
+provider = "demo"
+cache_ttl_s = 0
+"#,
+            no_env,
+        )
+        .unwrap();
+        let rule = |id: &str| {
+            let entry = catalog.get(id).unwrap();
+            (entry.cache_ttl.map(|ttl| ttl.as_secs()), entry.cache_shared)
+        };
+        assert_eq!(rule("cached"), (Some(600), false));
+        assert_eq!(rule("shared"), (Some(60), true));
+        assert_eq!(rule("off"), (None, false));
+        for (line, expected) in [
+            (
+                "cache_ttl_s = -1",
+                "cache_ttl_s must be between 0 and 31536000 seconds, got -1",
+            ),
+            ("cache_ttl_s = 99999999999", "got 99999999999"),
+            ("cache_scope = \"everyone\"", "unknown variant `everyone`"),
+        ] {
+            let text = format!("[[models]]\nid = \"m\"\nprovider = \"demo\"\n{line}\n");
+            let message = error(&text);
+            assert!(
+                message.contains(expected) && message.contains("test.toml:4"),
+                "{line}: {message}"
+            );
+        }
     }
 
     #[test]
@@ -1104,6 +1208,11 @@ provider = "demo"
                 format!("{head}{target}max_tokens = 5\n"),
                 "test.toml:5:",
                 "models[0].targets[0].max_tokens: belongs to the model",
+            ),
+            (
+                format!("{head}{target}cache_ttl_s = 5\n"),
+                "test.toml:5:",
+                "models[0].targets[0].cache_ttl_s: belongs to the model",
             ),
             (
                 format!("{head}strategy = \"fallback\"\n"),

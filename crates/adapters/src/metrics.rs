@@ -7,10 +7,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gatewayz_domain::{BreakerState, CallFacts, ChatError, ErrorSource, MemoryBudget, RoutingEvents};
+use gatewayz_domain::{
+    BreakerState, CallFacts, ChatError, ErrorSource, MemoryBudget, ResponseCache, RoutingEvents,
+};
 use prometheus::{
-    CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -60,9 +62,17 @@ pub struct Metrics {
     key_tokens: IntCounterVec,
     key_refusals: IntCounterVec,
     limits_degraded: IntGauge,
+    cache_requests: IntCounterVec,
+    cache_coalesced: IntCounterVec,
+    cache_stored_bytes: IntCounterVec,
+    cache_store_errors: IntCounterVec,
+    cache_bytes: IntGauge,
+    cache_entries: IntGauge,
+    cache_evictions: IntCounter,
     /// Read when the metrics are rendered.
     budget: Option<MemoryBudget>,
     degraded: Option<Degraded>,
+    cache: Option<ResponseCache>,
 }
 
 /// Whether limits are degraded, asked at each render.
@@ -226,11 +236,59 @@ impl Metrics {
                 "gatewayz_limits_degraded",
                 "1 while the shared limits store is unreachable and limits are counted in this process",
             )?,
+            cache_requests: IntCounterVec::new(
+                Opts::new(
+                    "gatewayz_cache_requests_total",
+                    "Cacheable requests, by model and what the cache did (hit, miss, refresh, bypass)",
+                ),
+                &["model", "result"],
+            )?,
+            cache_coalesced: IntCounterVec::new(
+                Opts::new(
+                    "gatewayz_cache_coalesced_total",
+                    "Requests answered by an identical request in flight instead of the upstream",
+                ),
+                &["model"],
+            )?,
+            cache_stored_bytes: IntCounterVec::new(
+                Opts::new(
+                    "gatewayz_cache_stored_bytes_total",
+                    "Bytes of answers written to the response cache",
+                ),
+                &["model"],
+            )?,
+            cache_store_errors: IntCounterVec::new(
+                Opts::new(
+                    "gatewayz_cache_store_errors_total",
+                    "Requests whose cache lookup or store failed (served as misses)",
+                ),
+                &["model"],
+            )?,
+            cache_bytes: IntGauge::new(
+                "gatewayz_cache_bytes",
+                "Bytes the in-process response cache holds (GATEWAYZ_CACHE_MAX_BYTES at most)",
+            )?,
+            cache_entries: IntGauge::new(
+                "gatewayz_cache_entries",
+                "Answers the in-process response cache holds",
+            )?,
+            cache_evictions: IntCounter::new(
+                "gatewayz_cache_evictions_total",
+                "Answers the in-process response cache evicted to make room",
+            )?,
             budget: None,
             degraded: None,
+            cache: None,
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 23] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 30] = [
+            Box::new(metrics.cache_requests.clone()),
+            Box::new(metrics.cache_coalesced.clone()),
+            Box::new(metrics.cache_stored_bytes.clone()),
+            Box::new(metrics.cache_store_errors.clone()),
+            Box::new(metrics.cache_bytes.clone()),
+            Box::new(metrics.cache_entries.clone()),
+            Box::new(metrics.cache_evictions.clone()),
             Box::new(metrics.key_spend.clone()),
             Box::new(metrics.key_tokens.clone()),
             Box::new(metrics.key_refusals.clone()),
@@ -276,6 +334,14 @@ impl Metrics {
     #[must_use]
     pub fn with_limits_degraded(mut self, degraded: Arc<dyn Fn() -> bool + Send + Sync>) -> Self {
         self.degraded = Some(Degraded(degraded));
+        self
+    }
+
+    /// Reports the in-process response cache's size and evictions at each
+    /// render.
+    #[must_use]
+    pub fn with_cache(mut self, cache: ResponseCache) -> Self {
+        self.cache = Some(cache);
         self
     }
 
@@ -345,10 +411,29 @@ impl Metrics {
         if let Some(key) = outcome.key {
             self.key_finished(key, facts);
         }
+        self.cache_finished(model, facts);
         if let Some((source, kind)) = facts.error.filter(|(source, _)| *source != ErrorSource::Gateway) {
             self.upstream_errors
                 .with_label_values(&[kind, source.as_str(), provider, portkey_provider])
                 .inc();
+        }
+    }
+
+    /// What the response cache did for a request.
+    fn cache_finished(&self, model: &str, facts: &CallFacts) {
+        if let Some(status) = facts.cache {
+            self.cache_requests
+                .with_label_values(&[model, status.as_str()])
+                .inc();
+        }
+        if facts.cache_coalesced {
+            self.cache_coalesced.with_label_values(&[model]).inc();
+        }
+        if let Some(bytes) = facts.cache_stored_bytes {
+            self.cache_stored_bytes.with_label_values(&[model]).inc_by(bytes);
+        }
+        if facts.cache_store_error {
+            self.cache_store_errors.with_label_values(&[model]).inc();
         }
     }
 
@@ -397,6 +482,14 @@ impl Metrics {
         }
         if let Some(degraded) = &self.degraded {
             self.limits_degraded.set(i64::from((degraded.0)()));
+        }
+        if let Some(stats) = self.cache.as_ref().and_then(ResponseCache::usage) {
+            let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+            self.cache_bytes.set(gauge(stats.bytes));
+            self.cache_entries.set(gauge(stats.entries));
+            // The cache counts them; the counter catches up at each render.
+            self.cache_evictions
+                .inc_by(stats.evictions.saturating_sub(self.cache_evictions.get()));
         }
         let mut text = Vec::with_capacity(16 * 1024);
         // Encoding into memory fails only on a metric that breaks the

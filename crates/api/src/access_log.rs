@@ -78,6 +78,18 @@ pub struct Access<'a> {
     /// A Responses API response whose target could not be remembered.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub unremembered: bool,
+    /// What the response cache did: `hit`, `miss`, `refresh`, `bypass`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<&'static str>,
+    /// A hit's age, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_age_s: Option<u64>,
+    /// Answered by an identical request in flight.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cache_coalesced: bool,
+    /// The cache's store failed (served as a miss).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cache_store_error: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_source: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]

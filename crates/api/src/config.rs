@@ -133,6 +133,18 @@ pub struct Config {
     /// keeps one), for its follow-ups and calls by id.
     #[serde(default = "default_response_ttl_secs", deserialize_with = "response_ttl_secs")]
     pub response_ttl_secs: u64,
+    /// `GATEWAYZ_CACHE_MAX_BYTES`: the most the in-process response cache
+    /// holds; unset, 256 MiB or a quarter of the container's memory limit,
+    /// whichever is less.
+    #[serde(default, deserialize_with = "some_cache_max_bytes")]
+    pub cache_max_bytes: Option<u64>,
+    /// `GATEWAYZ_CACHE_MAX_ENTRY_BYTES`: the largest answer the response
+    /// cache stores (1 MiB).
+    #[serde(
+        default = "default_cache_max_entry_bytes",
+        deserialize_with = "cache_max_entry_bytes"
+    )]
+    pub cache_max_entry_bytes: usize,
     /// `GATEWAYZ_LOG_FORMAT`: `json` or `pretty`.
     #[serde(default, deserialize_with = "log_format")]
     pub log_format: LogFormat,
@@ -182,6 +194,14 @@ const fn default_response_ttl_secs() -> u64 {
     gatewayz_domain::responses::DEFAULT_RESPONSE_TTL.as_secs()
 }
 
+const fn default_cache_max_entry_bytes() -> usize {
+    gatewayz_domain::cache::DEFAULT_MAX_ENTRY_BYTES
+}
+
+fn some_cache_max_bytes<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    cache_max_bytes(deserializer).map(Some)
+}
+
 const fn default_max_tokens() -> u32 {
     gatewayz_domain::service::DEFAULT_MAX_TOKENS
 }
@@ -203,6 +223,8 @@ gatewayz_adapters::var_parsers! {
     overload_grace_ms: u64 = "GATEWAYZ_OVERLOAD_GRACE_MS";
     limits_on_store_error: OnStoreError = "GATEWAYZ_LIMITS_ON_STORE_ERROR";
     response_ttl_secs: u64 = "GATEWAYZ_RESPONSE_TTL_SECS";
+    cache_max_bytes: u64 = "GATEWAYZ_CACHE_MAX_BYTES";
+    cache_max_entry_bytes: usize = "GATEWAYZ_CACHE_MAX_ENTRY_BYTES";
 }
 
 fn some_memory_budget_bytes<'de, D: serde::Deserializer<'de>>(
@@ -313,6 +335,20 @@ impl Config {
             budget_from,
             max_in_flight,
             grace: std::time::Duration::from_millis(self.overload_grace_ms),
+        })
+    }
+}
+
+impl Config {
+    /// The most the in-process response cache holds: the variable when
+    /// set, else 256 MiB or a quarter of the container's memory limit
+    /// (`container_limit`), whichever is less, so that the cache and the
+    /// memory budget (half the limit) leave room for the rest.
+    pub fn cache_max_bytes(&self, container_limit: Option<u64>) -> u64 {
+        self.cache_max_bytes.unwrap_or_else(|| {
+            container_limit.map_or(gatewayz_domain::cache::DEFAULT_MAX_BYTES, |limit| {
+                (limit / 4).min(gatewayz_domain::cache::DEFAULT_MAX_BYTES)
+            })
         })
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
+use gatewayz_adapters::cache::{InProcessCache, RedisCache};
 use gatewayz_adapters::catalog::{self, CatalogError};
 use gatewayz_adapters::cgroup;
 use gatewayz_adapters::limits::{
@@ -19,8 +20,8 @@ use gatewayz_adapters::responses::{InProcessResponses, RedisResponses};
 use gatewayz_adapters::{DemoProvider, EnvKeyResolver, PortkeyClient};
 use gatewayz_domain::limits::Limits;
 use gatewayz_domain::{
-    ChatService, KeyResolver, LimitsStore, MemoryBudget, ProviderKind, Providers, ResponseMemory,
-    RoutingEvents, ValidationError,
+    CacheStore, ChatService, KeyResolver, LimitsStore, MemoryBudget, ProviderKind, Providers, ResponseCache,
+    ResponseMemory, RoutingEvents, ValidationError,
 };
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -91,10 +92,15 @@ pub async fn chat_service(settings: &Settings) -> Result<ChatService, StartupErr
         .with(ProviderKind::Demo, Arc::new(DemoProvider))
         .with(ProviderKind::Portkey, Arc::new(PortkeyClient::new(portkey)?));
     let keys: Arc<dyn KeyResolver> = Arc::new(EnvKeyResolver::new(keys.clone()));
-    let (limits, responses) = stores(config).await?;
+    let Stores {
+        limits,
+        responses,
+        cache,
+    } = stores(config).await?;
     Ok(ChatService::new(providers, keys)
         .with_limits(limits)
         .with_response_memory(responses)
+        .with_cache(ResponseCache::new(cache, config.cache_max_entry_bytes))
         .with_catalog(Arc::new(catalog))
         .with_default_route(default_route)
         .with_default_max_tokens(config.default_max_tokens)
@@ -102,17 +108,28 @@ pub async fn chat_service(settings: &Settings) -> Result<ChatService, StartupErr
         .with_routing_field_rules(Arc::new(PortkeyHeaderRules)))
 }
 
-/// Where keys' limits are counted and where Responses API responses were
-/// made is remembered: in this process, or in Redis (shared by every
-/// replica) when `GATEWAYZ_REDIS_URL` is set, the limits falling back as
-/// `GATEWAYZ_LIMITS_ON_STORE_ERROR` says while it cannot answer.
-async fn stores(config: &Config) -> Result<(Arc<dyn LimitsStore>, Arc<dyn ResponseMemory>), StartupError> {
+/// The stores of the state the gateway keeps.
+struct Stores {
+    limits: Arc<dyn LimitsStore>,
+    responses: Arc<dyn ResponseMemory>,
+    cache: Arc<dyn CacheStore>,
+}
+
+/// Where keys' limits are counted, where Responses API responses were made
+/// is remembered, and where answers are cached: in this process, or in
+/// Redis (shared by every replica) when `GATEWAYZ_REDIS_URL` is set, the
+/// limits falling back as `GATEWAYZ_LIMITS_ON_STORE_ERROR` says while it
+/// cannot answer (and the cache missing).
+async fn stores(config: &Config) -> Result<Stores, StartupError> {
     let ttl = Duration::from_secs(config.response_ttl_secs.max(1));
     let Some(url) = &config.redis_url else {
-        return Ok((
-            Arc::new(InProcessLimits::new()),
-            Arc::new(InProcessResponses::new(ttl)),
-        ));
+        let cache_bytes = config.cache_max_bytes(cgroup::memory_limit());
+        tracing::info!(max_bytes = cache_bytes, "responses cached in this process");
+        return Ok(Stores {
+            limits: Arc::new(InProcessLimits::new()),
+            responses: Arc::new(InProcessResponses::new(ttl)),
+            cache: Arc::new(InProcessCache::new(cache_bytes)),
+        });
     };
     let ca_pem = match &config.redis_ca_file {
         Some(path) => Some(std::fs::read(path).map_err(|error| StartupError::RedisCa {
@@ -129,13 +146,13 @@ async fn stores(config: &Config) -> Result<(Arc<dyn LimitsStore>, Arc<dyn Respon
     tracing::info!(
         url = redis.shown_url(),
         on_store_error = config.limits_on_store_error.as_str(),
-        "key limits counted, and responses' targets remembered, in Redis"
+        "key limits counted, responses' targets remembered and answers cached in Redis"
     );
-    let responses = Arc::new(RedisResponses::new(redis.clone(), ttl));
-    Ok((
-        Arc::new(DegradingLimits::new(redis, config.limits_on_store_error)),
-        responses,
-    ))
+    Ok(Stores {
+        responses: Arc::new(RedisResponses::new(redis.clone(), ttl)),
+        cache: Arc::new(RedisCache::new(redis.clone())),
+        limits: Arc::new(DegradingLimits::new(redis, config.limits_on_store_error)),
+    })
 }
 
 /// A bound, ready-to-run gateway: the public listener and the admin one.
@@ -209,6 +226,9 @@ impl Application {
         if let Some(store) = &limits_store {
             let store = Arc::clone(store);
             metrics = metrics.with_limits_degraded(Arc::new(move || store.is_degraded()));
+        }
+        if let Some(cache) = service.cache() {
+            metrics = metrics.with_cache(cache.clone());
         }
         let metrics = web::Data::new(metrics);
         let overload = web::Data::new(Overload::new(&limits, budget.clone(), Some(metrics.clone())));

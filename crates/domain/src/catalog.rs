@@ -169,6 +169,12 @@ pub struct ModelEntry {
     pub policy: RoutingPolicy,
     /// The APIs it serves ([`Service::DEFAULT`] unless the catalog says).
     pub endpoints: Vec<Service>,
+    /// How long its answers are cached (`cache_ttl_s`); `None`: not cached
+    /// unless the key's policy says.
+    pub cache_ttl: Option<std::time::Duration>,
+    /// Its cached answers are shared by every key (`cache_scope =
+    /// "shared"`), not kept per key.
+    pub cache_shared: bool,
 }
 
 impl ModelEntry {
@@ -187,6 +193,8 @@ impl ModelEntry {
             max_tokens: None,
             policy: RoutingPolicy::default(),
             endpoints: Service::DEFAULT.to_vec(),
+            cache_ttl: None,
+            cache_shared: false,
         }
     }
 

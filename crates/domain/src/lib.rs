@@ -6,6 +6,7 @@
 //! reading. Adapters implement the ports; the API crate wires them.
 
 pub mod budget;
+pub mod cache;
 pub mod catalog;
 pub mod error;
 pub mod json;
@@ -27,6 +28,7 @@ pub mod usage;
 pub mod validation;
 
 pub use budget::{BudgetedBuffer, Lease, MemoryBudget, OverBudget};
+pub use cache::{CacheDirectives, CacheStatus, CacheStore, ResponseCache};
 pub use catalog::{Catalog, GroupSpec, ModelEntry, Node, Pricing, Target, TargetSpec};
 pub use error::{ChatError, ErrorSource, KeyError, UpstreamError, ValidationError};
 pub use json::ShapeError;

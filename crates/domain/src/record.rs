@@ -56,6 +56,17 @@ pub struct CallFacts {
     /// A Responses API response whose target could not be remembered: its
     /// follow-ups will not find it.
     pub unremembered: bool,
+    /// What the response cache did, when the request was cacheable.
+    pub cache: Option<crate::cache::CacheStatus>,
+    /// A hit's age, in seconds.
+    pub cache_age: Option<u64>,
+    /// It waited on an identical request in flight instead of calling the
+    /// upstream (its answer is then a hit).
+    pub cache_coalesced: bool,
+    /// The cache's store failed it (the request went on as a miss).
+    pub cache_store_error: bool,
+    /// The bytes of its answer stored in the cache.
+    pub cache_stored_bytes: Option<u64>,
 }
 
 /// A shared, fill-as-you-go [`CallFacts`].

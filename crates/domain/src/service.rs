@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::cache::CachedBody;
+use crate::cache::{CacheDirectives, CacheStatus, Joined, KeyParts, ResponseCache, UpstreamPart};
 use crate::catalog::{Catalog, ModelEntry, Pricing};
 use crate::error::ChatError;
 use crate::limits::{KeyPolicy, Limits, LimitsStore, Spend, Ticket, usd_to_micros};
@@ -19,6 +21,8 @@ use crate::route::{Route, RoutingFields};
 use crate::routing;
 use crate::text::quote;
 use crate::usage;
+use cached::{CachePlan, Fill, Replay};
+use futures::StreamExt;
 
 /// One chat-completion request as the API received it.
 #[derive(Debug)]
@@ -28,6 +32,8 @@ pub struct ChatCommand {
     pub context: RequestContext,
     /// The policy of the gateway key that sent it, when keys have policies.
     pub key: Option<Arc<KeyPolicy>>,
+    /// What the client's `Cache-Control` asks of the response cache.
+    pub cache: CacheDirectives,
 }
 
 /// The answer to a [`ChatCommand`]: whole, or streamed when the request
@@ -86,6 +92,8 @@ pub struct ChatService {
     limits: Option<Limits>,
     /// Where Responses API responses were made, for their follow-ups.
     responses: Option<Arc<dyn ResponseMemory>>,
+    /// Where answers are cached, for models and keys that cache them.
+    cache: Option<ResponseCache>,
 }
 
 /// How long a request routed directly (not through a catalog model, whose
@@ -103,6 +111,8 @@ struct Prepared {
     reservation: Option<Reservation>,
     /// Where to remember a Responses API answer's target.
     remember: Option<Remember>,
+    /// Its key and rules, when its answer is cacheable.
+    cache: Option<CachePlan>,
 }
 
 /// A Responses API answer's target, to remember under its id once known.
@@ -218,6 +228,7 @@ impl ChatService {
             field_rules: None,
             limits: None,
             responses: None,
+            cache: None,
         }
         .rebuild()
     }
@@ -299,6 +310,19 @@ impl ChatService {
         self
     }
 
+    /// Caches the answers of models and keys that give a time to live
+    /// (`cache_ttl_s`) in `cache`.
+    #[must_use]
+    pub fn with_cache(mut self, cache: ResponseCache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The response cache, when one is set.
+    pub fn cache(&self) -> Option<&ResponseCache> {
+        self.cache.as_ref()
+    }
+
     /// The limits store and its pending settlements, when limits apply.
     pub fn limits(&self) -> Option<&Limits> {
         self.limits.as_ref()
@@ -366,6 +390,16 @@ impl ChatService {
                 })?,
             _ => None,
         };
+        let mut prepared = self.prepare(command, pinned)?;
+        match prepared.cache.take() {
+            Some(plan) => self.through_cache(prepared, plan).await,
+            None => self.call(prepared, None).await,
+        }
+    }
+
+    /// Calls the upstream for `prepared`, filling the cache as its answer
+    /// arrives when `fill` says where.
+    async fn call(&self, prepared: Prepared, fill: Option<Fill>) -> Result<ChatOutcome, ChatError> {
         let Prepared {
             provider,
             call,
@@ -373,7 +407,8 @@ impl ChatService {
             client_wants_usage,
             reservation,
             remember,
-        } = self.prepare(command, pinned)?;
+            cache: _,
+        } = prepared;
         let received = call.context.received;
         let record = call.context.record.clone();
         let endpoint = call.request.endpoint();
@@ -398,6 +433,10 @@ impl ChatService {
                 }
             };
             let pricing = priced(&record);
+            let chunks = match fill {
+                Some(fill) => cached::filling(chunks, fill),
+                None => chunks,
+            };
             let chunks = match remember {
                 Some(remember) => remembering(chunks, remember, record.clone()),
                 None => chunks,
@@ -421,6 +460,9 @@ impl ChatService {
                     return Err(error);
                 }
             };
+            if let Some(fill) = fill {
+                fill.whole(response.json()).await;
+            }
             if let (Some(remember), Some(id)) = (&remember, response.response_id()) {
                 remember.note(id, &record).await;
             }
@@ -500,6 +542,7 @@ impl ChatService {
             routing,
             mut context,
             key,
+            cache: directives,
         } = command;
         let endpoint = request.endpoint();
         if let Some(key) = key.as_ref().filter(|key| !key.allows_model(request.model())) {
@@ -534,6 +577,10 @@ impl ChatService {
         if let Some(entry) = entry {
             served(entry, endpoint)?;
         }
+        let cache = match pinned {
+            None => self.cache_plan(&request, &resolved, entry, key.as_ref(), directives, &context),
+            Some(_) => None,
+        };
         let limited = key.filter(|key| key.has_limits() && self.limits.is_some());
         let output_limit = |catalog_limit: Option<u32>| {
             if matches!(endpoint, Endpoint::Embeddings | Endpoint::CountTokens) {
@@ -590,6 +637,7 @@ impl ChatService {
                 pricing: None,
                 client_wants_usage,
                 remember,
+                cache,
             });
         }
         let (route, model, max_tokens, pricing, remember) = match located {
@@ -652,7 +700,208 @@ impl ChatService {
             pricing,
             client_wants_usage,
             remember,
+            cache,
         })
+    }
+
+    /// The cache key and rules of a request, when its answer is cacheable:
+    /// a cache is set, the API is one whose answers are kept (chat,
+    /// embeddings, messages), and the key's policy or the catalog model
+    /// gives a time to live (the key's first), which the client's
+    /// `no-store` did not turn down.
+    fn cache_plan(
+        &self,
+        request: &ChatRequest,
+        resolved: &crate::resolve::Resolved,
+        entry: Option<&ModelEntry>,
+        key: Option<&Arc<KeyPolicy>>,
+        directives: CacheDirectives,
+        context: &RequestContext,
+    ) -> Option<CachePlan> {
+        let cache = self.cache.as_ref()?;
+        if !matches!(
+            request.endpoint(),
+            Endpoint::Chat | Endpoint::Embeddings | Endpoint::Messages
+        ) {
+            return None;
+        }
+        let ttl = key
+            .and_then(|key| key.cache_ttl)
+            .or_else(|| entry.and_then(|entry| entry.cache_ttl))
+            .filter(|ttl| !ttl.is_zero())?;
+        if directives.no_store {
+            context
+                .record
+                .update(|facts| facts.cache = Some(CacheStatus::Bypass));
+            return None;
+        }
+        // Every upstream that may answer, as the call would reach it.
+        let routes: Vec<(Route, &str, Option<i64>)> = match entry {
+            Some(entry) => entry
+                .targets
+                .targets()
+                .into_iter()
+                .map(|spec| {
+                    let route = spec.target.route().overridden(&resolved.overrides);
+                    let limit = route.output_limit(request, entry.max_tokens, self.default_max_tokens);
+                    (route, spec.target.upstream_model(), limit)
+                })
+                .collect(),
+            None => vec![(
+                resolved.route.clone(),
+                resolved.model.as_str(),
+                resolved
+                    .route
+                    .output_limit(request, resolved.max_tokens, self.default_max_tokens),
+            )],
+        };
+        let upstreams: Vec<UpstreamPart<'_>> = routes
+            .iter()
+            .map(|(route, model, limit)| UpstreamPart {
+                route,
+                model,
+                default_max_tokens: *limit,
+            })
+            .collect();
+        let owner = owner(key);
+        let shared = entry.is_some_and(|entry| entry.cache_shared);
+        let key = KeyParts {
+            request,
+            catalog_model: entry.map(|entry| entry.id.as_str()),
+            upstreams: &upstreams,
+            scope: (!shared).then_some(owner.as_str()),
+            headers: &context.passed_headers,
+        }
+        .key();
+        Some(CachePlan {
+            cache: cache.clone(),
+            key,
+            ttl,
+            no_cache: directives.no_cache,
+            max_age: directives.max_age,
+        })
+    }
+
+    /// Serves a cacheable request: from an identical request in flight,
+    /// from the store, or from the upstream (whose answer is then shared
+    /// with the identical requests that arrive meanwhile, and stored).
+    async fn through_cache(&self, prepared: Prepared, plan: CachePlan) -> Result<ChatOutcome, ChatError> {
+        let record = prepared.call.context.record.clone();
+        let endpoint = prepared.call.request.endpoint();
+        let stream = prepared.call.request.is_stream();
+        if plan.no_cache {
+            record.update(|facts| facts.cache = Some(CacheStatus::Refresh));
+            let fill = Fill::new(&plan, None, &prepared.call.context);
+            return self.call(prepared, Some(fill)).await;
+        }
+        let leader = match plan.cache.join(plan.key) {
+            Joined::Follow(follower) => {
+                // It counts as a request of its key; it spends nothing.
+                let ticket = self.admit_free(&prepared).await?;
+                let replay = if stream {
+                    cached::followed(endpoint, follower).await
+                } else {
+                    follower
+                        .answer()
+                        .await
+                        .and_then(|body| Replay::of(endpoint, false, body))
+                };
+                if let Some(replay) = replay {
+                    record.update(|facts| {
+                        facts.cache_coalesced = true;
+                        facts.cache_age = Some(0);
+                    });
+                    return Ok(self.replayed(&prepared, replay, ticket));
+                }
+                // Its leader failed: it makes its own call.
+                if let Some(ticket) = ticket {
+                    ticket.release();
+                }
+                None
+            }
+            Joined::Lead(leader) => match plan.cache.get(&plan.key).await {
+                Ok(Some(answer)) => match plan.fresh(&answer) {
+                    Some(age) => match Replay::of(endpoint, stream, answer.body.clone()) {
+                        Some(replay) => {
+                            // Its flight's followers get the stored answer too.
+                            match &answer.body {
+                                CachedBody::Whole(json) => leader.whole(json),
+                                CachedBody::Chunks(chunks) => {
+                                    chunks.iter().for_each(|chunk| leader.chunk(chunk));
+                                    leader.done();
+                                }
+                            }
+                            let ticket = self.admit_free(&prepared).await?;
+                            record.update(|facts| facts.cache_age = Some(age));
+                            return Ok(self.replayed(&prepared, replay, ticket));
+                        }
+                        // Stored, but unreadable as asked: a miss.
+                        None => Some(leader),
+                    },
+                    None => Some(leader),
+                },
+                Ok(None) => Some(leader),
+                Err(_) => {
+                    record.update(|facts| facts.cache_store_error = true);
+                    Some(leader)
+                }
+            },
+        };
+        record.update(|facts| facts.cache = Some(CacheStatus::Miss));
+        let fill = Fill::new(&plan, leader, &prepared.call.context);
+        self.call(prepared, Some(fill)).await
+    }
+
+    /// Admits a request answered without the upstream: one request of its
+    /// key, no tokens, no spend.
+    async fn admit_free(&self, prepared: &Prepared) -> Result<Option<Ticket>, ChatError> {
+        match &prepared.reservation {
+            Some(reservation) => {
+                let free = Reservation {
+                    policy: reservation.policy.clone(),
+                    prompt_estimate: 0,
+                    output_limit: 0,
+                    pricing: None,
+                };
+                self.admit(free, &prepared.call.context).await
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The answer of a request served from the cache (a hit): its
+    /// `gateway_usage` says `cached`, costs nothing, and its key is charged
+    /// one request and nothing else.
+    fn replayed(&self, prepared: &Prepared, replay: Replay, ticket: Option<Ticket>) -> ChatOutcome {
+        let context = &prepared.call.context;
+        context.record.update(|facts| {
+            facts.cache = Some(CacheStatus::Hit);
+            facts.cost_usd = Some(0.0);
+            facts.attempts = 0;
+        });
+        match replay {
+            Replay::Whole(response) => {
+                if let Some(ticket) = ticket {
+                    ticket.settle(Spend::default());
+                }
+                ChatOutcome::Complete(usage::annotate_cached(response, context.received))
+            }
+            replay => {
+                let chunks = replay
+                    .into_stream()
+                    .unwrap_or_else(|| futures::stream::empty().boxed());
+                let meter = usage::Meter::new(
+                    context.received,
+                    Instant::now(),
+                    None,
+                    prepared.client_wants_usage,
+                    context.record.clone(),
+                )
+                .cached()
+                .with_ticket(ticket);
+                ChatOutcome::Stream(usage::meter(chunks, meter))
+            }
+        }
     }
 
     /// Where a follow-up of the response `stored` made goes: to its target,
@@ -919,6 +1168,8 @@ fn remembering(chunks: ChatStream, remember: Remember, record: crate::record::Ca
         .boxed()
 }
 
+mod cached;
+
 #[cfg(test)]
 mod apis_tests;
 
@@ -941,6 +1192,7 @@ mod tests {
             },
             context: RequestContext::default(),
             key: None,
+            cache: Default::default(),
         }
     }
 

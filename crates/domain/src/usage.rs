@@ -22,6 +22,8 @@ pub struct GatewayUsage {
     /// Only when the catalog prices the model and the upstream reported
     /// usage: never a guess.
     pub cost_usd: Option<f64>,
+    /// Served from the cache: no upstream call, no cost.
+    pub cached: bool,
 }
 
 impl GatewayUsage {
@@ -36,6 +38,17 @@ impl GatewayUsage {
             request: received.elapsed(),
             upstream,
             cost_usd,
+            cached: false,
+        }
+    }
+
+    /// An answer served from the cache: it cost nothing.
+    fn cached(received: Instant) -> Self {
+        Self {
+            request: received.elapsed(),
+            upstream: Duration::ZERO,
+            cost_usd: Some(0.0),
+            cached: true,
         }
     }
 
@@ -43,6 +56,9 @@ impl GatewayUsage {
         let mut value = json!({"request_ms": millis(self.request), "upstream_ms": millis(self.upstream)});
         if let Some(cost) = self.cost_usd {
             value["cost_usd"] = json!(cost);
+        }
+        if self.cached {
+            value["cached"] = json!(true);
         }
         value
     }
@@ -86,6 +102,12 @@ pub(crate) fn annotate(
     (response.with_member(FIELD, &usage.to_bytes()), usage)
 }
 
+/// Adds `gateway_usage` to a whole answer served from the cache: `cached`,
+/// no cost.
+pub(crate) fn annotate_cached(response: ChatResponse, received: Instant) -> ChatResponse {
+    response.with_member(FIELD, &GatewayUsage::cached(received).to_bytes())
+}
+
 /// The state of a metered stream.
 pub(crate) struct Meter {
     received: Instant,
@@ -106,6 +128,8 @@ pub(crate) struct Meter {
     failed: bool,
     /// Usage reported in parts, merged until the final part.
     partial: Option<Usage>,
+    /// A replay from the cache: it costs and spends nothing.
+    cached: bool,
 }
 
 impl Meter {
@@ -130,7 +154,16 @@ impl Meter {
             used: None,
             failed: false,
             partial: None,
+            cached: false,
         }
+    }
+
+    /// Meters a replay from the cache: its usage chunk says `cached` and
+    /// costs nothing, its key is charged nothing, and no tokens are noted.
+    pub(crate) fn cached(mut self) -> Self {
+        self.cached = true;
+        self.used = Some(Spend::default());
+        self
     }
 
     /// Settles `ticket` when the stream ends: with the usage the upstream
@@ -197,6 +230,10 @@ impl Drop for Meter {
 
 impl Meter {
     fn note_end(&self) {
+        // A replay waited on no upstream.
+        if self.cached {
+            return;
+        }
         let upstream = self.started.elapsed();
         self.record.update(|facts| facts.upstream = Some(upstream));
     }
@@ -232,6 +269,11 @@ impl Meter {
             return chunk;
         }
         self.reported = true;
+        if self.cached {
+            self.record.update(|facts| facts.cost_usd = Some(0.0));
+            let keep_usage = self.client_wants_usage || chunk.kind().is_some();
+            return chunk.with_member(FIELD, &GatewayUsage::cached(self.received).to_bytes(), keep_usage);
+        }
         let usage = GatewayUsage::measure(self.received, self.started.elapsed(), self.pricing, Some(&tokens));
         self.used = Some(
             Spend {
@@ -256,7 +298,11 @@ impl Meter {
             return None;
         }
         let ChunkHead { id, created, model } = self.first.take()?;
-        let usage = GatewayUsage::measure(self.received, self.started.elapsed(), self.pricing, None);
+        let usage = if self.cached {
+            GatewayUsage::cached(self.received)
+        } else {
+            GatewayUsage::measure(self.received, self.started.elapsed(), self.pricing, None)
+        };
         let closing = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
             "choices": [], FIELD: usage.to_json()});
         ChatChunk::from_json(serde_json::to_vec(&closing).ok()?.into()).ok()

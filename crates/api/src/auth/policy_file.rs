@@ -147,6 +147,7 @@ impl Reader<'_> {
                 budget,
                 expires_at: key.expires_at.map(|expiry| expiry.0),
                 labels: key.labels,
+                cache_ttl: key.cache_ttl_s.map(|ttl| std::time::Duration::from_secs(ttl.0)),
             }),
         })
     }
@@ -250,6 +251,29 @@ struct RawKey {
     expires_at: Option<Expiry>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
+    cache_ttl_s: Option<CacheTtl>,
+}
+
+/// How long a key's answers are cached, in whole seconds: at most a year,
+/// and 0 turns the cache off for the key.
+struct CacheTtl(u64);
+
+/// The longest `cache_ttl_s`.
+const MAX_CACHE_TTL_S: u64 = 365 * 24 * 60 * 60;
+
+impl<'de> Deserialize<'de> for CacheTtl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = i64::deserialize(deserializer)?;
+        u64::try_from(value)
+            .ok()
+            .filter(|value| *value <= MAX_CACHE_TTL_S)
+            .map(Self)
+            .ok_or_else(|| {
+                de::Error::custom(format!(
+                    "must be between 0 and {MAX_CACHE_TTL_S} seconds, got {value}"
+                ))
+            })
+    }
 }
 
 /// A key's id: it names the key in URLs (`/admin/keys/{id}`), log lines

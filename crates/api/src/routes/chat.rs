@@ -13,8 +13,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use gatewayz_domain::text::quote;
 use gatewayz_domain::{
-    BudgetedBuffer, CallRecord, ChatCommand, ChatError, ChatOutcome, ChatRequest, ChatResponse, ChatService,
-    Endpoint, KeyPolicy, MemoryBudget, OverBudget, RequestContext, RoutingFields,
+    BudgetedBuffer, CacheDirectives, CallRecord, ChatCommand, ChatError, ChatOutcome, ChatRequest,
+    ChatResponse, ChatService, Endpoint, KeyPolicy, MemoryBudget, OverBudget, RequestContext, RoutingFields,
 };
 
 use crate::auth::Authenticated;
@@ -108,17 +108,26 @@ pub(crate) async fn serve(
         routing,
         context,
         key: request.extensions().get::<Arc<KeyPolicy>>().cloned(),
+        cache: cache_directives(request)?,
     };
     let probe = request.conn_data::<ClientProbe>().cloned();
     let outcome = unless_gone(probe.as_ref(), &record, state.service.execute(command)).await??;
     drop(upstream_copy);
+    let mut response = HttpResponse::Ok();
+    record.read(|facts| {
+        if let Some(status) = facts.cache {
+            response.insert_header((CACHE_HEADER, status.as_str()));
+        }
+        if let Some(age) = facts.cache_age {
+            response.insert_header((header::AGE, age));
+        }
+    });
     match outcome {
-        ChatOutcome::Complete(response) => Ok(HttpResponse::Ok()
+        ChatOutcome::Complete(answer) => Ok(response
             .content_type(ContentType::json())
-            .body(answer_body(response))),
+            .body(answer_body(answer))),
         ChatOutcome::Stream(chunks) => {
             let events = event_stream(chunks, endpoint);
-            let mut response = HttpResponse::Ok();
             response
                 .insert_header(header::ContentType(actix_web::mime::TEXT_EVENT_STREAM))
                 .insert_header(header::CacheControl(vec![header::CacheDirective::NoCache]))
@@ -137,6 +146,46 @@ pub(crate) async fn serve(
             })
         }
     }
+}
+
+/// What the response cache did for a request.
+const CACHE_HEADER: &str = "x-gatewayz-cache";
+
+/// What the client's `Cache-Control` asks of the response cache:
+/// `max-age=N`, `no-cache`, `no-store` (others are ignored, as HTTP
+/// caches do). A `max-age` that is not a whole number of seconds is a 400.
+fn cache_directives(request: &HttpRequest) -> Result<CacheDirectives, ApiError> {
+    let mut directives = CacheDirectives::default();
+    for value in request.headers().get_all(header::CACHE_CONTROL) {
+        let text = value.to_str().unwrap_or_default();
+        for directive in text.split(',').map(str::trim) {
+            let (name, argument) = match directive.split_once('=') {
+                Some((name, argument)) => (name.trim(), Some(argument.trim().trim_matches('"'))),
+                None => (directive, None),
+            };
+            if name.eq_ignore_ascii_case("no-cache") {
+                directives.no_cache = true;
+            } else if name.eq_ignore_ascii_case("no-store") {
+                directives.no_store = true;
+            } else if name.eq_ignore_ascii_case("max-age") {
+                let seconds = argument
+                    .filter(|seconds| {
+                        !seconds.is_empty() && seconds.bytes().all(|byte| byte.is_ascii_digit())
+                    })
+                    // Past what fits, as long as any answer lives.
+                    .map(|seconds| seconds.parse::<u64>().unwrap_or(u64::MAX))
+                    .ok_or_else(|| {
+                        ApiError::invalid_request(
+                            "Cache-Control max-age must be a whole number of seconds, as in `max-age=60`",
+                        )
+                        .with_param("Cache-Control")
+                    })?;
+                let max_age = std::time::Duration::from_secs(seconds);
+                directives.max_age = Some(directives.max_age.map_or(max_age, |earlier| earlier.min(max_age)));
+            }
+        }
+    }
+    Ok(directives)
 }
 
 /// `call`'s outcome, unless the client leaves first: then the call (and

@@ -28,6 +28,9 @@ pub struct KeyPolicy {
     pub expires_at: Option<i64>,
     /// Copied to the access log.
     pub labels: BTreeMap<String, String>,
+    /// How long its answers are cached (`cache_ttl_s`): over the catalog
+    /// model's time to live when set, and zero turns the cache off for it.
+    pub cache_ttl: Option<std::time::Duration>,
 }
 
 impl fmt::Debug for KeyPolicy {
@@ -40,6 +43,7 @@ impl fmt::Debug for KeyPolicy {
             .field("max_parallel", &self.max_parallel)
             .field("budget", &self.budget)
             .field("expires_at", &self.expires_at)
+            .field("cache_ttl", &self.cache_ttl)
             .finish_non_exhaustive()
     }
 }
@@ -56,6 +60,7 @@ impl KeyPolicy {
             budget: None,
             expires_at: None,
             labels: BTreeMap::new(),
+            cache_ttl: None,
         }
     }
 

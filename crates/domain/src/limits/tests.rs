@@ -127,6 +127,7 @@ fn command(stream: bool, key: Arc<KeyPolicy>) -> ChatCommand {
         },
         context: RequestContext::new("req-1"),
         key: Some(key),
+        cache: Default::default(),
     }
 }
 

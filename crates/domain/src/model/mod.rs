@@ -8,6 +8,7 @@ mod chunk;
 mod endpoint;
 mod members;
 mod other_apis;
+pub mod replay;
 mod request;
 mod response;
 mod role;

@@ -185,6 +185,11 @@ impl ChatRequest {
         self.0.object.bytes()
     }
 
+    /// The top-level members' names and JSON texts, as the client sent them.
+    pub fn members(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.0.object.members()
+    }
+
     /// A top-level member's JSON text, if the client sent it.
     pub fn member(&self, name: &str) -> Option<&[u8]> {
         self.0.object.get(name)

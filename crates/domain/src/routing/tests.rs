@@ -239,6 +239,8 @@ fn setup(targets: Node, policy: RoutingPolicy, upstream: Scripted, keys: KeysBut
         max_tokens: None,
         policy,
         endpoints: crate::model::Service::DEFAULT.to_vec(),
+        cache_ttl: None,
+        cache_shared: false,
     }])
     .unwrap();
     let service = ChatService::new(
@@ -278,6 +280,7 @@ impl Setup {
             routing,
             context,
             key: None,
+            cache: Default::default(),
         };
         (self.service.execute(command).await, record)
     }

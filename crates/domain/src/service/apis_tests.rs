@@ -102,6 +102,8 @@ fn service(upstream: Arc<Upstream>, memory: Arc<Memory>) -> ChatService {
             max_tokens: None,
             policy: RoutingPolicy::default(),
             endpoints: Service::DEFAULT.to_vec(),
+            cache_ttl: None,
+            cache_shared: false,
         },
         ModelEntry {
             endpoints: vec![Service::Embeddings],
@@ -131,6 +133,7 @@ fn command(endpoint: Endpoint, body: serde_json::Value, key: Option<Arc<KeyPolic
         routing: RoutingFields::default(),
         context: RequestContext::default(),
         key,
+        cache: Default::default(),
     }
 }
 

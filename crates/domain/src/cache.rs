@@ -1,0 +1,24 @@
+//! The response cache: answers to identical requests served again, from
+//! this process or from a store every replica shares, and identical
+//! requests in flight answered by one upstream call.
+//!
+//! A request is cacheable when its catalog model or its key's policy gives
+//! a time to live ([`CacheRule`]). Its key ([`CacheKey`]) is a SHA-256 of
+//! everything that decides the answer; only answers that completed are
+//! stored ([`CachedAnswer`]), in a [`CacheStore`].
+
+mod flight;
+mod front;
+mod key;
+mod store;
+
+pub use flight::{Flights, Follower, Joined, Leader, Received};
+pub use front::ResponseCache;
+pub use key::{CacheKey, KeyParts, UpstreamPart};
+pub use store::{
+    CacheDirectives, CacheRule, CacheStatus, CacheStore, CacheUsage, CachedAnswer, CachedBody,
+    DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRY_BYTES,
+};
+
+#[cfg(any(test, feature = "mocks"))]
+pub use store::MockCacheStore;
