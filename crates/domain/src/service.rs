@@ -1172,6 +1172,8 @@ mod cached;
 
 #[cfg(test)]
 mod apis_tests;
+#[cfg(test)]
+mod cache_tests;
 
 #[cfg(test)]
 mod tests {
