@@ -13,6 +13,7 @@
 //! a gateway with an in-flight limit, a pass/fail verdict (same page).
 //! `--charts-from FILE` only redraws the charts of an existing `latest.json`.
 
+mod cache;
 mod charts;
 mod client;
 mod key_limits;

@@ -37,6 +37,14 @@ pub struct Plan {
     pub limits_closed_repeats: usize,
     pub limits_closed_warmup: Duration,
     pub limits_closed_window: Duration,
+    /// Cache hits: calls of each side before measuring; rounds at
+    /// concurrency 1, the sides in turn; calls a round to the upstream and
+    /// of hits, and of misses; and the time after which no round starts.
+    pub cache_warmup: usize,
+    pub cache_rounds: usize,
+    pub cache_per_round: usize,
+    pub cache_misses_per_round: usize,
+    pub cache_time_limit: Duration,
 }
 
 impl Plan {
@@ -72,6 +80,11 @@ impl Plan {
             limits_closed_repeats: 6,
             limits_closed_warmup: Duration::from_secs(1),
             limits_closed_window: Duration::from_millis(2_500),
+            cache_warmup: 1_000,
+            cache_rounds: 30,
+            cache_per_round: 2_000,
+            cache_misses_per_round: 500,
+            cache_time_limit: Duration::from_secs(40),
         }
     }
 
@@ -94,6 +107,11 @@ impl Plan {
             limits_closed_repeats: 2,
             limits_closed_warmup: Duration::from_millis(300),
             limits_closed_window: Duration::from_secs(1),
+            cache_warmup: 200,
+            cache_rounds: 3,
+            cache_per_round: 200,
+            cache_misses_per_round: 50,
+            cache_time_limit: Duration::from_secs(10),
             ..Self::full()
         }
     }
@@ -133,6 +151,16 @@ impl Plan {
                 "closed_loop_windows_per_side": self.limits_closed_repeats,
                 "closed_loop_warmup_s": self.limits_closed_warmup.as_secs_f64(),
                 "closed_loop_window_s": self.limits_closed_window.as_secs_f64(),
+            },
+            "cache": {
+                "warmup_requests_per_side": self.cache_warmup,
+                "latency_c1_rounds": self.cache_rounds,
+                "latency_c1_requests_per_round": {
+                    "direct": self.cache_per_round,
+                    "hit": self.cache_per_round,
+                    "miss": self.cache_misses_per_round,
+                },
+                "no_round_starts_after_s": self.cache_time_limit.as_secs_f64(),
             },
         })
     }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::cache;
 use crate::key_limits;
 use crate::load::{OpenStep, cpu_per_request_us};
 use crate::run::Results;
@@ -297,6 +298,7 @@ fn rows(results: &Results) -> Vec<Row> {
         None,
     ));
     rows.extend(key_limits::rows(&results.key_limits, per_second));
+    rows.extend(cache::rows(&results.cache));
     rows
 }
 
@@ -438,6 +440,7 @@ pub fn render(results: &Results) -> (String, Value) {
     if !note.is_empty() {
         let _ = writeln!(markdown, "{note}\n");
     }
+    let _ = writeln!(markdown, "{}\n", cache::note(&results.cache));
     markdown.push_str(&markdown_table(&rows));
     let _ = writeln!(
         markdown,
@@ -464,6 +467,7 @@ pub fn render(results: &Results) -> (String, Value) {
             "Key limits (three gateways, the upstream and redis-server)",
             "key_limits",
         ),
+        ("Cache hits (its gateway and the upstream)", "cache"),
         ("Streaming", "streams"),
     ] {
         let account = &results.cpu_accounts[key];
@@ -531,6 +535,7 @@ pub fn render(results: &Results) -> (String, Value) {
             "gateway": results.ladder_gateway.iter().map(level_json).collect::<Vec<_>>(),
         },
         "key_limits": key_limits::json(&results.key_limits, per_second),
+        "cache": cache::json(&results.cache),
         "cpu_accounts": results.cpu_accounts,
         "phase_seconds": results.phase_seconds.iter().map(|(name, seconds)| json!({"phase": name, "seconds": round(*seconds)})).collect::<Vec<_>>(),
     });

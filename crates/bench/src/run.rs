@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use tokio::time::{Instant, sleep};
 
 use crate::Args;
+use crate::cache::{self, CacheHits};
 use crate::client::{Target, connect};
 use crate::key_limits::{self, KeyLimits};
 use crate::load::{Closed, OpenStep, closed_loop, open_loop, sequential};
@@ -58,6 +59,7 @@ pub struct Results {
     pub stream_rss_peak_kib: u64,
     pub stream_rss_after_kib: u64,
     pub key_limits: KeyLimits,
+    pub cache: CacheHits,
     pub cpu_accounts: Value,
     pub phase_seconds: Vec<(&'static str, f64)>,
 }
@@ -204,8 +206,12 @@ pub async fn run(args: &Args) -> anyhow::Result<Results> {
 
     eprintln!("gatewayz-bench: key limits: no limits, in process, in Redis");
     let key_limits = key_limits::measure(args, &plan, upstream_address, upstream.pid()).await?;
-    upstream.stop();
     clock.phase("key limits");
+
+    eprintln!("gatewayz-bench: cache hits in process against direct, at concurrency 1");
+    let cache = cache::measure(args, &plan, upstream_address, upstream.pid()).await?;
+    upstream.stop();
+    clock.phase("cache hits");
 
     let (stream_bind, stream_admin) = (free_port()?, free_port()?);
     let mut stream_gateway = start_gateway(&GatewaySetup {
@@ -314,9 +320,11 @@ pub async fn run(args: &Args) -> anyhow::Result<Results> {
         cpu_accounts: json!({
             "whole_answers": whole_answers,
             "key_limits": key_limits.account.clone(),
+            "cache": cache.account.clone(),
             "streams": streams_account,
         }),
         key_limits,
+        cache,
         phase_seconds: clock.phases,
         plan,
     })
