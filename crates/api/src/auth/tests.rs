@@ -215,7 +215,7 @@ fn a_bad_policy_file_stops_the_start_and_on_reload_the_last_good_policies_stay()
 
     file.write(&policy_entry("team-a", "key-a", "rpm = 30\nburst = 2"));
     let error = keys.reload().unwrap_err().to_string();
-    assert!(error.ends_with(":5: keys[0].burst: unknown field `burst`, expected one of `id`, `key_sha256`, `models`, `rpm`, `tpm`, `max_parallel`, `budget_usd`, `budget_period`, `expires_at`, `labels`"), "{error}");
+    assert!(error.ends_with(":5: keys[0].burst: unknown field `burst`, expected one of `id`, `key_sha256`, `models`, `rpm`, `tpm`, `max_parallel`, `budget_usd`, `budget_period`, `expires_at`, `labels`, `cache_ttl_s`"), "{error}");
     assert_eq!(
         keys.identify("key-a").unwrap().rpm,
         Some(20),

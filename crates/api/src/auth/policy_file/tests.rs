@@ -193,6 +193,25 @@ fn an_expiry_must_be_an_rfc_3339_time_with_its_offset() {
 }
 
 #[test]
+fn a_key_may_set_how_long_its_answers_are_cached_or_turn_the_cache_off() {
+    let ttl = |fields: &str| parse("keys.toml", &one_key(fields)).unwrap()[0].policy.cache_ttl;
+    assert_eq!(ttl(""), None);
+    assert_eq!(ttl("cache_ttl_s = 600"), Some(std::time::Duration::from_secs(600)));
+    assert_eq!(ttl("cache_ttl_s = 0"), Some(std::time::Duration::ZERO));
+    for (value, expected) in [
+        ("-1", "got -1"),
+        ("31536001", "got 31536001"),
+        ("\"1h\"", "invalid type: string"),
+    ] {
+        let message = refusal(&one_key(&format!("cache_ttl_s = {value}")));
+        assert!(
+            message.starts_with("keys.toml:4: keys[0].cache_ttl_s:") && message.contains(expected),
+            "{value}: {message}"
+        );
+    }
+}
+
+#[test]
 fn labels_must_be_strings() {
     assert_eq!(
         refusal(&one_key("labels = { team = \"search\", tier = 3 }")),
@@ -276,7 +295,7 @@ fn unknown_fields_are_refused() {
     assert_eq!(
         refusal(&one_key("rmp = 60")),
         "keys.toml:4: keys[0].rmp: unknown field `rmp`, expected one of `id`, `key_sha256`, `models`, \
-         `rpm`, `tpm`, `max_parallel`, `budget_usd`, `budget_period`, `expires_at`, `labels`"
+         `rpm`, `tpm`, `max_parallel`, `budget_usd`, `budget_period`, `expires_at`, `labels`, `cache_ttl_s`"
     );
     let message = refusal(&format!("[settings]\nstrict = true\n\n{}", one_key("")));
     assert!(
