@@ -62,6 +62,7 @@ pub struct Metrics {
     key_tokens: IntCounterVec,
     key_refusals: IntCounterVec,
     limits_degraded: IntGauge,
+    ready: IntGauge,
     cache_requests: IntCounterVec,
     cache_coalesced: IntCounterVec,
     cache_stored_bytes: IntCounterVec,
@@ -71,17 +72,19 @@ pub struct Metrics {
     cache_evictions: IntCounter,
     /// Read when the metrics are rendered.
     budget: Option<MemoryBudget>,
-    degraded: Option<Degraded>,
+    degraded: Option<Condition>,
+    readiness: Option<Condition>,
     cache: Option<ResponseCache>,
 }
 
-/// Whether limits are degraded, asked at each render.
+/// A yes-or-no state of the process (limits degraded, ready), asked at
+/// each render rather than pushed when it changes.
 #[derive(Clone)]
-struct Degraded(Arc<dyn Fn() -> bool + Send + Sync>);
+struct Condition(Arc<dyn Fn() -> bool + Send + Sync>);
 
-impl std::fmt::Debug for Degraded {
+impl std::fmt::Debug for Condition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Degraded(..)")
+        f.write_str("Condition(..)")
     }
 }
 
@@ -236,6 +239,10 @@ impl Metrics {
                 "gatewayz_limits_degraded",
                 "1 while the shared limits store is unreachable and limits are counted in this process",
             )?,
+            ready: IntGauge::new(
+                "gatewayz_ready",
+                "1 while /readyz answers ready; 0 before serving, while draining or shedding load",
+            )?,
             cache_requests: IntCounterVec::new(
                 Opts::new(
                     "gatewayz_cache_requests_total",
@@ -278,10 +285,11 @@ impl Metrics {
             )?,
             budget: None,
             degraded: None,
+            readiness: None,
             cache: None,
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 30] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 31] = [
             Box::new(metrics.cache_requests.clone()),
             Box::new(metrics.cache_coalesced.clone()),
             Box::new(metrics.cache_stored_bytes.clone()),
@@ -293,6 +301,7 @@ impl Metrics {
             Box::new(metrics.key_tokens.clone()),
             Box::new(metrics.key_refusals.clone()),
             Box::new(metrics.limits_degraded.clone()),
+            Box::new(metrics.ready.clone()),
             Box::new(metrics.overload_refusals.clone()),
             Box::new(metrics.memory_budget.clone()),
             Box::new(metrics.memory_budget_in_use.clone()),
@@ -333,7 +342,15 @@ impl Metrics {
     /// shared store is down) at each render.
     #[must_use]
     pub fn with_limits_degraded(mut self, degraded: Arc<dyn Fn() -> bool + Send + Sync>) -> Self {
-        self.degraded = Some(Degraded(degraded));
+        self.degraded = Some(Condition(degraded));
+        self
+    }
+
+    /// Reports `ready()` (whether `/readyz` would answer ready) at each
+    /// render; without it the gauge stays 0.
+    #[must_use]
+    pub fn with_readiness(mut self, ready: Arc<dyn Fn() -> bool + Send + Sync>) -> Self {
+        self.readiness = Some(Condition(ready));
         self
     }
 
@@ -483,6 +500,9 @@ impl Metrics {
         if let Some(degraded) = &self.degraded {
             self.limits_degraded.set(i64::from((degraded.0)()));
         }
+        if let Some(ready) = &self.readiness {
+            self.ready.set(i64::from((ready.0)()));
+        }
         if let Some(stats) = self.cache.as_ref().and_then(ResponseCache::usage) {
             let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
             self.cache_bytes.set(gauge(stats.bytes));
@@ -608,6 +628,22 @@ mod tests {
             assert!(text.contains(line), "missing {line}\n{text}");
         }
         assert!(!text.contains("my-private-model-name"));
+    }
+
+    #[test]
+    fn readiness_is_read_at_each_render_and_zero_when_nobody_reports_it() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        assert!(Metrics::new().unwrap().render().contains("\ngatewayz_ready 0\n"));
+        let ready = Arc::new(AtomicBool::new(true));
+        let metrics = Metrics::new().unwrap().with_readiness({
+            let ready = Arc::clone(&ready);
+            Arc::new(move || ready.load(Ordering::SeqCst))
+        });
+
+        assert!(metrics.render().contains("\ngatewayz_ready 1\n"));
+        ready.store(false, Ordering::SeqCst);
+        assert!(metrics.render().contains("\ngatewayz_ready 0\n"));
     }
 
     #[test]

@@ -230,9 +230,19 @@ impl Application {
         if let Some(cache) = service.cache() {
             metrics = metrics.with_cache(cache.clone());
         }
-        let metrics = web::Data::new(metrics);
-        let overload = web::Data::new(Overload::new(&limits, budget.clone(), Some(metrics.clone())));
+        // The overload state counts its refusals in a copy of the metrics
+        // (clones share their counters), and the metrics read its state.
+        let overload = web::Data::new(Overload::new(
+            &limits,
+            budget.clone(),
+            Some(web::Data::new(metrics.clone())),
+        ));
         let readiness = Readiness::default();
+        let metrics = web::Data::new(metrics.with_readiness({
+            let readiness = readiness.clone();
+            let overload = Overload::clone(&overload);
+            Arc::new(move || readiness.check(Some(&overload)).is_ok())
+        }));
         let keys_data = web::Data::new(keys.clone());
         let events: Arc<dyn RoutingEvents> = Arc::new(Metrics::clone(&metrics));
         let chat = web::Data::new(ChatState {

@@ -33,6 +33,26 @@ impl Readiness {
     pub fn is_ready(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
+
+    /// What `/readyz` answers: `Ok` while serving and not shedding load for
+    /// longer than the grace period ([`Overload::sustained`]), else the body
+    /// of its 503. The `gatewayz_ready` gauge reads it too.
+    pub fn check(&self, overload: Option<&Overload>) -> Result<(), serde_json::Value> {
+        if !self.is_ready() {
+            return Err(serde_json::json!({"status": "not ready"}));
+        }
+        if let Some(shedding) =
+            overload.and_then(|overload| overload.sustained().then(|| overload.shedding_for()))
+        {
+            let seconds = shedding.unwrap_or_default().as_secs_f64();
+            return Err(serde_json::json!({
+                "status": "not ready",
+                "reason": "overloaded",
+                "shedding_seconds": (seconds * 10.0).round() / 10.0,
+            }));
+        }
+        Ok(())
+    }
 }
 
 /// Registers the admin routes.
@@ -52,23 +72,12 @@ async fn metrics(metrics: web::Data<Metrics>) -> HttpResponse {
         .body(metrics.render())
 }
 
-/// Ready while serving and not shedding load for longer than the grace
-/// period ([`Overload::sustained`]).
+/// Ready as [`Readiness::check`] says.
 async fn readyz(readiness: web::Data<Readiness>, overload: Option<web::Data<Overload>>) -> HttpResponse {
-    if !readiness.is_ready() {
-        return HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "not ready"}));
+    match readiness.check(overload.as_ref().map(|overload| overload.get_ref())) {
+        Ok(()) => HttpResponse::Ok().json(serde_json::json!({"status": "ready"})),
+        Err(body) => HttpResponse::ServiceUnavailable().json(body),
     }
-    if let Some(shedding) =
-        overload.and_then(|overload| overload.sustained().then(|| overload.shedding_for()))
-    {
-        let seconds = shedding.unwrap_or_default().as_secs_f64();
-        return HttpResponse::ServiceUnavailable().json(serde_json::json!({
-            "status": "not ready",
-            "reason": "overloaded",
-            "shedding_seconds": (seconds * 10.0).round() / 10.0,
-        }));
-    }
-    HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
 }
 
 /// The limits store, as the admin app holds it.
