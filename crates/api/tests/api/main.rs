@@ -20,6 +20,7 @@ mod lifecycle;
 mod limits;
 mod limits_redis;
 mod modules;
+mod observability;
 mod ops;
 mod overload;
 mod peers;
