@@ -12,9 +12,3 @@ mod redis;
 
 pub use memory::{CacheStats, InProcessCache};
 pub use redis::RedisCache;
-
-use std::time::Duration;
-
-/// The longest time to live an entry is given: a bound for Redis's `PX` and
-/// for the in-process clock's arithmetic.
-const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 60 * 60);

@@ -10,14 +10,16 @@
 mod flight;
 mod front;
 mod key;
+pub(crate) mod status;
 mod store;
 
 pub use flight::{Flights, Follower, Joined, Leader, Received};
 pub use front::ResponseCache;
 pub use key::{CacheKey, KeyParts, UpstreamPart};
+pub use status::CacheStatus;
 pub use store::{
-    CacheDirectives, CacheRule, CacheStatus, CacheStore, CacheUsage, CachedAnswer, CachedBody,
-    DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRY_BYTES,
+    CacheDirectives, CacheRule, CacheStore, CacheUsage, CachedAnswer, CachedBody, DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_ENTRY_BYTES,
 };
 
 #[cfg(any(test, feature = "mocks"))]

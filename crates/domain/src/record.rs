@@ -57,7 +57,7 @@ pub struct CallFacts {
     /// follow-ups will not find it.
     pub unremembered: bool,
     /// What the response cache did, when the request was cacheable.
-    pub cache: Option<crate::cache::CacheStatus>,
+    pub cache: Option<crate::cache::status::CacheStatus>,
     /// A hit's age, in seconds.
     pub cache_age: Option<u64>,
     /// It waited on an identical request in flight instead of calling the

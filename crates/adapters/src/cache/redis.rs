@@ -9,8 +9,8 @@ use bytes::Bytes;
 use gatewayz_domain::cache::{CacheKey, CacheStore, CachedAnswer};
 use gatewayz_domain::limits::StoreError;
 
-use super::MAX_TTL;
 use super::encoding::{decode, encode};
+use super::memory::MAX_TTL;
 use crate::limits::RedisLimits;
 
 /// Answers in Redis (the limits store's connections, deadline and key

@@ -37,30 +37,6 @@ pub struct CacheDirectives {
     pub no_store: bool,
 }
 
-/// What the cache did for a request: the `x-gatewayz-cache` header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheStatus {
-    /// Answered from the cache, or from an identical request in flight.
-    Hit,
-    /// Not found (or too old): answered by the upstream, and stored.
-    Miss,
-    /// `no-cache`: answered by the upstream, and stored.
-    Refresh,
-    /// `no-store`: the cache was not used.
-    Bypass,
-}
-
-impl CacheStatus {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Hit => "hit",
-            Self::Miss => "miss",
-            Self::Refresh => "refresh",
-            Self::Bypass => "bypass",
-        }
-    }
-}
-
 /// A stored answer, as the upstream sent it (before the gateway added its
 /// `gateway_usage`): a whole JSON answer, or a stream's events' JSON texts
 /// in order. Either can be replayed as the other.
