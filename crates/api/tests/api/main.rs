@@ -5,6 +5,7 @@
 
 mod auth;
 mod binary;
+mod cache;
 mod catalog;
 mod chain;
 mod chat;

@@ -71,17 +71,23 @@ impl ResponseCache {
         answer
     }
 
-    /// Stores `answer` under `key` for `ttl`; nothing while paused.
+    /// Stores `answer` under `key` for `ttl`: whether it was written
+    /// (nothing is, while the store is paused).
     ///
     /// # Errors
     /// The store's error (which pauses it).
-    pub async fn put(&self, key: &CacheKey, answer: &CachedAnswer, ttl: Duration) -> Result<(), StoreError> {
+    pub async fn put(
+        &self,
+        key: &CacheKey,
+        answer: &CachedAnswer,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
         if self.paused() {
-            return Ok(());
+            return Ok(false);
         }
         let stored = self.store.put(key, answer, ttl).await;
         self.note(stored.as_ref().err());
-        stored
+        stored.map(|()| true)
     }
 
     /// What the store holds, when it is in this process.
@@ -123,6 +129,6 @@ mod tests {
             stored_at: 0,
             body: CachedBody::Whole("{}".into()),
         };
-        assert_eq!(cache.put(&key, &answer, Duration::from_secs(1)).await, Ok(()));
+        assert_eq!(cache.put(&key, &answer, Duration::from_secs(1)).await, Ok(false));
     }
 }

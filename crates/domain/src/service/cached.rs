@@ -225,7 +225,9 @@ impl Fill {
         };
         let stored = self.cache.put(&self.key, &answer, self.ttl).await;
         self.record.update(|facts| match stored {
-            Ok(()) => facts.cache_stored_bytes = Some(bytes),
+            Ok(true) => facts.cache_stored_bytes = Some(bytes),
+            // The store is paused after an error: nothing was written.
+            Ok(false) => {}
             Err(_) => facts.cache_store_error = true,
         });
     }
