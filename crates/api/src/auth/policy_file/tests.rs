@@ -196,7 +196,10 @@ fn an_expiry_must_be_an_rfc_3339_time_with_its_offset() {
 fn a_key_may_set_how_long_its_answers_are_cached_or_turn_the_cache_off() {
     let ttl = |fields: &str| parse("keys.toml", &one_key(fields)).unwrap()[0].policy.cache_ttl;
     assert_eq!(ttl(""), None);
-    assert_eq!(ttl("cache_ttl_s = 600"), Some(std::time::Duration::from_secs(600)));
+    assert_eq!(
+        ttl("cache_ttl_s = 600"),
+        Some(std::time::Duration::from_secs(600))
+    );
     assert_eq!(ttl("cache_ttl_s = 0"), Some(std::time::Duration::ZERO));
     for (value, expected) in [
         ("-1", "got -1"),
