@@ -9,6 +9,7 @@
 //! - [`limits`]: the per-key limits stores: in process, in Redis, and Redis with a local fallback.
 //! - [`env_keys::EnvKeyResolver`]: Portkey and provider keys ([`KeySettings`]) read once from the environment.
 //! - [`env`](mod@env): settings read from environment variables with envy, and the names of those variables.
+//! - [`traces`]: OpenTelemetry traces over OTLP, and each upstream attempt's client span.
 //! - [`mock`] (feature `mocks`): mockall mocks of the ports.
 
 pub mod cache;
@@ -21,6 +22,7 @@ pub mod limits;
 pub mod metrics;
 pub mod portkey;
 pub mod responses;
+pub mod traces;
 
 #[cfg(feature = "mocks")]
 pub mod mock {

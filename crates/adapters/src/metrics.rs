@@ -10,6 +10,7 @@ use std::time::Duration;
 use gatewayz_domain::{
     BreakerState, CallFacts, ChatError, ErrorSource, MemoryBudget, ResponseCache, RoutingEvents,
 };
+use opentelemetry::KeyValue;
 use prometheus::{
     CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -70,11 +71,14 @@ pub struct Metrics {
     cache_bytes: IntGauge,
     cache_entries: IntGauge,
     cache_evictions: IntCounter,
+    trace_spans_dropped: IntCounter,
     /// Read when the metrics are rendered.
     budget: Option<MemoryBudget>,
     degraded: Option<Condition>,
     readiness: Option<Condition>,
     cache: Option<ResponseCache>,
+    /// Spans the trace exporter dropped, read at each render.
+    trace_drops: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// A yes-or-no state of the process (limits degraded, ready), asked at
@@ -286,10 +290,16 @@ impl Metrics {
             budget: None,
             degraded: None,
             readiness: None,
+            trace_spans_dropped: IntCounter::new(
+                "gatewayz_trace_spans_dropped_total",
+                "Spans dropped because the trace exporter's queue was full",
+            )?,
             cache: None,
+            trace_drops: None,
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 31] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 32] = [
+            Box::new(metrics.trace_spans_dropped.clone()),
             Box::new(metrics.cache_requests.clone()),
             Box::new(metrics.cache_coalesced.clone()),
             Box::new(metrics.cache_stored_bytes.clone()),
@@ -359,6 +369,14 @@ impl Metrics {
     #[must_use]
     pub fn with_cache(mut self, cache: ResponseCache) -> Self {
         self.cache = Some(cache);
+        self
+    }
+
+    /// Reports the spans the trace exporter dropped (its queue full) at
+    /// each render.
+    #[must_use]
+    pub fn with_trace_drops(mut self, dropped: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        self.trace_drops = Some(dropped);
         self
     }
 
@@ -511,6 +529,11 @@ impl Metrics {
             self.cache_evictions
                 .inc_by(stats.evictions.saturating_sub(self.cache_evictions.get()));
         }
+        if let Some(dropped) = &self.trace_drops {
+            let dropped = dropped.load(std::sync::atomic::Ordering::Relaxed);
+            self.trace_spans_dropped
+                .inc_by(dropped.saturating_sub(self.trace_spans_dropped.get()));
+        }
         let mut text = Vec::with_capacity(16 * 1024);
         // Encoding into memory fails only on a metric that breaks the
         // format's rules, which these never do.
@@ -548,6 +571,18 @@ impl RoutingEvents for Metrics {
             wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
             "retrying target: {error}"
         );
+        crate::traces::event(
+            "gatewayz.retry",
+            vec![
+                KeyValue::new("gatewayz.catalog_model", model.to_owned()),
+                KeyValue::new("gatewayz.target", target.to_owned()),
+                KeyValue::new("error.type", error.kind()),
+                KeyValue::new(
+                    "gatewayz.wait_ms",
+                    i64::try_from(wait.as_millis()).unwrap_or(i64::MAX),
+                ),
+            ],
+        );
     }
 
     fn falling_back(&self, model: &str, from: &str, error: &ChatError) {
@@ -561,6 +596,14 @@ impl RoutingEvents for Metrics {
             source = error.source().as_str(),
             "falling back to the next target: {error}"
         );
+        crate::traces::event(
+            "gatewayz.fallback",
+            vec![
+                KeyValue::new("gatewayz.catalog_model", model.to_owned()),
+                KeyValue::new("gatewayz.target", from.to_owned()),
+                KeyValue::new("error.type", error.kind()),
+            ],
+        );
     }
 
     fn breaker_changed(&self, model: &str, target: &str, state: BreakerState) {
@@ -573,6 +616,14 @@ impl RoutingEvents for Metrics {
             BreakerState::Open => 2,
         };
         self.breaker_state.with_label_values(&[model, target]).set(value);
+        crate::traces::event(
+            "gatewayz.breaker",
+            vec![
+                KeyValue::new("gatewayz.catalog_model", model.to_owned()),
+                KeyValue::new("gatewayz.target", target.to_owned()),
+                KeyValue::new("gatewayz.breaker.state", state.as_str()),
+            ],
+        );
         match state {
             BreakerState::Open => tracing::warn!(model, target, state = state.as_str(), "circuit opened"),
             _ => tracing::info!(model, target, state = state.as_str(), "circuit changed"),

@@ -145,6 +145,10 @@ pub struct Config {
         deserialize_with = "cache_max_entry_bytes"
     )]
     pub cache_max_entry_bytes: usize,
+    /// `GATEWAYZ_OTEL_CAPTURE_CONTENT`: record prompts and completions on
+    /// the exported spans (never by default).
+    #[serde(default)]
+    pub otel_capture_content: bool,
     /// `GATEWAYZ_LOG_FORMAT`: `json` or `pretty`.
     #[serde(default, deserialize_with = "log_format")]
     pub log_format: LogFormat,

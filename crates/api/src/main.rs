@@ -14,7 +14,15 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let _log = telemetry::init(settings.gateway.log_format);
+    let traces = match telemetry::traces() {
+        Ok(traces) => traces,
+        Err(error) => {
+            eprintln!("gatewayz: invalid configuration: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let _log = telemetry::init(settings.gateway.log_format, traces.as_ref());
+    gatewayz_adapters::traces::capture_content(settings.gateway.otel_capture_content);
 
     let built = startup::chat_service(&settings)
         .await
@@ -33,7 +41,12 @@ async fn main() -> ExitCode {
         admin_address = %application.admin_address(),
         "gatewayz listening"
     );
-    match application.run_until_stopped().await {
+    let stopped = application.run_until_stopped().await;
+    if let Some(traces) = traces {
+        // The spans still queued are sent before the process ends.
+        let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
+    }
+    match stopped {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "gatewayz stopped on an error");

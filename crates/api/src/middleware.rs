@@ -18,9 +18,11 @@ use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage, web};
 use bytes::Bytes;
 use gatewayz_adapters::metrics::{Metrics, RequestOutcome};
+use gatewayz_adapters::traces::SPAN_TARGET;
 use gatewayz_domain::limits::standing_headers;
 use gatewayz_domain::{CallFacts, CallRecord, KeyPolicy, ProviderKind};
 use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use gatewayz_domain::text::quote;
 
@@ -33,6 +35,7 @@ use crate::overload::{Limit, Overload};
 use crate::probe::ClientProbe;
 use crate::routes::chat::ChatState;
 use crate::send_deadline::{SendTimeout, SendWatch};
+use crate::trace_context;
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 const PROVIDER_HEADER: HeaderName = HeaderName::from_static("x-gatewayz-provider");
@@ -113,6 +116,8 @@ pub async fn track(
         method = %quote(request.method().as_str()),
         path = %quote(request.path()),
     );
+    let route = route_of(request.path());
+    let otel = server_span(&request, route, &request_id);
     let record = CallRecord::default();
     request.extensions_mut().insert(RequestId(request_id.clone()));
     request.extensions_mut().insert(record.clone());
@@ -129,18 +134,21 @@ pub async fn track(
         uri: request.uri().clone(),
         key_id: None,
         key: None,
-        route: route_of(request.path()),
+        route,
         record,
         metrics,
         overload,
         span: span.clone(),
+        otel: otel.clone(),
         request_id,
         status: CLIENT_CLOSED,
         error: None,
         done: false,
     };
 
-    let mut response = match next.call(request).instrument(span).await {
+    // The exported span is entered innermost: the attempts' spans and the
+    // routing's events find it current.
+    let mut response = match next.call(request).instrument(otel).instrument(span).await {
         Ok(response) => response,
         Err(error) => {
             // actix turns handler errors into responses; an error here comes
@@ -202,6 +210,9 @@ struct Tracker {
     metrics: Option<web::Data<Metrics>>,
     overload: Option<web::Data<Overload>>,
     span: tracing::Span,
+    /// The request's exported server span (disabled unless traces are on),
+    /// ended when the tracker is dropped: for a stream, when its body ends.
+    otel: tracing::Span,
     request_id: String,
     status: u16,
     error: Option<String>,
@@ -281,6 +292,9 @@ impl Tracker {
                 facts,
             });
         }
+        if !self.otel.is_disabled() {
+            self.note_on_span(facts, status);
+        }
         let millis = |duration: std::time::Duration| duration.as_secs_f64() * 1000.0;
         let method = quote(self.method.as_str());
         let _entered = self.span.enter();
@@ -332,6 +346,83 @@ impl Tracker {
             },
         );
     }
+}
+
+impl Tracker {
+    /// What the request came to, on its exported span.
+    fn note_on_span(&self, facts: &CallFacts, status: u16) {
+        let span = &self.otel;
+        span.set_attribute("http.response.status_code", i64::from(status));
+        if status >= 500 {
+            span.set_attribute("error.type", status.to_string());
+            span.set_status(opentelemetry::trace::Status::error(
+                facts.error.map_or("server error", |(_, kind)| kind),
+            ));
+        }
+        if let Some(key) = &self.key_id {
+            span.set_attribute("gatewayz.key_id", key.clone());
+        }
+        if !facts.endpoint.is_empty() {
+            span.set_attribute("gatewayz.endpoint", facts.endpoint);
+        }
+        if let Some(model) = facts.model.as_deref().filter(|_| facts.catalog_model) {
+            span.set_attribute("gatewayz.catalog_model", model.to_owned());
+        }
+        if let Some(target) = facts.target.as_deref() {
+            span.set_attribute("gatewayz.target", target.to_owned());
+        }
+        span.set_attribute("gatewayz.attempts", i64::from(facts.attempts));
+        if let Some(cost) = facts.cost_usd {
+            span.set_attribute("gatewayz.cost_usd", cost);
+        }
+        if let Some(cache) = facts.cache {
+            span.set_attribute("gatewayz.cache", cache.as_str());
+        }
+        if let Some(first_token) = facts.first_token {
+            span.set_attribute(
+                "gatewayz.time_to_first_token_ms",
+                first_token.as_secs_f64() * 1000.0,
+            );
+        }
+        if let Some((source, kind)) = facts.error {
+            span.set_attribute("gatewayz.error.source", source.as_str());
+            span.set_attribute("gatewayz.error.kind", kind);
+        }
+    }
+}
+
+/// The request's exported server span (HTTP conventions), continuing the
+/// client's trace when it sent a valid `traceparent`; a disabled span,
+/// at no cost, when traces are off.
+fn server_span(request: &ServiceRequest, route: &'static str, request_id: &str) -> tracing::Span {
+    let method = match request.method().as_str() {
+        known @ ("GET" | "POST" | "PUT" | "DELETE" | "PATCH" | "HEAD" | "OPTIONS" | "CONNECT" | "TRACE") => {
+            known
+        }
+        _ => "_OTHER",
+    };
+    let span = tracing::info_span!(
+        target: SPAN_TARGET,
+        "request",
+        otel.kind = "server",
+        otel.name = tracing::field::Empty,
+        http.request.method = method,
+        http.route = route,
+    );
+    if span.is_disabled() {
+        return span;
+    }
+    let name = if route == "other" {
+        method.to_owned()
+    } else {
+        format!("{method} {route}")
+    };
+    span.record("otel.name", name.as_str());
+    span.set_attribute("gatewayz.request_id", request_id.to_owned());
+    if let Some(parent) = trace_context::remote_parent(request.headers()) {
+        let _ = span.set_parent(parent);
+    }
+    span
 }
 
 impl Drop for Tracker {

@@ -146,6 +146,7 @@ mod tests {
         let sample = |name: &str| match name {
             "GATEWAYZ_BIND" | "GATEWAYZ_ADMIN_BIND" => "127.0.0.1:7",
             "GATEWAYZ_LOG_FORMAT" => "json",
+            "GATEWAYZ_OTEL_CAPTURE_CONTENT" => "true",
             "GATEWAYZ_LIMITS_ON_STORE_ERROR" => "closed",
             "GATEWAYZ_DEFAULT_PROVIDER" => "demo",
             "GATEWAYZ_DEFAULT_PORTKEY_PROVIDER" => "groq",

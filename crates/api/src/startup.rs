@@ -230,6 +230,9 @@ impl Application {
         if let Some(cache) = service.cache() {
             metrics = metrics.with_cache(cache.clone());
         }
+        if let Some(dropped) = gatewayz_adapters::traces::dropped_spans() {
+            metrics = metrics.with_trace_drops(dropped);
+        }
         // The overload state counts its refusals in a copy of the metrics
         // (clones share their counters), and the metrics read its state.
         let overload = web::Data::new(Overload::new(

@@ -12,10 +12,17 @@
 
 use std::io::IsTerminal;
 
+use gatewayz_adapters::traces::{SPAN_TARGET, TraceSettings, TraceSetupError, Traces};
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry, filter};
 
 use crate::config::LogFormat;
+
+/// The directive that keeps the exported spans out of the log: they are
+/// the trace exporter's alone.
+const NO_EXPORTED_SPANS: &str = "gatewayz::otel=off";
 
 /// The directive that silences actix-http's dispatcher. Its other `ERROR`
 /// lines are of no use here: a failed write or read is a client that left
@@ -26,11 +33,11 @@ const QUIET_DISPATCHER: &str = "actix_http::h1::dispatcher=off";
 fn log_filter(rust_log: Option<&str>) -> EnvFilter {
     let quieted = |directives: &str| {
         if directives.contains("actix_http") {
-            directives.to_owned()
+            format!("{directives},{NO_EXPORTED_SPANS}")
         } else if directives.trim().is_empty() {
-            QUIET_DISPATCHER.to_owned()
+            format!("{QUIET_DISPATCHER},{NO_EXPORTED_SPANS}")
         } else {
-            format!("{directives},{QUIET_DISPATCHER}")
+            format!("{directives},{QUIET_DISPATCHER},{NO_EXPORTED_SPANS}")
         }
     };
     EnvFilter::builder()
@@ -39,11 +46,24 @@ fn log_filter(rust_log: Option<&str>) -> EnvFilter {
         .unwrap_or_else(|_| EnvFilter::new("info"))
 }
 
-/// Installs the global subscriber. Keep the guard until the process ends:
-/// dropping it writes out the lines still queued. A second call is a no-op
-/// (and returns `None`), so tests may call it freely.
+/// The trace exporter, started when the standard OpenTelemetry variables
+/// name an OTLP endpoint (`None` otherwise: traces cost nothing then).
+///
+/// # Errors
+/// A protocol the gateway cannot export with, or an exporter that cannot
+/// start.
+pub fn traces() -> Result<Option<Traces>, TraceSetupError> {
+    let settings = TraceSettings::read(|name| std::env::var(name).ok())?;
+    Traces::start(&settings)
+}
+
+/// Installs the global subscriber: the log and, when `traces` are
+/// exported, the layer that turns the gateway's spans into OpenTelemetry
+/// spans. Keep the guard until the process ends: dropping it writes out the
+/// lines still queued. A second call is a no-op (and returns `None`), so
+/// tests may call it freely.
 #[must_use]
-pub fn init(format: LogFormat) -> Option<WorkerGuard> {
+pub fn init(format: LogFormat, traces: Option<&Traces>) -> Option<WorkerGuard> {
     let filter = log_filter(std::env::var(EnvFilter::DEFAULT_ENV).ok().as_deref());
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(false)
@@ -51,20 +71,36 @@ pub fn init(format: LogFormat) -> Option<WorkerGuard> {
         .thread_name("gatewayz-log")
         .finish(std::io::stdout());
     let access_writer = writer.clone();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(std::io::stdout().is_terminal());
-    // `try_init` fails only when a subscriber is already installed.
-    let installed = match format {
-        LogFormat::Json => builder
+    let ansi = std::io::stdout().is_terminal();
+    let log: Box<dyn Layer<Registry> + Send + Sync> = match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
             .with_span_list(false)
-            .try_init(),
-        LogFormat::Pretty => builder.try_init(),
+            .with_writer(writer)
+            .with_ansi(ansi)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .with_ansi(ansi)
+            .with_filter(filter)
+            .boxed(),
     };
-    installed.ok()?;
+    let mut layers = vec![log];
+    if let Some(traces) = traces {
+        layers.push(
+            tracing_opentelemetry::layer()
+                .with_tracer(traces.tracer())
+                .with_location(false)
+                .with_threads(false)
+                .with_tracked_inactivity(false)
+                .with_filter(filter::filter_fn(|metadata| metadata.target() == SPAN_TARGET))
+                .boxed(),
+        );
+    }
+    // `try_init` fails only when a subscriber is already installed.
+    tracing_subscriber::registry().with(layers).try_init().ok()?;
     if format == LogFormat::Json {
         crate::access_log::write_json_to(access_writer);
     }
@@ -88,6 +124,23 @@ mod tests {
                 tracing::enabled!(target: "gatewayz::access", Level::INFO),
             )
         })
+    }
+
+    #[test]
+    fn exported_spans_never_reach_the_log_whatever_rust_log_says() {
+        for rust_log in [
+            None,
+            Some("trace"),
+            Some("gatewayz=trace"),
+            Some("actix_http=trace"),
+        ] {
+            let subscriber = tracing_subscriber::registry().with(log_filter(rust_log));
+            let logged = tracing::subscriber::with_default(
+                subscriber,
+                || tracing::enabled!(target: "gatewayz::otel", Level::ERROR),
+            );
+            assert!(!logged, "{rust_log:?}");
+        }
     }
 
     #[test]

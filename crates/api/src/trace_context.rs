@@ -42,6 +42,22 @@ pub fn traceparent(headers: &HeaderMap) -> Option<String> {
     (valid_head && valid_rest).then(|| head.to_owned())
 }
 
+/// The client's trace, as the parent of the request's exported span: its
+/// valid `traceparent` (and `tracestate`), marked remote.
+pub fn remote_parent(headers: &HeaderMap) -> Option<opentelemetry::Context> {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+    let traceparent = traceparent(headers)?;
+    let mut fields = traceparent.split('-').skip(1);
+    let trace_id = TraceId::from_hex(fields.next()?).ok()?;
+    let span_id = SpanId::from_hex(fields.next()?).ok()?;
+    let flags = u8::from_str_radix(fields.next()?, 16).ok()?;
+    let state = tracestate(headers)
+        .and_then(|state| state.parse::<TraceState>().ok())
+        .unwrap_or_default();
+    let parent = SpanContext::new(trace_id, span_id, TraceFlags::new(flags), true, state);
+    Some(opentelemetry::Context::new().with_remote_span_context(parent))
+}
+
 /// The request's `tracestate` (its headers joined), when there is a valid
 /// `traceparent` for it and it is within the specification's limits.
 pub fn tracestate(headers: &HeaderMap) -> Option<String> {

@@ -51,6 +51,8 @@ pub struct CallFacts {
     /// The key limit that refused the request (`requests`, `tokens`,
     /// `parallel`, `budget`).
     pub limit_refusal: Option<&'static str>,
+    /// The id of the gateway key that sent it.
+    pub key_id: Option<String>,
     /// The API the request was made on (`chat` until the API says).
     pub endpoint: &'static str,
     /// A Responses API response whose target could not be remembered: its

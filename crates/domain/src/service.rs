@@ -531,6 +531,7 @@ impl ChatService {
         command.context.record.update(|facts| {
             facts.stream = request.is_stream();
             facts.endpoint = request.endpoint().as_str();
+            facts.key_id = command.key.as_ref().map(|key| key.id.clone());
         });
         request.validate()?;
         Ok(())

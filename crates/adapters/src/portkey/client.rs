@@ -16,10 +16,13 @@ use reqwest::{Client, Url};
 use thread_local::ThreadLocal;
 use tokio::time::{Instant, timeout_at};
 
+use tracing::Instrument;
+
 use super::errors::ReadError;
 use super::secrets::Secrets;
 use super::settings::{PortkeySettings, Timeouts};
 use super::{errors, headers, stream};
+use crate::traces::Attempt;
 
 /// Why the adapter cannot be built from its configuration.
 #[derive(Debug, thiserror::Error)]
@@ -132,10 +135,15 @@ impl PortkeyClient {
         Ok(self.endpoints[endpoint as usize].clone())
     }
 
-    async fn call_complete(&self, call: &ProviderCall) -> Result<ChatResponse, ChatError> {
+    async fn call_complete(
+        &self,
+        call: &ProviderCall,
+        traceparent: Option<&str>,
+    ) -> Result<ChatResponse, ChatError> {
         let timeout = self.timeouts.request;
         let url = self.url(call)?;
-        let headers = headers::of_call(call, self.custom_host.as_ref(), timeout.as_millis())?;
+        let mut headers = headers::of_call(call, self.custom_host.as_ref(), timeout.as_millis())?;
+        headers::set_traceparent(&mut headers, traceparent);
         let request = self
             .client()?
             .post(url)
@@ -207,11 +215,16 @@ impl PortkeyClient {
     }
 
     /// The stream of chunks, once Portkey answered with an event stream.
-    async fn call_stream(&self, call: &ProviderCall) -> Result<ChatStream, ChatError> {
+    async fn call_stream(
+        &self,
+        call: &ProviderCall,
+        traceparent: Option<&str>,
+    ) -> Result<ChatStream, ChatError> {
         let Timeouts { first_byte, idle, .. } = self.timeouts;
         let deadline = Instant::now() + first_byte;
         let url = self.url(call)?;
         let mut headers = headers::of_call(call, self.custom_host.as_ref(), first_byte.as_millis())?;
+        headers::set_traceparent(&mut headers, traceparent);
         headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
         let send = self
             .client()?
@@ -410,10 +423,19 @@ impl ChatProvider for PortkeyClient {
                 )))
             });
         }
+        let attempt = Attempt::start(&call);
+        let traceparent = attempt.traceparent();
         // Every error passes the scrubber: any upstream text in it may hold a key.
-        self.call_complete(&call)
+        let answer = self
+            .call_complete(&call, traceparent.as_deref())
+            .instrument(attempt.span().clone())
             .await
-            .map_err(|error| Secrets::of(&call).scrub(error))
+            .map_err(|error| Secrets::of(&call).scrub(error));
+        match &answer {
+            Ok(response) => attempt.answered(response),
+            Err(error) => attempt.failed(error),
+        }
+        answer
     }
 
     async fn respond_by_id(&self, call: ResponseCall) -> Result<Bytes, ChatError> {
@@ -432,12 +454,26 @@ impl ChatProvider for PortkeyClient {
             return Ok(events);
         }
         let secrets = Secrets::of(&call);
-        match self.call_stream(&call).await {
-            Err(error) => Err(secrets.scrub(error)),
+        let attempt = Attempt::start(&call);
+        let traceparent = attempt.traceparent();
+        let started = std::time::Instant::now();
+        let called = self
+            .call_stream(&call, traceparent.as_deref())
+            .instrument(attempt.span().clone())
+            .await;
+        match called {
+            Err(error) => {
+                let error = secrets.scrub(error);
+                attempt.failed(&error);
+                Err(error)
+            }
             Ok(chunks) => {
-                let mut chunks = chunks
+                let chunks = chunks
                     .map(move |item| item.map_err(|error| secrets.scrub(error)))
                     .boxed();
+                // The span ends with the stream; the first chunk is timed
+                // as it arrives.
+                let mut chunks = attempt.stream(chunks, started);
                 // Wait for the first chunk so that a failure before it is a
                 // plain error with a real HTTP status, not an event in a 200
                 // stream.

@@ -163,6 +163,14 @@ pub(super) fn of(
     Ok(headers)
 }
 
+/// Sends `traceparent` (an attempt span's, when traces are exported) in
+/// place of the client's.
+pub(super) fn set_traceparent(headers: &mut HeaderMap, traceparent: Option<&str>) {
+    if let Some(value) = traceparent.and_then(|value| HeaderValue::from_str(value).ok()) {
+        headers.insert(TRACEPARENT, value);
+    }
+}
+
 /// Portkey's answer headers that the gateway passes on to its client.
 const PASSED_ON: [&str; 3] = [
     "x-portkey-trace-id",

@@ -18,7 +18,7 @@ fn init_test_log() {
     ONCE.call_once(|| {
         if std::env::var_os("TEST_LOG").is_some() {
             // The test process's log thread lives as long as the process.
-            std::mem::forget(telemetry::init(gatewayz_api::config::LogFormat::Pretty));
+            std::mem::forget(telemetry::init(gatewayz_api::config::LogFormat::Pretty, None));
         }
     });
 }
