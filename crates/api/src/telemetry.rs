@@ -72,35 +72,53 @@ pub fn init(format: LogFormat, traces: Option<&Traces>) -> Option<WorkerGuard> {
         .finish(std::io::stdout());
     let access_writer = writer.clone();
     let ansi = std::io::stdout().is_terminal();
-    let log: Box<dyn Layer<Registry> + Send + Sync> = match format {
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .with_writer(writer)
-            .with_ansi(ansi)
-            .with_filter(filter)
-            .boxed(),
-        LogFormat::Pretty => tracing_subscriber::fmt::layer()
-            .with_writer(writer)
-            .with_ansi(ansi)
-            .with_filter(filter)
-            .boxed(),
-    };
-    let mut layers = vec![log];
-    if let Some(traces) = traces {
-        layers.push(
-            tracing_opentelemetry::layer()
+    // `try_init` fails only when a subscriber is already installed.
+    match traces {
+        // Without traces, one global filter: no layer pays for another's.
+        None => {
+            let builder = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(writer)
+                .with_ansi(ansi);
+            match format {
+                LogFormat::Json => builder
+                    .json()
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .try_init(),
+                LogFormat::Pretty => builder.try_init(),
+            }
+            .ok()?;
+        }
+        Some(traces) => {
+            let log: Box<dyn Layer<Registry> + Send + Sync> = match format {
+                LogFormat::Json => tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_writer(writer)
+                    .with_ansi(ansi)
+                    .with_filter(filter)
+                    .boxed(),
+                LogFormat::Pretty => tracing_subscriber::fmt::layer()
+                    .with_writer(writer)
+                    .with_ansi(ansi)
+                    .with_filter(filter)
+                    .boxed(),
+            };
+            let spans = tracing_opentelemetry::layer()
                 .with_tracer(traces.tracer())
                 .with_location(false)
                 .with_threads(false)
                 .with_tracked_inactivity(false)
                 .with_filter(filter::filter_fn(|metadata| metadata.target() == SPAN_TARGET))
-                .boxed(),
-        );
+                .boxed();
+            tracing_subscriber::registry()
+                .with(vec![log, spans])
+                .try_init()
+                .ok()?;
+        }
     }
-    // `try_init` fails only when a subscriber is already installed.
-    tracing_subscriber::registry().with(layers).try_init().ok()?;
     if format == LogFormat::Json {
         crate::access_log::write_json_to(access_writer);
     }
