@@ -352,6 +352,9 @@ impl Tracker {
     /// What the request came to, on its exported span.
     fn note_on_span(&self, facts: &CallFacts, status: u16) {
         let span = &self.otel;
+        // An exported span ends when it was last exited: for a stream, now,
+        // as its body ends, not when its handler returned.
+        let _entered = span.enter();
         span.set_attribute("http.response.status_code", i64::from(status));
         if status >= 500 {
             span.set_attribute("error.type", status.to_string());

@@ -111,6 +111,7 @@ pub fn init(format: LogFormat, traces: Option<&Traces>) -> Option<WorkerGuard> {
                 .with_location(false)
                 .with_threads(false)
                 .with_tracked_inactivity(false)
+                .with_target(false)
                 .with_filter(filter::filter_fn(|metadata| metadata.target() == SPAN_TARGET))
                 .boxed();
             tracing_subscriber::registry()

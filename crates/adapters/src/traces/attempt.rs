@@ -257,6 +257,7 @@ impl Attempt {
             attempt: self,
             started,
             first: true,
+            model_noted: false,
             reasons: Vec::new(),
             text: String::new(),
         };
@@ -305,11 +306,23 @@ impl Attempt {
     }
 }
 
+impl Drop for Attempt {
+    /// Ends the span now (answered, failed, or its stream ended or was
+    /// dropped): an exported span ends when it was last exited, so it is
+    /// entered and left once more.
+    fn drop(&mut self) {
+        if !self.span.is_disabled() {
+            drop(self.span.enter());
+        }
+    }
+}
+
 /// A stream's attempt, as its chunks pass.
 struct Streamed {
     attempt: Attempt,
     started: Instant,
     first: bool,
+    model_noted: bool,
     reasons: Vec<String>,
     /// The completion's JSON events, when content is captured.
     text: String,
@@ -324,8 +337,12 @@ impl Streamed {
             span.add_event("first_token", Vec::new());
         }
         let read = Read::of(chunk.json());
-        if let Some(model) = read.model() {
+        // Each attribute once: a span keeps at most 128, duplicates included.
+        if !self.model_noted
+            && let Some(model) = read.model()
+        {
             span.set_attribute("gen_ai.response.model", model.to_owned());
+            self.model_noted = true;
         }
         self.reasons.extend(read.finish_reasons());
         if chunk.usage_is_final() {

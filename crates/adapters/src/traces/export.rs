@@ -109,7 +109,8 @@ impl Traces {
         let dropped = DROPPED.get_or_init(Arc::default).clone();
         let processor = Queued::start(settings.grpc, dropped.clone())?;
         let mut resource = Resource::builder();
-        let named = std::env::var_os("OTEL_SERVICE_NAME").is_some()
+        // A blank name is no name, as for every other variable here.
+        let named = std::env::var("OTEL_SERVICE_NAME").is_ok_and(|name| !name.trim().is_empty())
             || std::env::var("OTEL_RESOURCE_ATTRIBUTES")
                 .is_ok_and(|attributes| attributes.contains("service.name="));
         if !named {
