@@ -33,4 +33,5 @@ mod sdk;
 mod sdk_endpoints;
 mod send_deadline;
 mod streaming;
+mod traces;
 mod upstream;
