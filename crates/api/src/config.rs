@@ -133,6 +133,11 @@ pub struct Config {
     /// keeps one), for its follow-ups and calls by id.
     #[serde(default = "default_response_ttl_secs", deserialize_with = "response_ttl_secs")]
     pub response_ttl_secs: u64,
+    /// `GATEWAYZ_CACHE_REDIS_URL`: a Redis of the response cache's own
+    /// (unset: the cache shares `GATEWAYZ_REDIS_URL`'s, on connections of
+    /// its own, or stays in process without it).
+    #[serde(default)]
+    pub cache_redis_url: Option<SecretString>,
     /// `GATEWAYZ_CACHE_MAX_BYTES`: the most the in-process response cache
     /// holds; unset, 256 MiB or a quarter of the container's memory limit,
     /// whichever is less.

@@ -119,38 +119,49 @@ struct Stores {
 /// is remembered, and where answers are cached: in this process, or in
 /// Redis (shared by every replica) when `GATEWAYZ_REDIS_URL` is set, the
 /// limits falling back as `GATEWAYZ_LIMITS_ON_STORE_ERROR` says while it
-/// cannot answer (and the cache missing).
+/// cannot answer (and the cache missing). The cache has connections of its
+/// own, to `GATEWAYZ_CACHE_REDIS_URL` when set: its failures never reset
+/// the limits' connections.
 async fn stores(config: &Config) -> Result<Stores, StartupError> {
     let ttl = Duration::from_secs(config.response_ttl_secs.max(1));
+    let settings = RedisSettings {
+        ca_pem: match &config.redis_ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|error| StartupError::RedisCa {
+                path: path.display().to_string(),
+                error,
+            })?),
+            None => None,
+        },
+        ..RedisSettings::default()
+    };
+    let cache: Arc<dyn CacheStore> = match config.cache_redis_url.as_ref().or(config.redis_url.as_ref()) {
+        Some(url) => {
+            let redis = RedisLimits::connect(url, settings.clone()).await?;
+            tracing::info!(url = redis.shown_url(), "responses cached in Redis");
+            Arc::new(RedisCache::new(Arc::new(redis)))
+        }
+        None => {
+            let cache_bytes = config.cache_max_bytes(cgroup::memory_limit());
+            tracing::info!(max_bytes = cache_bytes, "responses cached in this process");
+            Arc::new(InProcessCache::new(cache_bytes))
+        }
+    };
     let Some(url) = &config.redis_url else {
-        let cache_bytes = config.cache_max_bytes(cgroup::memory_limit());
-        tracing::info!(max_bytes = cache_bytes, "responses cached in this process");
         return Ok(Stores {
             limits: Arc::new(InProcessLimits::new()),
             responses: Arc::new(InProcessResponses::new(ttl)),
-            cache: Arc::new(InProcessCache::new(cache_bytes)),
+            cache,
         });
-    };
-    let ca_pem = match &config.redis_ca_file {
-        Some(path) => Some(std::fs::read(path).map_err(|error| StartupError::RedisCa {
-            path: path.display().to_string(),
-            error,
-        })?),
-        None => None,
-    };
-    let settings = RedisSettings {
-        ca_pem,
-        ..RedisSettings::default()
     };
     let redis = Arc::new(RedisLimits::connect(url, settings).await?);
     tracing::info!(
         url = redis.shown_url(),
         on_store_error = config.limits_on_store_error.as_str(),
-        "key limits counted, responses' targets remembered and answers cached in Redis"
+        "key limits counted, and responses' targets remembered, in Redis"
     );
     Ok(Stores {
         responses: Arc::new(RedisResponses::new(redis.clone(), ttl)),
-        cache: Arc::new(RedisCache::new(redis.clone())),
+        cache,
         limits: Arc::new(DegradingLimits::new(redis, config.limits_on_store_error)),
     })
 }

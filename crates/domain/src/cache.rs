@@ -14,7 +14,7 @@ pub(crate) mod status;
 mod store;
 
 pub use flight::{Flights, Follower, Joined, Leader, Received};
-pub use front::ResponseCache;
+pub use front::{FLIGHT_MAX_BYTES, ResponseCache};
 pub use key::{CacheKey, KeyParts, UpstreamPart};
 pub use status::CacheStatus;
 pub use store::{

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::cache::CachedBody;
 use crate::cache::{CacheDirectives, CacheStatus, Joined, KeyParts, ResponseCache, UpstreamPart};
 use crate::catalog::{Catalog, ModelEntry, Pricing};
 use crate::error::ChatError;
@@ -796,28 +795,36 @@ impl ChatService {
             return self.call(prepared, Some(fill)).await;
         }
         let leader = match plan.cache.join(plan.key) {
-            Joined::Follow(follower) => {
-                // It counts as a request of its key; it spends nothing.
-                let ticket = self.admit_free(&prepared).await?;
-                let replay = if stream {
+            Joined::Follow(mut follower) => {
+                let shared = if stream {
                     cached::followed(endpoint, follower).await
                 } else {
-                    follower
-                        .answer()
-                        .await
-                        .and_then(|body| Replay::of(endpoint, false, body))
+                    match follower.answer().await {
+                        Some(body) => {
+                            let stored_at = follower.stored_at();
+                            Replay::of(endpoint, false, body).map(|replay| (replay, stored_at))
+                        }
+                        None => None,
+                    }
                 };
-                if let Some(replay) = replay {
+                // An answer the leader found in the store is judged by this
+                // request's own max-age.
+                let fresh = shared.and_then(|(replay, stored_at)| match stored_at {
+                    Some(stored_at) => plan.fresh_at(stored_at).map(|age| (replay, age)),
+                    None => Some((replay, 0)),
+                });
+                if let Some((replay, age)) = fresh {
+                    // It counts as a request of its key, once its answer is
+                    // there; it spends nothing.
+                    let ticket = self.admit_free(&prepared).await?;
                     record.update(|facts| {
                         facts.cache_coalesced = true;
-                        facts.cache_age = Some(0);
+                        facts.cache_age = Some(age);
                     });
                     return Ok(self.replayed(&prepared, replay, ticket));
                 }
-                // Its leader failed: it makes its own call.
-                if let Some(ticket) = ticket {
-                    ticket.release();
-                }
+                // Its leader failed (or its answer is too old for this
+                // request): it makes its own call.
                 None
             }
             Joined::Lead(leader) => match plan.cache.get(&plan.key).await {
@@ -825,13 +832,7 @@ impl ChatService {
                     Some(age) => match Replay::of(endpoint, stream, answer.body.clone()) {
                         Some(replay) => {
                             // Its flight's followers get the stored answer too.
-                            match &answer.body {
-                                CachedBody::Whole(json) => leader.whole(json),
-                                CachedBody::Chunks(chunks) => {
-                                    chunks.iter().for_each(|chunk| leader.chunk(chunk));
-                                    leader.done();
-                                }
-                            }
+                            leader.stored(&answer);
                             let ticket = self.admit_free(&prepared).await?;
                             record.update(|facts| facts.cache_age = Some(age));
                             return Ok(self.replayed(&prepared, replay, ticket));

@@ -43,7 +43,11 @@ impl CacheStore for RedisCache {
     async fn get(&self, key: &CacheKey) -> Result<Option<CachedAnswer>, StoreError> {
         let mut command = redis::cmd("GET");
         command.arg(self.key(key));
-        let value: Option<Vec<u8>> = self.redis.query("get a cached answer", &command).await?;
+        let value: Option<Vec<u8>> = self
+            .redis
+            .query("get a cached answer", &command)
+            .await
+            .inspect_err(logged)?;
         // A value this gateway cannot read (another version's, or garbage)
         // is a miss, which the next put overwrites.
         Ok(value.and_then(|value| decode(&Bytes::from(value))))
@@ -61,6 +65,16 @@ impl CacheStore for RedisCache {
             .max(1);
         let mut command = redis::cmd("SET");
         command.arg(self.key(key)).arg(value).arg("PX").arg(ttl_ms);
-        self.redis.query::<()>("put a cached answer", &command).await
+        self.redis
+            .query::<()>("put a cached answer", &command)
+            .await
+            .inspect_err(logged)
     }
+}
+
+/// A store failure, logged (the cache leaves the store alone for a while
+/// after one, so this is not a line per request). Its text names no
+/// secret: the store scrubs the URL's.
+fn logged(error: &StoreError) {
+    tracing::warn!(%error, "the response cache's Redis failed; requests are served as misses");
 }

@@ -22,8 +22,9 @@ use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, SpanData, SpanExporter, SpanProcessor};
 use tokio::sync::mpsc;
 
-/// Spans waiting to be exported; past it, new spans are dropped.
-const QUEUE: usize = 8192;
+/// Spans waiting to be exported; past it, new spans are dropped. (With
+/// content captured a span may hold 32 KiB: 64 MiB at most.)
+const QUEUE: usize = 2048;
 /// The most spans sent at once.
 const BATCH: usize = 512;
 /// How long a span may wait for its batch.
@@ -135,7 +136,11 @@ impl Traces {
 
     /// Exports what is queued and stops (at shutdown).
     pub fn shutdown(&self) {
-        if let Err(error) = self.provider.shutdown() {
+        // Past one export's own timeout, so that the last batch is waited for.
+        if let Err(error) = self
+            .provider
+            .shutdown_with_timeout(EXPORT_TIMEOUT + Duration::from_secs(5))
+        {
             tracing::warn!(%error, "the trace exporter did not shut down cleanly");
         }
     }

@@ -31,6 +31,8 @@ struct State {
     whole: Option<Bytes>,
     bytes: usize,
     end: Option<End>,
+    /// When the answer was stored, when the leader found it in the store.
+    stored_at: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +142,24 @@ impl Leader {
         });
     }
 
+    /// Publishes an answer found in the store, with when it was stored, so
+    /// that each follower judges its age for itself.
+    pub fn stored(&self, answer: &super::store::CachedAnswer) {
+        self.flight.state.send_if_modified(|state| {
+            if state.end.is_some() {
+                return false;
+            }
+            state.stored_at = Some(answer.stored_at);
+            match &answer.body {
+                CachedBody::Whole(json) => state.whole = Some(json.clone()),
+                CachedBody::Chunks(chunks) => state.chunks.clone_from(chunks),
+            }
+            state.bytes = answer.body.len();
+            state.end = Some(End::Done);
+            true
+        });
+    }
+
     /// Ends a stream that ended cleanly: its body, to store, unless it
     /// outgrew `max_bytes`.
     pub fn done(&self) -> Option<CachedBody> {
@@ -227,8 +247,14 @@ impl Follower {
         }
     }
 
+    /// When the answer was stored, if the leader found it in the store
+    /// (known once anything of it is received).
+    pub fn stored_at(&self) -> Option<u64> {
+        self.state.borrow().stored_at
+    }
+
     /// The whole answer, once the leader has it; `None` when it failed.
-    pub async fn answer(mut self) -> Option<CachedBody> {
+    pub async fn answer(&mut self) -> Option<CachedBody> {
         let mut chunks = Vec::new();
         loop {
             match self.next().await {
@@ -270,7 +296,7 @@ mod tests {
         leader.chunk(&Bytes::from_static(b"a"));
         let mut early = follow(&flights, 1);
         leader.chunk(&Bytes::from_static(b"b"));
-        let late = follow(&flights, 1);
+        let mut late = follow(&flights, 1);
         assert!(matches!(flights.join(key(2), 100), Joined::Lead(_)));
 
         assert_eq!(early.next().await, Received::Chunk(Bytes::from_static(b"a")));
@@ -302,7 +328,9 @@ mod tests {
         let flights = Flights::default();
         let leader = lead(&flights, 1);
         let followers = [follow(&flights, 1), follow(&flights, 1)];
-        let waiting = tokio::spawn(futures::future::join_all(followers.map(Follower::answer)));
+        let waiting = tokio::spawn(futures::future::join_all(
+            followers.map(|mut follower| async move { follower.answer().await }),
+        ));
         tokio::task::yield_now().await;
         leader.whole(&Bytes::from_static(b"{}"));
         let answers = waiting.await.unwrap();
@@ -310,6 +338,22 @@ mod tests {
             answers,
             vec![Some(CachedBody::Whole(Bytes::from_static(b"{}"))); 2]
         );
+    }
+
+    #[tokio::test]
+    async fn an_answer_from_the_store_reaches_followers_with_when_it_was_stored() {
+        let flights = Flights::default();
+        let leader = lead(&flights, 1);
+        let mut follower = follow(&flights, 1);
+        leader.stored(&super::super::store::CachedAnswer {
+            stored_at: 42,
+            body: CachedBody::Chunks(vec![Bytes::from_static(b"a")]),
+        });
+        assert_eq!(
+            follower.answer().await,
+            Some(CachedBody::Chunks(vec![Bytes::from_static(b"a")]))
+        );
+        assert_eq!(follower.stored_at(), Some(42));
     }
 
     #[tokio::test]
@@ -331,7 +375,7 @@ mod tests {
     async fn an_answer_past_the_limit_fails_the_followers_and_is_not_stored() {
         let flights = Flights::default();
         let leader = lead(&flights, 1);
-        let follower = follow(&flights, 1);
+        let mut follower = follow(&flights, 1);
         leader.chunk(&Bytes::from(vec![b'x'; 60]));
         leader.chunk(&Bytes::from(vec![b'x'; 60]));
         assert_eq!(follower.answer().await, None);
@@ -339,7 +383,7 @@ mod tests {
         assert!(flights.is_empty());
 
         let leader = lead(&flights, 2);
-        let follower = follow(&flights, 2);
+        let mut follower = follow(&flights, 2);
         leader.whole(&Bytes::from(vec![b'x'; 101]));
         assert_eq!(follower.answer().await, None);
     }

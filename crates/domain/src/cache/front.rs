@@ -10,10 +10,29 @@ use super::flight::{Flights, Joined};
 use super::key::CacheKey;
 use super::store::{CacheStore, CachedAnswer};
 
-/// How long the store is left alone after it failed: its requests are
-/// misses meanwhile, so that a store that hangs costs one request its
-/// deadline, not every request.
+/// How long the store is left alone after it failed, at first: its
+/// requests are misses meanwhile. Each failure in a row doubles it, up to
+/// [`LONGEST_PAUSE`]; then one request at a time tries the store again,
+/// so that a store that hangs costs one request its deadline now and then,
+/// not every request.
 const PAUSE_AFTER_ERROR: Duration = Duration::from_secs(1);
+const LONGEST_PAUSE: Duration = Duration::from_secs(30);
+
+/// Whether the store is being left alone.
+#[derive(Debug, Default)]
+struct Health {
+    /// Until when, after a failure.
+    paused_until: Option<Instant>,
+    /// The pause the next failure starts.
+    next_pause: Option<Duration>,
+    /// A request is trying the store after a pause.
+    probing: bool,
+}
+
+/// The most a flight keeps of an answer for its followers (in the memory
+/// budget): past it, followers that have started get an error event and the
+/// others make their own calls.
+pub const FLIGHT_MAX_BYTES: usize = 8 * 1024 * 1024;
 
 /// A store, with this process's flights.
 #[derive(Clone)]
@@ -21,7 +40,7 @@ pub struct ResponseCache {
     store: Arc<dyn CacheStore>,
     flights: Flights,
     max_entry_bytes: usize,
-    paused_until: Arc<Mutex<Option<Instant>>>,
+    health: Arc<Mutex<Health>>,
 }
 
 impl std::fmt::Debug for ResponseCache {
@@ -40,7 +59,7 @@ impl ResponseCache {
             store,
             flights: Flights::default(),
             max_entry_bytes,
-            paused_until: Arc::default(),
+            health: Arc::default(),
         }
     }
 
@@ -48,9 +67,11 @@ impl ResponseCache {
         self.max_entry_bytes
     }
 
-    /// Joins the flight of `key` (see [`Flights::join`]).
+    /// Joins the flight of `key` (see [`Flights::join`]): a flight keeps
+    /// up to [`FLIGHT_MAX_BYTES`] (or the largest entry, if more) for its
+    /// followers, so an answer too large to store is still shared.
     pub fn join(&self, key: CacheKey) -> Joined {
-        self.flights.join(key, self.max_entry_bytes)
+        self.flights.join(key, FLIGHT_MAX_BYTES.max(self.max_entry_bytes))
     }
 
     /// How many identical-request flights are in the air.
@@ -63,11 +84,11 @@ impl ResponseCache {
     /// # Errors
     /// The store's error (which pauses it).
     pub async fn get(&self, key: &CacheKey) -> Result<Option<CachedAnswer>, StoreError> {
-        if self.paused() {
+        if !self.may_call() {
             return Ok(None);
         }
         let answer = self.store.get(key).await;
-        self.note(answer.as_ref().err());
+        self.note(answer.is_ok());
         answer
     }
 
@@ -82,11 +103,11 @@ impl ResponseCache {
         answer: &CachedAnswer,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        if self.paused() {
+        if !self.may_call() {
             return Ok(false);
         }
         let stored = self.store.put(key, answer, ttl).await;
-        self.note(stored.as_ref().err());
+        self.note(stored.is_ok());
         stored.map(|()| true)
     }
 
@@ -95,16 +116,30 @@ impl ResponseCache {
         self.store.usage()
     }
 
-    fn paused(&self) -> bool {
-        let paused_until = self.paused_until.lock().unwrap_or_else(PoisonError::into_inner);
-        paused_until.is_some_and(|until| Instant::now() < until)
+    /// Whether a call may go to the store: always while it is healthy;
+    /// after a failure, none until the pause ends, then one at a time.
+    fn may_call(&self) -> bool {
+        let mut health = self.health.lock().unwrap_or_else(PoisonError::into_inner);
+        match health.paused_until {
+            None => true,
+            Some(until) if Instant::now() < until || health.probing => false,
+            Some(_) => {
+                health.probing = true;
+                true
+            }
+        }
     }
 
-    fn note(&self, error: Option<&StoreError>) {
-        if error.is_some() {
-            *self.paused_until.lock().unwrap_or_else(PoisonError::into_inner) =
-                Some(Instant::now() + PAUSE_AFTER_ERROR);
+    fn note(&self, succeeded: bool) {
+        let mut health = self.health.lock().unwrap_or_else(PoisonError::into_inner);
+        if succeeded {
+            *health = Health::default();
+            return;
         }
+        let pause = health.next_pause.unwrap_or(PAUSE_AFTER_ERROR);
+        health.paused_until = Some(Instant::now() + pause);
+        health.next_pause = Some((pause * 2).min(LONGEST_PAUSE));
+        health.probing = false;
     }
 }
 
@@ -112,6 +147,43 @@ impl ResponseCache {
 mod tests {
     use super::*;
     use crate::cache::store::{CachedBody, MockCacheStore};
+
+    #[tokio::test]
+    async fn after_the_pause_one_request_at_a_time_tries_the_store_and_failures_lengthen_the_pause() {
+        let mut store = MockCacheStore::new();
+        let mut calls = mockall::Sequence::new();
+        for _ in 0..2 {
+            store
+                .expect_get()
+                .times(1)
+                .in_sequence(&mut calls)
+                .returning(|_| Err(StoreError("down".into())));
+        }
+        store
+            .expect_get()
+            .times(1)
+            .in_sequence(&mut calls)
+            .returning(|_| Ok(None));
+        let cache = ResponseCache::new(Arc::new(store), 1024);
+        let key = CacheKey::from_bytes([1; 32]);
+        assert!(cache.get(&key).await.is_err());
+        assert!(!cache.may_call(), "paused");
+        std::thread::sleep(PAUSE_AFTER_ERROR);
+        // One probe goes through; the others meanwhile are misses.
+        assert!(cache.may_call());
+        assert!(!cache.may_call());
+        cache.note(false);
+        std::thread::sleep(PAUSE_AFTER_ERROR);
+        assert!(!cache.may_call(), "the second pause is twice as long");
+        std::thread::sleep(PAUSE_AFTER_ERROR);
+        assert!(cache.get(&key).await.is_err());
+        std::thread::sleep(4 * PAUSE_AFTER_ERROR);
+        assert_eq!(cache.get(&key).await, Ok(None));
+        assert!(
+            cache.may_call() && cache.may_call(),
+            "healthy again: every request"
+        );
+    }
 
     #[tokio::test]
     async fn after_a_store_error_the_store_is_left_alone_for_a_while() {

@@ -170,9 +170,24 @@ fn upstream_part(hash: &mut Sha256, upstream: &UpstreamPart<'_>) {
 /// answer). Text that is not JSON is written as it is.
 ///
 /// Each level is read as borrowed slices of the one below, so no tree of
-/// the value is built.
+/// the value is built; below [`CANONICAL_DEPTH`] levels a value is written
+/// as it came (a client that writes one request two ways that deep gets a
+/// miss), so that a deeply nested body costs its size, not its size times
+/// its depth.
 pub(crate) fn canonical_json(value: &[u8], out: &mut impl Write) {
+    canonical(value, out, 0);
+}
+
+/// How deep a value is put in canonical form: a message's members, and a
+/// content part's.
+const CANONICAL_DEPTH: usize = 4;
+
+fn canonical(value: &[u8], out: &mut impl Write, depth: usize) {
     let trimmed = value.trim_ascii();
+    if depth >= CANONICAL_DEPTH {
+        write(out, trimmed);
+        return;
+    }
     match trimmed.first() {
         Some(b'{') => match serde_json::from_slice::<BTreeMap<String, &RawValue>>(trimmed) {
             Ok(members) => {
@@ -184,7 +199,7 @@ pub(crate) fn canonical_json(value: &[u8], out: &mut impl Write) {
                     // A string serializes without fail.
                     let _ = serde_json::to_writer(&mut *out, name);
                     write(out, b":");
-                    canonical_json(value.get().as_bytes(), out);
+                    canonical(value.get().as_bytes(), out, depth + 1);
                 }
                 write(out, b"}");
             }
@@ -197,7 +212,7 @@ pub(crate) fn canonical_json(value: &[u8], out: &mut impl Write) {
                     if index > 0 {
                         write(out, b",");
                     }
-                    canonical_json(item.get().as_bytes(), out);
+                    canonical(item.get().as_bytes(), out, depth + 1);
                 }
                 write(out, b"]");
             }
@@ -252,6 +267,14 @@ mod tests {
         assert_eq!(
             canonical(r#" { "b" : [ 1 , { "z": null, "a": "x y" } ], "a": true } "#),
             r#"{"a":true,"b":[1,{"a":"x y","z":null}]}"#
+        );
+    }
+
+    #[test]
+    fn below_its_depth_a_value_is_kept_as_written() {
+        assert_eq!(
+            canonical(r#"{"m": [{"c": {"b": 1, "a": {"z": 1, "y": 2}}}]}"#),
+            r#"{"m":[{"c":{"a":{"z": 1, "y": 2},"b":1}}]}"#
         );
     }
 

@@ -33,8 +33,13 @@ impl CachePlan {
     /// time to live (a store may keep it a little longer) and the client's
     /// `max-age`. Its age, in seconds, when it is.
     pub fn fresh(&self, answer: &CachedAnswer) -> Option<u64> {
+        self.fresh_at(answer.stored_at)
+    }
+
+    /// As [`Self::fresh`], for an answer stored at `stored_at`.
+    pub fn fresh_at(&self, stored_at: u64) -> Option<u64> {
         let now = u64::try_from(crate::limits::now_unix()).unwrap_or(0);
-        let age = now.saturating_sub(answer.stored_at);
+        let age = now.saturating_sub(stored_at);
         let limit = self.max_age.map_or(self.ttl, |max_age| max_age.min(self.ttl));
         (age <= limit.as_secs()).then_some(age)
     }
@@ -77,13 +82,17 @@ impl Replay {
 /// A stream shared with the identical request that leads its flight: the
 /// leader's chunks as they come, from the first. `None` when the leader
 /// failed before any (the follower then makes its own call).
-pub(crate) async fn followed(endpoint: Endpoint, mut follower: Follower) -> Option<Replay> {
+pub(crate) async fn followed(endpoint: Endpoint, mut follower: Follower) -> Option<(Replay, Option<u64>)> {
     let first = match follower.next().await {
         Received::Failed => return None,
-        Received::End => return Some(Replay::Chunks(Vec::new())),
-        Received::Whole(json) => return Replay::of(endpoint, true, CachedBody::Whole(json)),
+        Received::End => return Some((Replay::Chunks(Vec::new()), follower.stored_at())),
+        Received::Whole(json) => {
+            let stored_at = follower.stored_at();
+            return Replay::of(endpoint, true, CachedBody::Whole(json)).map(|replay| (replay, stored_at));
+        }
         Received::Chunk(json) => json,
     };
+    let stored_at = follower.stored_at();
     let first = ChatChunk::parse(endpoint, first).ok()?;
     let rest = futures::stream::unfold(Some(follower), move |follower| async move {
         let mut follower = follower?;
@@ -96,10 +105,13 @@ pub(crate) async fn followed(endpoint: Endpoint, mut follower: Follower) -> Opti
             Received::Failed => Some((Err(shared_stream_failed()), None)),
         }
     });
-    Some(Replay::Stream(
-        futures::stream::once(async move { Ok(first) })
-            .chain(rest)
-            .boxed(),
+    Some((
+        Replay::Stream(
+            futures::stream::once(async move { Ok(first) })
+                .chain(rest)
+                .boxed(),
+        ),
+        stored_at,
     ))
 }
 
@@ -136,8 +148,11 @@ pub(crate) struct Fill {
     /// A stream's chunks so far, when it has no flight to keep them.
     chunks: Vec<Bytes>,
     bytes: usize,
-    /// The stream failed, or outgrew what the cache keeps: not stored.
+    /// The stream failed, or outgrew what a flight keeps: not shared
+    /// further, not stored.
     spoiled: bool,
+    /// Outgrew what the cache stores (it is still shared with the flight).
+    too_large: bool,
     /// The memory budget's share for the chunks kept until the stream ends.
     lease: Lease,
 }
@@ -153,6 +168,7 @@ impl Fill {
             chunks: Vec::new(),
             bytes: 0,
             spoiled: false,
+            too_large: false,
             lease: context.budget.lease(),
         }
     }
@@ -178,16 +194,24 @@ impl Fill {
         if self.spoiled {
             return;
         }
-        let json = chunk.json();
+        // Kept as a copy of its own size: an event's buffer may be twice
+        // its length, and the budget and the store count lengths.
+        let json = Bytes::copy_from_slice(chunk.json());
         self.bytes += json.len();
-        // Kept past the budget's room, the answer is not kept at all.
-        if self.bytes > self.cache.max_entry_bytes() || self.lease.cover(self.bytes).is_err() {
+        // Past what a flight keeps, or the budget's room, it is not kept.
+        if self.bytes > crate::cache::FLIGHT_MAX_BYTES.max(self.cache.max_entry_bytes())
+            || self.lease.cover(self.bytes).is_err()
+        {
             self.spoil();
             return;
         }
+        if self.bytes > self.cache.max_entry_bytes() {
+            self.too_large = true;
+            self.chunks = Vec::new();
+        }
         match &self.leader {
-            Some(leader) => leader.chunk(json),
-            None if !self.spoiled => self.chunks.push(json.clone()),
+            Some(leader) => leader.chunk(&json),
+            None if !self.too_large => self.chunks.push(json),
             None => {}
         }
     }
@@ -206,7 +230,7 @@ impl Fill {
             Some(leader) => leader.done(),
             None => (!self.spoiled).then(|| CachedBody::Chunks(std::mem::take(&mut self.chunks))),
         };
-        if let Some(body) = body.filter(|_| !self.spoiled) {
+        if let Some(body) = body.filter(|_| !self.spoiled && !self.too_large) {
             self.store(body).await;
         }
     }
@@ -214,7 +238,8 @@ impl Fill {
     async fn store(&self, body: CachedBody) {
         let bytes = body.len() as u64;
         // The store keeps its own copy: a whole answer's buffer holds the
-        // memory budget for as long as anything holds it.
+        // memory budget for as long as anything holds it (a stream's chunks
+        // are copies already).
         let body = match body {
             CachedBody::Whole(json) => CachedBody::Whole(Bytes::copy_from_slice(&json)),
             chunks @ CachedBody::Chunks(_) => chunks,
