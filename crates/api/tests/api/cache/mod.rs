@@ -19,6 +19,7 @@ mod answer;
 mod apis;
 mod basics;
 mod coalescing;
+mod followers;
 mod keys;
 mod metrics;
 mod paced;
