@@ -19,7 +19,7 @@ pub use key::{CacheKey, KeyParts, UpstreamPart};
 pub use status::CacheStatus;
 pub use store::{
     CacheDirectives, CacheRule, CacheStore, CacheUsage, CachedAnswer, CachedBody, DEFAULT_MAX_BYTES,
-    DEFAULT_MAX_ENTRY_BYTES,
+    DEFAULT_MAX_ENTRY_BYTES, MAX_TTL, ttl_from_seconds,
 };
 
 #[cfg(any(test, feature = "mocks"))]

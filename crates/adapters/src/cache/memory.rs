@@ -14,7 +14,7 @@ use moka::sync::Cache;
 
 /// The longest time to live an entry is given: a bound for Redis's `PX` and
 /// for the in-process clock's arithmetic.
-pub(super) const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+pub(super) use gatewayz_domain::cache::MAX_TTL;
 
 /// What an entry costs beside its body's bytes: its key, its value's
 /// fields, and the cache's own bookkeeping, roughly.

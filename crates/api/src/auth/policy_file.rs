@@ -258,21 +258,11 @@ struct RawKey {
 /// and 0 turns the cache off for the key.
 struct CacheTtl(u64);
 
-/// The longest `cache_ttl_s`.
-const MAX_CACHE_TTL_S: u64 = 365 * 24 * 60 * 60;
-
 impl<'de> Deserialize<'de> for CacheTtl {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = i64::deserialize(deserializer)?;
-        u64::try_from(value)
-            .ok()
-            .filter(|value| *value <= MAX_CACHE_TTL_S)
-            .map(Self)
-            .ok_or_else(|| {
-                de::Error::custom(format!(
-                    "must be between 0 and {MAX_CACHE_TTL_S} seconds, got {value}"
-                ))
-            })
+        gatewayz_domain::cache::ttl_from_seconds(i64::deserialize(deserializer)?)
+            .map(|ttl| Self(ttl.as_secs()))
+            .map_err(de::Error::custom)
     }
 }
 

@@ -16,6 +16,22 @@ pub const DEFAULT_MAX_ENTRY_BYTES: usize = 1024 * 1024;
 /// The default size of the in-process cache (`GATEWAYZ_CACHE_MAX_BYTES`).
 pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
 
+/// The longest time an answer is cached (`cache_ttl_s`): a year.
+pub const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// A `cache_ttl_s` as written in the catalog or a key policy: whole
+/// seconds from 0 (off) to a year.
+///
+/// # Errors
+/// What is wrong with any other value, to name it by.
+pub fn ttl_from_seconds(value: i64) -> Result<Duration, String> {
+    u64::try_from(value)
+        .ok()
+        .map(Duration::from_secs)
+        .filter(|ttl| *ttl <= MAX_TTL)
+        .ok_or_else(|| format!("must be between 0 and {} seconds, got {value}", MAX_TTL.as_secs()))
+}
+
 /// When a catalog model's answers are cached, and who shares them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheRule {
