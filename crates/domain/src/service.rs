@@ -821,7 +821,7 @@ impl ChatService {
                         facts.cache_coalesced = true;
                         facts.cache_age = Some(age);
                     });
-                    return Ok(self.replayed(&prepared, replay, ticket));
+                    return self.replayed(&prepared, replay, ticket);
                 }
                 // Its leader failed (or its answer is too old for this
                 // request): it makes its own call.
@@ -835,7 +835,7 @@ impl ChatService {
                             leader.stored(&answer);
                             let ticket = self.admit_free(&prepared).await?;
                             record.update(|facts| facts.cache_age = Some(age));
-                            return Ok(self.replayed(&prepared, replay, ticket));
+                            return self.replayed(&prepared, replay, ticket);
                         }
                         // Stored, but unreadable as asked: a miss.
                         None => Some(leader),
@@ -874,14 +874,55 @@ impl ChatService {
     /// The answer of a request served from the cache (a hit): its
     /// `gateway_usage` says `cached`, costs nothing, and its key is charged
     /// one request and nothing else.
-    fn replayed(&self, prepared: &Prepared, replay: Replay, ticket: Option<Ticket>) -> ChatOutcome {
+    ///
+    /// What it sends is held in the memory budget while it is sent, like
+    /// any answer: a whole answer as a budgeted copy, a stored stream's
+    /// chunks by a lease (a stream shared as it comes is the leader's,
+    /// held already).
+    ///
+    /// # Errors
+    /// [`ChatError::Overloaded`] when the budget cannot hold it.
+    fn replayed(
+        &self,
+        prepared: &Prepared,
+        replay: Replay,
+        ticket: Option<Ticket>,
+    ) -> Result<ChatOutcome, ChatError> {
         let context = &prepared.call.context;
+        let refused = |over, ticket: Option<Ticket>| {
+            if let Some(ticket) = ticket {
+                ticket.release();
+            }
+            ChatError::Overloaded(over)
+        };
+        let mut lease = context.budget.lease();
+        let replay = match replay {
+            Replay::Whole(response) => {
+                let json = response.json();
+                let held = crate::budget::BudgetedBuffer::with_capacity(&context.budget, json.len())
+                    .and_then(|mut copy| copy.extend_from_slice(&json).map(|()| copy));
+                let copy = match held {
+                    Ok(copy) => copy.freeze(),
+                    Err(over) => return Err(refused(over, ticket)),
+                };
+                // The same bytes, read before: they read again.
+                Replay::Whole(ChatResponse::parse(prepared.call.request.endpoint(), copy).unwrap_or(response))
+            }
+            Replay::Chunks(chunks) => {
+                let bytes = chunks.iter().map(|chunk| chunk.json().len()).sum();
+                if let Err(over) = lease.cover(bytes) {
+                    return Err(refused(over, ticket));
+                }
+                Replay::Chunks(chunks)
+            }
+            stream @ Replay::Stream(_) => stream,
+        };
         context.record.update(|facts| {
             facts.cache = Some(CacheStatus::Hit);
             facts.cost_usd = Some(0.0);
             facts.attempts = 0;
         });
-        match replay {
+        Ok(match replay {
             Replay::Whole(response) => {
                 if let Some(ticket) = ticket {
                     ticket.settle(Spend::default());
@@ -891,7 +932,13 @@ impl ChatService {
             replay => {
                 let chunks = replay
                     .into_stream()
-                    .unwrap_or_else(|| futures::stream::empty().boxed());
+                    .unwrap_or_else(|| futures::stream::empty().boxed())
+                    // The lease is given back when the stream ends.
+                    .map(move |chunk| {
+                        let _held = &lease;
+                        chunk
+                    })
+                    .boxed();
                 let meter = usage::Meter::new(
                     context.received,
                     Instant::now(),
@@ -903,7 +950,7 @@ impl ChatService {
                 .with_ticket(ticket);
                 ChatOutcome::Stream(usage::meter(chunks, meter))
             }
-        }
+        })
     }
 
     /// Where a follow-up of the response `stored` made goes: to its target,

@@ -286,3 +286,36 @@ fn a_stored_answer_in_either_form_is_what_the_store_gave() {
     // CachedBody's size counts its bytes in either form.
     assert_eq!(CachedBody::Chunks(vec!["ab".into(), "c".into()]).len(), 3);
 }
+
+#[tokio::test]
+async fn a_hit_is_held_in_the_memory_budget_and_refused_when_it_cannot_be() {
+    let upstream = Arc::new(Upstream::default());
+    let service = service(upstream.clone(), Arc::default());
+    let plain = || command("cached", None, CacheDirectives::default());
+    assert_eq!(ask(&service, plain()).await.1, Some(CacheStatus::Miss));
+
+    // A budget with room for the answer: the hit's copy holds it until
+    // the answer is dropped.
+    let budget = crate::budget::MemoryBudget::new(64 * 1024);
+    let mut roomy = plain();
+    roomy.context.budget = budget.clone();
+    let ChatOutcome::Complete(answer) = service.execute(roomy).await.unwrap() else {
+        panic!("a whole answer")
+    };
+    assert!(budget.in_use() > 0);
+    drop(answer);
+    assert_eq!(budget.in_use(), 0);
+
+    // A budget already spent: the hit is refused as overloaded, not served
+    // outside it.
+    let full = crate::budget::MemoryBudget::new(1024);
+    let mut taken = full.lease();
+    taken.cover(1024).unwrap();
+    let mut tight = plain();
+    tight.context.budget = full;
+    assert!(matches!(
+        service.execute(tight).await,
+        Err(ChatError::Overloaded(_))
+    ));
+    assert_eq!(upstream.calls.load(Ordering::SeqCst), 1);
+}
