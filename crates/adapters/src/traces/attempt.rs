@@ -24,6 +24,9 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 /// The `tracing` target of the spans and events that are exported.
 pub const SPAN_TARGET: &str = "gatewayz::otel";
 
+/// The most bytes of a model name recorded (as the access log keeps).
+const NAME_MAX: usize = 256;
+
 /// The most bytes of a prompt or a completion recorded when content is
 /// captured.
 const CONTENT_MAX: usize = 16 * 1024;
@@ -165,9 +168,10 @@ impl Attempt {
             return Self { span, pricing: None };
         }
         let model = Read::of(&call.body).model().map(str::to_owned);
-        let model = model.as_deref().unwrap_or_else(|| call.request.model());
+        // A client's (or an upstream's) model name is cut short on a span.
+        let model = cut(model.as_deref().unwrap_or_else(|| call.request.model()), NAME_MAX);
         span.record("otel.name", format!("{} {model}", operation(endpoint)));
-        span.set_attribute("gen_ai.request.model", model.to_owned());
+        span.set_attribute("gen_ai.request.model", model);
         let fields = call.request.fields();
         if let Some(limit) = call.request.output_token_limit() {
             span.set_attribute("gen_ai.request.max_tokens", limit);
@@ -225,7 +229,8 @@ impl Attempt {
         let json = response.json();
         let read = Read::of(&json);
         if let Some(model) = read.model() {
-            self.span.set_attribute("gen_ai.response.model", model.to_owned());
+            self.span
+                .set_attribute("gen_ai.response.model", cut(model, NAME_MAX));
         }
         self.finish_reasons(read.finish_reasons());
         self.usage(response.usage());
@@ -341,7 +346,7 @@ impl Streamed {
         if !self.model_noted
             && let Some(model) = read.model()
         {
-            span.set_attribute("gen_ai.response.model", model.to_owned());
+            span.set_attribute("gen_ai.response.model", cut(model, NAME_MAX));
             self.model_noted = true;
         }
         self.reasons.extend(read.finish_reasons());
@@ -387,15 +392,20 @@ fn saturating(count: u64) -> i64 {
 }
 
 /// `text` cut to [`CONTENT_MAX`] bytes, on a character boundary.
-fn bounded(mut text: String) -> String {
-    if text.len() > CONTENT_MAX {
-        let end = (0..=CONTENT_MAX)
-            .rev()
-            .find(|end| text.is_char_boundary(*end))
-            .unwrap_or(0);
-        text.truncate(end);
+fn bounded(text: String) -> String {
+    if text.len() <= CONTENT_MAX {
+        return text;
     }
-    text
+    cut(&text, CONTENT_MAX)
+}
+
+/// `text`'s first `max` bytes at most, on a character boundary.
+fn cut(text: &str, max: usize) -> String {
+    let end = (0..=max.min(text.len()))
+        .rev()
+        .find(|end| text.is_char_boundary(*end))
+        .unwrap_or(0);
+    text[..end].to_owned()
 }
 
 /// Adds an event to the request's span (the current one): a retry, a
@@ -453,6 +463,14 @@ mod tests {
             model(r#"{"type": "response.created", "response": {"model": "o3"}}"#).as_deref(),
             Some("o3")
         );
+    }
+
+    #[test]
+    fn a_model_name_is_cut_short_on_a_character_boundary() {
+        assert_eq!(cut("gpt-4o", NAME_MAX), "gpt-4o");
+        let long = "é".repeat(NAME_MAX);
+        let cut = cut(&long, NAME_MAX);
+        assert!(cut.len() <= NAME_MAX && cut.len() >= NAME_MAX - 1 && cut.chars().all(|c| c == 'é'));
     }
 
     #[test]
