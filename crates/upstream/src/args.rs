@@ -4,10 +4,15 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::auth::ApiKey;
+
 /// What the binary prints for `--help`.
 pub const USAGE: &str = "\
 gatewayz-upstream: a fast local OpenAI/Anthropic-compatible upstream for benchmarks and tests
-(chat completions, embeddings, Anthropic messages, the Responses API)
+(chat completions, embeddings, Anthropic messages, the Responses API), also on Azure
+OpenAI's paths: /openai/deployments/{deployment}/chat/completions and .../embeddings
+(answering with the deployment as the model) and /openai/responses..., each with an
+api-version query parameter (any value; without one, Azure's 404)
 
 Usage: gatewayz-upstream [OPTIONS]
 
@@ -22,7 +27,14 @@ Options:
                     any other 4xx/5xx status answers that status with an OpenAI error
                     body (Anthropic's on /v1/messages); \"cut\" closes a stream's
                     connection halfway through (after the first delta on
-                    /v1/messages and /v1/responses)
+                    /v1/messages and /v1/responses); \"echo_key\" answers 401
+                    \"Incorrect API key provided: <key>. You can find your API key
+                    at ...\", <key> being the request's bearer token (api-key on
+                    /openai/...) as received, or none
+  --require-key KEY refuse with 401 invalid_api_key a request that does not carry
+                    KEY: as \"Authorization: Bearer KEY\", or as \"api-key: KEY\" on
+                    /openai/... (Azure's paths, where Authorization does not count)
+                    [default: no key checked]
   -h, --help        print this help
 ";
 
@@ -42,6 +54,8 @@ pub struct Config {
     /// Whether a request may ask for a failure (see [`crate::Fault`]); off,
     /// the body is not even scanned for it.
     pub faults: bool,
+    /// The key every request must carry, if any; unset, no header is read.
+    pub require_key: Option<ApiKey>,
 }
 
 impl Default for Config {
@@ -53,6 +67,7 @@ impl Default for Config {
             gap: Duration::ZERO,
             threads: 1,
             faults: false,
+            require_key: None,
         }
     }
 }
@@ -108,6 +123,12 @@ impl Command {
                 "--chunks" => config.chunks = parse(&name, &value)?,
                 "--gap-ms" => config.gap = Duration::from_millis(parse(&name, &value)?),
                 "--threads" => config.threads = parse::<usize>(&name, &value)?.max(1),
+                // The message does not repeat the key.
+                "--require-key" => {
+                    config.require_key = Some(value.parse().map_err(|_| {
+                        ArgsError("--require-key needs a key of visible ASCII characters".to_owned())
+                    })?);
+                }
                 _ => return Err(ArgsError(format!("unknown option {name}; see --help"))),
             }
         }
@@ -146,6 +167,8 @@ mod tests {
             "20",
             "--threads=2",
             "--faults",
+            "--require-key",
+            "sk-test",
         ]);
         assert_eq!(
             command,
@@ -156,6 +179,7 @@ mod tests {
                 gap: Duration::from_millis(20),
                 threads: 2,
                 faults: true,
+                require_key: Some("sk-test".parse().unwrap()),
             }))
         );
     }
@@ -179,6 +203,36 @@ mod tests {
         assert!(!faults(parse_args(&["--chunks", "2"])));
         assert!(
             matches!(parse_args(&["--faults=yes"]), Err(ArgsError(message)) if message.contains("no value"))
+        );
+    }
+
+    #[test]
+    fn require_key_takes_a_key_with_a_space_or_an_equals_sign_and_refuses_an_unusable_one() {
+        let key = |command| match command {
+            Ok(Command::Run(Config { require_key, .. })) => require_key,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            key(parse_args(&["--require-key", "sk-1"])),
+            Some("sk-1".parse().unwrap())
+        );
+        assert_eq!(
+            key(parse_args(&["--require-key=sk=2"])),
+            Some("sk=2".parse().unwrap())
+        );
+        assert_eq!(key(parse_args(&[])), None);
+        for bad in [
+            &["--require-key="][..],
+            &["--require-key", "sk 1"],
+            &["--require-key"],
+        ] {
+            assert!(
+                matches!(parse_args(bad), Err(ArgsError(message)) if message.contains("--require-key")),
+                "{bad:?}"
+            );
+        }
+        assert!(
+            matches!(parse_args(&["--require-key", "sk 1"]), Err(ArgsError(message)) if !message.contains("sk 1"))
         );
     }
 

@@ -107,21 +107,24 @@ struct Usage {
     total_tokens: usize,
 }
 
-/// The answer to a `POST /v1/embeddings` with this body.
-pub fn answer(body: &[u8]) -> Response<Reply> {
-    match embed(body) {
+/// The answer to a `POST /v1/embeddings` with this body. An Azure
+/// deployment's answer names `deployment` as its model, and the body then
+/// needs none (Azure's path names it).
+pub fn answer(body: &[u8], deployment: Option<&str>) -> Response<Reply> {
+    match embed(body, deployment) {
         Ok(body) => json_response(StatusCode::OK, body),
         Err((message, param)) => errors::openai(StatusCode::BAD_REQUEST, &message, param, None),
     }
 }
 
 /// The embedding list's JSON, or the message and parameter of a 400.
-fn embed(body: &[u8]) -> Result<String, (String, Option<&'static str>)> {
+fn embed(body: &[u8], deployment: Option<&str>) -> Result<String, (String, Option<&'static str>)> {
     let request: Value = serde_json::from_slice(body)
         .map_err(|error| (format!("The body is not valid JSON: {error}"), None))?;
-    let model = match request.get("model") {
-        Some(Value::String(model)) => model.as_str(),
-        _ => return Err(("Missing required parameter: 'model'.".to_owned(), Some("model"))),
+    let model = match (deployment, request.get("model")) {
+        (Some(deployment), _) => deployment,
+        (None, Some(Value::String(model))) => model.as_str(),
+        (None, _) => return Err(("Missing required parameter: 'model'.".to_owned(), Some("model"))),
     };
     let inputs = inputs(request.get("input")).map_err(|message| (message, Some("input")))?;
     let dimensions = match request.get("dimensions") {

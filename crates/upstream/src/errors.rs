@@ -1,7 +1,8 @@
 //! Error answers in the two dialects the upstream speaks: OpenAI's
 //! `{"error":{"message","type","param","code"}}` and Anthropic's
-//! `{"type":"error","error":{"type","message"}}`.
+//! `{"type":"error","error":{"type","message"}}`; and Azure's 404.
 
+use bytes::Bytes;
 use hyper::header::{HeaderValue, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 use serde_json::json;
@@ -56,6 +57,15 @@ pub fn injected(dialect: Dialect, status: StatusCode) -> Response<Reply> {
             .insert(RETRY_AFTER, HeaderValue::from(fault::RETRY_AFTER_SECONDS));
     }
     response
+}
+
+/// Azure OpenAI's answer to a path it does not know, or to one without an
+/// `api-version`.
+pub fn azure_not_found() -> Response<Reply> {
+    json_response(
+        StatusCode::NOT_FOUND,
+        Bytes::from_static(br#"{"error":{"code":"404","message":"Resource not found"}}"#),
+    )
 }
 
 /// Anthropic's error `type` for `status` (see its errors page).

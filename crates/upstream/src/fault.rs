@@ -1,6 +1,6 @@
 //! Failures on request, for reliability runs: with `--faults`, a request
-//! whose body sets `"upstream_fault"` gets an error status or a stream cut
-//! halfway. The gateway forwards the request body's fields it does not know,
+//! whose body sets `"upstream_fault"` gets an error status, a stream cut
+//! halfway, or a 401 that echoes its key. The gateway forwards the request body's fields it does not know,
 //! so a client of the gateway chooses the upstream's failure request by
 //! request.
 
@@ -27,19 +27,28 @@ pub enum Fault {
     /// or Responses stream right after its first text delta. Only a stream
     /// can be cut.
     Cut,
+    /// A 401 whose message holds the key the request carried, exactly as
+    /// received, as OpenAI's `invalid_api_key` error does: `Incorrect API
+    /// key provided: <key>. You can find your API key at …` (`none`
+    /// without a key). The key is the bearer token of `Authorization` (its
+    /// whole value when it is not `Bearer`), or `api-key` on Azure's paths.
+    EchoKey,
 }
 
 impl Fault {
     /// The fault `body` asks for, if any.
     ///
     /// # Errors
-    /// The value, when it is neither `cut` nor a 4xx or 5xx status.
+    /// The value, when it is neither `cut`, `echo_key` nor a 4xx or 5xx
+    /// status.
     pub fn requested(body: &[u8]) -> Result<Option<Self>, String> {
         let Some(value) = string_value(body, KEY) else {
             return Ok(None);
         };
-        if value == b"cut" {
-            return Ok(Some(Self::Cut));
+        match value {
+            b"cut" => return Ok(Some(Self::Cut)),
+            b"echo_key" => return Ok(Some(Self::EchoKey)),
+            _ => {}
         }
         std::str::from_utf8(value)
             .ok()
@@ -86,7 +95,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_a_status_or_a_cut_and_nothing_when_absent() {
+    fn reads_a_status_a_cut_or_an_echo_and_nothing_when_absent() {
         assert_eq!(Fault::requested(br#"{"model":"m"}"#), Ok(None));
         assert_eq!(
             Fault::requested(br#"{"upstream_fault":"500"}"#),
@@ -100,11 +109,15 @@ mod tests {
             Fault::requested(br#"{"stream":true,"upstream_fault":"cut"}"#),
             Ok(Some(Fault::Cut))
         );
+        assert_eq!(
+            Fault::requested(br#"{"upstream_fault":"echo_key"}"#),
+            Ok(Some(Fault::EchoKey))
+        );
     }
 
     #[test]
     fn refuses_a_value_that_is_not_a_failure() {
-        for value in ["200", "302", "99", "abc", ""] {
+        for value in ["200", "302", "99", "abc", "", "echo"] {
             let body = format!(r#"{{"upstream_fault":"{value}"}}"#);
             assert_eq!(Fault::requested(body.as_bytes()), Err(value.to_owned()));
         }

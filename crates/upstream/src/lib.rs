@@ -23,13 +23,22 @@
 //!   are remembered for `GET`/`DELETE /v1/responses/{id}`,
 //!   `POST /v1/responses/{id}/cancel`, `GET /v1/responses/{id}/input_items`
 //!   and `previous_response_id`.
+//! - Azure OpenAI's paths, each with an `api-version` query parameter (any
+//!   value; without one, Azure's 404 `Resource not found`):
+//!   `POST /openai/deployments/{deployment}/chat/completions` and
+//!   `.../embeddings`, answered as above but naming the (percent-decoded)
+//!   deployment as their model, and `/openai/responses...` as
+//!   `/v1/responses...`.
 //!
-//! With `--faults`, a request may ask (in its body) for an error status or a
-//! stream cut: see [`Fault`]. Bodies are read up to 8 MiB, and each SSE event
-//! is written and flushed on its own, so that the upstream is never what a
-//! benchmark measures.
+//! With `--require-key KEY`, a request must carry `Authorization: Bearer
+//! KEY` (`api-key: KEY` on Azure's paths) or is refused 401
+//! `invalid_api_key`. With `--faults`, a request may ask (in its body) for
+//! an error status, a stream cut or a 401 echoing its key: see [`Fault`].
+//! Bodies are read up to 8 MiB, and each SSE event is written and flushed
+//! on its own, so that the upstream is never what a benchmark measures.
 
 mod args;
+mod auth;
 mod embeddings;
 mod errors;
 mod fault;
@@ -40,11 +49,13 @@ mod reply;
 mod response_store;
 mod responses;
 mod responses_api;
+mod route;
 mod server;
 mod stored_responses;
 mod words;
 
 pub use args::{ArgsError, Command, Config, USAGE};
+pub use auth::{ApiKey, InvalidKey};
 pub use fault::Fault;
 pub use flags::is_true;
 pub use reply::{Reply, SseBody, StreamCut};

@@ -1,5 +1,6 @@
 //! Every answer's bytes, built once at start-up: serving one is a reference
-//! count increment.
+//! count increment. An Azure deployment's answers, which name the
+//! deployment as their model, are built per request.
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ pub struct Responses {
     stream_with_usage: Arc<[Bytes]>,
     stream_without_usage: Arc<[Bytes]>,
     content_chunks: usize,
+    created: u64,
 }
 
 impl Responses {
@@ -27,9 +29,20 @@ impl Responses {
     /// usage event when asked for, and `[DONE]`. `created` is the Unix time
     /// every answer reports.
     pub fn new(content_chunks: usize, created: u64) -> Self {
+        Self::naming(MODEL, content_chunks, created)
+    }
+
+    /// The same answers, naming `model` as theirs.
+    pub fn for_model(&self, model: &str) -> Self {
+        Self::naming(model, self.content_chunks, self.created)
+    }
+
+    fn naming(model: &str, content_chunks: usize, created: u64) -> Self {
+        // As a JSON string, quotes included.
+        let model = serde_json::Value::from(model).to_string();
         let completion = format!(
             concat!(
-                r#"{{"id":"{ID}","object":"chat.completion","created":{created},"model":"{MODEL}","#,
+                r#"{{"id":"{ID}","object":"chat.completion","created":{created},"model":{model},"#,
                 r#""choices":[{{"index":0,"message":{{"role":"assistant","content":"{COMPLETION}","refusal":null}},"#,
                 r#""logprobs":null,"finish_reason":"stop"}}],"#,
                 r#""usage":{{"prompt_tokens":{prompt},"completion_tokens":{completion},"total_tokens":{total}}},"#,
@@ -37,7 +50,7 @@ impl Responses {
             ),
             ID = ID,
             created = created,
-            MODEL = MODEL,
+            model = model,
             COMPLETION = COMPLETION,
             prompt = PROMPT_TOKENS,
             completion = COMPLETION_TOKENS,
@@ -51,12 +64,12 @@ impl Responses {
             Bytes::from(format!(
                 concat!(
                     r#"data: {{"id":"{ID}","object":"chat.completion.chunk","created":{created},"#,
-                    r#""model":"{MODEL}","system_fingerprint":"{FINGERPRINT}","choices":[{choices}]{usage}}}"#,
+                    r#""model":{model},"system_fingerprint":"{FINGERPRINT}","choices":[{choices}]{usage}}}"#,
                     "\n\n"
                 ),
                 ID = ID,
                 created = created,
-                MODEL = MODEL,
+                model = model,
                 FINGERPRINT = FINGERPRINT,
                 choices = choices,
                 usage = usage,
@@ -91,6 +104,7 @@ impl Responses {
             stream_with_usage: events.into(),
             stream_without_usage: without_usage.into(),
             content_chunks,
+            created,
         }
     }
 
@@ -111,5 +125,30 @@ impl Responses {
     /// How many of a stream's first events carry content.
     pub fn content_chunks(&self) -> usize {
         self.content_chunks
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Responses;
+
+    #[test]
+    fn answers_for_a_model_name_it_as_a_json_string_and_keep_the_rest() {
+        let responses = Responses::new(2, 1_700_000_000);
+
+        let named = responses.for_model("my \"deployment\"");
+
+        let completion: serde_json::Value = serde_json::from_slice(&named.completion()).unwrap();
+        assert_eq!(completion["model"], "my \"deployment\"");
+        assert_eq!(completion["created"], 1_700_000_000);
+        let events = named.stream(true);
+        assert_eq!(events.len(), responses.stream(true).len());
+        for event in &events[..events.len() - 1] {
+            let data = event.strip_prefix(b"data: ").unwrap();
+            let chunk: serde_json::Value = serde_json::from_slice(data).unwrap();
+            assert_eq!(chunk["model"], "my \"deployment\"");
+        }
+        let original: serde_json::Value = serde_json::from_slice(&responses.completion()).unwrap();
+        assert_eq!(original["model"], "gpt-4o-mini");
     }
 }

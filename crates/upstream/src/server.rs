@@ -1,5 +1,6 @@
-//! The listener and the routes: chat completions on the hot path, then the
-//! other APIs (embeddings, Anthropic messages, the Responses API).
+//! The listener and the dispatch: chat completions on the hot path, then
+//! the other APIs (embeddings, Anthropic messages, the Responses API) and
+//! Azure's paths (see [`Target`]), each behind the optional key check.
 
 use std::convert::Infallible;
 use std::io;
@@ -10,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderMap, HeaderValue};
 use hyper::http::request::Parts;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -19,7 +20,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::args::Config;
-use crate::errors::{self, Dialect};
+use crate::auth::{self, ApiKey};
+use crate::errors;
 use crate::fault::Fault;
 use crate::flags::is_true;
 use crate::ids::Ids;
@@ -27,6 +29,7 @@ use crate::reply::{Reply, SseBody};
 use crate::response_store::ResponseStore;
 use crate::responses::Responses;
 use crate::responses_api::{self, Creation};
+use crate::route::{Family, Route, Target};
 use crate::{embeddings, messages, stored_responses};
 
 /// The largest request body read; a larger one is answered 413 unread.
@@ -37,6 +40,7 @@ struct Shared {
     delay: Duration,
     gap: Duration,
     faults: bool,
+    require_key: Option<ApiKey>,
     ids: Ids,
     store: ResponseStore,
 }
@@ -55,7 +59,26 @@ impl std::fmt::Debug for Shared {
             .field("delay", &self.delay)
             .field("gap", &self.gap)
             .field("faults", &self.faults)
+            .field("require_key", &self.require_key)
             .finish()
+    }
+}
+
+impl Shared {
+    /// The 401 of a request without the required key; `None` when no key
+    /// is required (nothing is read then) or the request carries it.
+    fn refuses_key(&self, headers: &HeaderMap, target: &Target<'_>) -> Option<Response<Reply>> {
+        let key = self.require_key.as_ref()?;
+        (!key.is_carried(headers, target.family)).then(|| auth::refused(target.dialect()))
+    }
+
+    /// The fault `body` asks for, when faults are on (see
+    /// [`Fault::requested`]).
+    fn fault(&self, body: &[u8]) -> Result<Option<Fault>, String> {
+        if !self.faults {
+            return Ok(None);
+        }
+        Fault::requested(body)
     }
 }
 
@@ -76,6 +99,7 @@ impl Upstream {
                 delay: config.delay,
                 gap: config.gap,
                 faults: config.faults,
+                require_key: config.require_key.clone(),
                 ids: Ids::new(),
                 store: ResponseStore::default(),
             }),
@@ -122,48 +146,66 @@ impl Upstream {
 }
 
 async fn answer(request: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<Reply>, Infallible> {
-    if matches!(request.uri().path(), "/v1/chat/completions" | "/chat/completions") {
-        return Ok(chat(request, &shared).await);
+    let (parts, body) = request.into_parts();
+    if matches!(parts.uri.path(), "/v1/chat/completions" | "/chat/completions") {
+        if let Some(refusal) = shared.refuses_key(&parts.headers, &Target::CHAT) {
+            return Ok(refusal);
+        }
+        return Ok(chat(&Target::CHAT, &parts, body, &shared).await);
     }
-    Ok(elsewhere(request, &shared).await)
+    Ok(elsewhere(&parts, body, &shared).await)
 }
 
-/// The hot path: every answer is precomputed.
-async fn chat(request: Request<Incoming>, shared: &Shared) -> Response<Reply> {
-    if request.method() != Method::POST {
+/// The answer a requested fault puts in place of the real one, before any
+/// byte of it (a stream cut, which comes later, is not one).
+fn faulted(fault: Option<Fault>, target: &Target<'_>, headers: &HeaderMap) -> Option<Response<Reply>> {
+    match fault? {
+        Fault::Status(status) => Some(errors::injected(target.dialect(), status)),
+        Fault::EchoKey => Some(auth::echo_key(target.dialect(), headers, target.family)),
+        Fault::Cut => None,
+    }
+}
+
+/// Chat completions, the hot path: every answer is precomputed, except an
+/// Azure deployment's, which names the deployment as its model.
+async fn chat(target: &Target<'_>, parts: &Parts, body: Incoming, shared: &Shared) -> Response<Reply> {
+    if parts.method != Method::POST {
         return error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
     }
-    let body = match read_body(request.into_body()).await {
+    let body = match read_body(body).await {
         Ok(body) => body,
         Err(status) => return error(status, unread(status)),
     };
-    let fault = if shared.faults {
-        match Fault::requested(&body) {
-            Ok(fault) => fault,
-            Err(_) => return error(StatusCode::BAD_REQUEST, "unknown upstream_fault"),
-        }
-    } else {
-        None
+    let Ok(fault) = shared.fault(&body) else {
+        return error(StatusCode::BAD_REQUEST, "unknown upstream_fault");
     };
     if !shared.delay.is_zero() {
         tokio::time::sleep(shared.delay).await;
     }
-    if let Some(Fault::Status(status)) = fault {
-        return errors::injected(Dialect::OpenAi, status);
+    if let Some(response) = faulted(fault, target, &parts.headers) {
+        return response;
     }
     let stream = is_true(&body, b"\"stream\"");
     if fault == Some(Fault::Cut) && !stream {
         return error(StatusCode::BAD_REQUEST, "only a stream can be cut");
     }
+    let deployment_responses;
+    let responses = match &target.deployment {
+        Some(deployment) => {
+            deployment_responses = shared.responses.for_model(deployment);
+            &deployment_responses
+        }
+        None => &shared.responses,
+    };
     if !stream {
-        let mut response = Response::new(Reply::full(shared.responses.completion()));
+        let mut response = Response::new(Reply::full(responses.completion()));
         response
             .headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         return response;
     }
-    let events = shared.responses.stream(is_true(&body, b"\"include_usage\""));
-    let chunks = shared.responses.content_chunks();
+    let events = responses.stream(is_true(&body, b"\"include_usage\""));
+    let chunks = responses.content_chunks();
     let mut body = SseBody::new(events, chunks, shared.gap);
     if fault == Some(Fault::Cut) {
         body = body.cut_at(Fault::cut_after(chunks));
@@ -175,72 +217,28 @@ async fn chat(request: Request<Incoming>, shared: &Shared) -> Response<Reply> {
     response
 }
 
-/// The paths besides chat completions (with or without `/v1`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route<'a> {
-    Embeddings,
-    Messages,
-    CountTokens,
-    CreateResponse,
-    /// `GET` or `DELETE /responses/{id}`.
-    StoredResponse(&'a str),
-    CancelResponse(&'a str),
-    InputItems(&'a str),
-}
-
-impl<'a> Route<'a> {
-    fn of(path: &'a str) -> Option<Self> {
-        let path = path
-            .strip_prefix("/v1")
-            .filter(|rest| rest.starts_with('/'))
-            .unwrap_or(path);
-        Some(match path {
-            "/embeddings" => Self::Embeddings,
-            "/messages" => Self::Messages,
-            "/messages/count_tokens" => Self::CountTokens,
-            "/responses" => Self::CreateResponse,
-            _ => {
-                let rest = path.strip_prefix("/responses/")?;
-                match rest.split_once('/') {
-                    None if !rest.is_empty() => Self::StoredResponse(rest),
-                    Some((id, "cancel")) if !id.is_empty() => Self::CancelResponse(id),
-                    Some((id, "input_items")) if !id.is_empty() => Self::InputItems(id),
-                    _ => return None,
-                }
-            }
-        })
-    }
-
-    fn dialect(self) -> Dialect {
-        match self {
-            Self::Messages | Self::CountTokens => Dialect::Anthropic,
-            _ => Dialect::OpenAi,
-        }
-    }
-
-    /// `None` when `method` is allowed, else what to use instead.
-    fn refuses(self, method: &Method) -> Option<&'static str> {
-        match self {
-            Self::StoredResponse(_) => {
-                (method != Method::GET && method != Method::DELETE).then_some("use GET or DELETE")
-            }
-            Self::InputItems(_) => (method != Method::GET).then_some("use GET"),
-            _ => (method != Method::POST).then_some("use POST"),
-        }
-    }
-}
-
-async fn elsewhere(request: Request<Incoming>, shared: &Shared) -> Response<Reply> {
-    let (parts, body) = request.into_parts();
-    let Some(route) = Route::of(parts.uri.path()) else {
-        return error(StatusCode::NOT_FOUND, "unknown path");
+/// Every path but OpenAI's chat completions: its other APIs (with or
+/// without `/v1`), Anthropic's and Azure's.
+async fn elsewhere(parts: &Parts, body: Incoming, shared: &Shared) -> Response<Reply> {
+    let path = parts.uri.path();
+    let Some(target) = Target::of(path, parts.uri.query()) else {
+        return match Family::of(path) {
+            Family::OpenAi => error(StatusCode::NOT_FOUND, "unknown path"),
+            Family::Azure => errors::azure_not_found(),
+        };
     };
-    let dialect = route.dialect();
-    if let Some(instead) = route.refuses(&parts.method) {
+    if let Some(refusal) = shared.refuses_key(&parts.headers, &target) {
+        return refusal;
+    }
+    if target.route == Route::Chat {
+        return chat(&target, parts, body, shared).await;
+    }
+    let dialect = target.dialect();
+    if let Some(instead) = target.route.refuses(&parts.method) {
         return errors::refused(dialect, StatusCode::METHOD_NOT_ALLOWED, instead);
     }
     let store = &shared.store;
-    let about_stored = match route {
+    let about_stored = match target.route {
         Route::StoredResponse(id) if parts.method == Method::DELETE => {
             Some(stored_responses::delete(store, id))
         }
@@ -259,32 +257,27 @@ async fn elsewhere(request: Request<Incoming>, shared: &Shared) -> Response<Repl
         Ok(body) => body,
         Err(status) => return errors::refused(dialect, status, unread(status)),
     };
-    create(route, &parts, &body, shared).await
+    create(&target, parts, &body, shared).await
 }
 
 /// A `POST` that creates: embeddings, a message, a token count, a response.
-async fn create(route: Route<'_>, parts: &Parts, body: &Bytes, shared: &Shared) -> Response<Reply> {
-    let dialect = route.dialect();
-    let fault = if shared.faults {
-        match Fault::requested(body) {
-            Ok(fault) => fault,
-            Err(_) => return errors::refused(dialect, StatusCode::BAD_REQUEST, "unknown upstream_fault"),
-        }
-    } else {
-        None
+async fn create(target: &Target<'_>, parts: &Parts, body: &Bytes, shared: &Shared) -> Response<Reply> {
+    let dialect = target.dialect();
+    let Ok(fault) = shared.fault(body) else {
+        return errors::refused(dialect, StatusCode::BAD_REQUEST, "unknown upstream_fault");
     };
     if !shared.delay.is_zero() {
         tokio::time::sleep(shared.delay).await;
     }
-    if let Some(Fault::Status(status)) = fault {
-        return errors::injected(dialect, status);
+    if let Some(response) = faulted(fault, target, &parts.headers) {
+        return response;
     }
     let cut = fault == Some(Fault::Cut);
-    if cut && matches!(route, Route::Embeddings | Route::CountTokens) {
+    if cut && matches!(target.route, Route::Embeddings | Route::CountTokens) {
         return errors::refused(dialect, StatusCode::BAD_REQUEST, "only a stream can be cut");
     }
-    match route {
-        Route::Embeddings => embeddings::answer(body),
+    match target.route {
+        Route::Embeddings => embeddings::answer(body, target.deployment.as_deref()),
         Route::CountTokens => messages::count_tokens(body),
         Route::Messages => messages::create(
             body,
@@ -337,37 +330,4 @@ fn error(status: StatusCode, message: &'static str) -> Response<Reply> {
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Route;
-
-    #[test]
-    fn routes_with_or_without_v1_and_only_known_paths() {
-        assert_eq!(Route::of("/v1/embeddings"), Some(Route::Embeddings));
-        assert_eq!(Route::of("/messages/count_tokens"), Some(Route::CountTokens));
-        assert_eq!(
-            Route::of("/v1/responses/resp_1"),
-            Some(Route::StoredResponse("resp_1"))
-        );
-        assert_eq!(
-            Route::of("/responses/resp_1/cancel"),
-            Some(Route::CancelResponse("resp_1"))
-        );
-        assert_eq!(
-            Route::of("/v1/responses/resp_1/input_items"),
-            Some(Route::InputItems("resp_1"))
-        );
-        for path in [
-            "/v1",
-            "/v1/",
-            "/v1embeddings",
-            "/v1/responses/",
-            "/v1/responses//cancel",
-            "/v1/responses/a/b",
-        ] {
-            assert_eq!(Route::of(path), None, "{path}");
-        }
-    }
 }
