@@ -1,9 +1,11 @@
 //! The model catalog, read from a TOML file at start and checked with errors
 //! that name the file, the line and the field.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
-
+use std::sync::Arc;
 use std::time::Duration;
 
 use gatewayz_domain::{
@@ -14,6 +16,8 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 use toml::Spanned;
+
+use crate::direct::{DirectUpstream, UpstreamSpec};
 
 /// The catalog built into the binary, used when no file is named.
 pub const DEFAULT_CATALOG: &str = include_str!("../../../deploy/catalog/default.toml");
@@ -33,21 +37,31 @@ pub enum CatalogError {
     },
 }
 
+/// A catalog as read: the models, and the direct upstreams they (and
+/// `@<upstream>/<model>`) may call.
+#[derive(Debug)]
+pub struct Loaded {
+    pub catalog: Catalog,
+    /// Every direct upstream: those `[[upstreams]]` declares, then those
+    /// targets give inline with their own `base_url`.
+    pub upstreams: Vec<DirectUpstream>,
+}
+
 /// Loads the catalog from `path`, or the built-in one. `env` looks up the
-/// variables that entries name in `virtual_key_env`.
+/// variables that entries name in `virtual_key_env` and `api_key_env`.
 ///
 /// # Errors
 /// A [`CatalogError`] naming the file, and the line and field at fault.
-pub fn load(path: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Catalog, CatalogError> {
+pub fn load(path: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Loaded, CatalogError> {
     match path {
-        None => parse(DEFAULT_CATALOG_NAME, DEFAULT_CATALOG, env),
+        None => parse_all(DEFAULT_CATALOG_NAME, DEFAULT_CATALOG, env),
         Some(path) => {
             let file = path.display().to_string();
             let text = std::fs::read_to_string(path).map_err(|source| CatalogError::Read {
                 file: file.clone(),
                 source,
             })?;
-            parse(&file, &text, env)
+            parse_all(&file, &text, env)
         }
     }
 }
@@ -58,7 +72,58 @@ struct RawCatalog {
     #[serde(default)]
     routing: RawPolicy,
     #[serde(default)]
+    upstreams: Vec<Spanned<RawUpstream>>,
+    #[serde(default)]
     models: Vec<Spanned<RawNode>>,
+}
+
+/// An `[[upstreams]]` entry: a direct upstream clients and targets name.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    #[serde(default)]
+    name: Option<Spanned<String>>,
+    #[serde(default)]
+    base_url: Option<Spanned<String>>,
+    #[serde(default)]
+    api_key_env: Option<Spanned<String>>,
+    #[serde(default)]
+    headers: Option<Spanned<BTreeMap<String, String>>>,
+    #[serde(default)]
+    api_version: Option<Spanned<String>>,
+    #[serde(default)]
+    endpoints: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// How a direct upstream is called: in `[[upstreams]]`, or on a target
+/// inline.
+#[derive(Default, Clone)]
+struct RawWire {
+    base_url: Option<Spanned<String>>,
+    api_key_env: Option<Spanned<String>>,
+    headers: Option<Spanned<BTreeMap<String, String>>>,
+    api_version: Option<Spanned<String>>,
+}
+
+impl RawWire {
+    /// The fields given, with where each is.
+    fn given(&self) -> [(&'static str, Option<usize>); 4] {
+        [
+            ("base_url", self.base_url.as_ref().map(|v| v.span().start)),
+            ("api_key_env", self.api_key_env.as_ref().map(|v| v.span().start)),
+            ("headers", self.headers.as_ref().map(|v| v.span().start)),
+            ("api_version", self.api_version.as_ref().map(|v| v.span().start)),
+        ]
+    }
+
+    /// The same settings, wherever they were written.
+    fn same_as(&self, other: &Self) -> bool {
+        let text = |value: &Option<Spanned<String>>| value.as_ref().map(|v| v.get_ref().clone());
+        text(&self.base_url) == text(&other.base_url)
+            && text(&self.api_key_env) == text(&other.api_key_env)
+            && text(&self.api_version) == text(&other.api_version)
+            && self.headers.as_ref().map(Spanned::get_ref) == other.headers.as_ref().map(Spanned::get_ref)
+    }
 }
 
 /// Routing settings: the catalog's `[routing]`, or a model's own `routing`
@@ -111,11 +176,15 @@ impl<'de> Deserialize<'de> for Millis {
 }
 
 /// The first of `targets` that cannot serve `service` (see
-/// [`crate::portkey::serves`]); the demo serves every API.
-fn unserved(targets: &Node, service: Service) -> Option<&TargetSpec> {
+/// [`crate::portkey::serves`] and [`DirectUpstream::serves`]); the demo
+/// serves every API.
+fn unserved<'a>(targets: &'a Node, service: Service, upstreams: &[Known]) -> Option<&'a TargetSpec> {
     targets.targets().into_iter().find(|spec| match &spec.target {
         Target::Demo { .. } => false,
         Target::Portkey { provider, .. } => !crate::portkey::serves(*provider, service),
+        Target::Direct { upstream, .. } => !upstreams
+            .iter()
+            .any(|known| known.upstream.name() == upstream && known.upstream.serves(service)),
     })
 }
 
@@ -150,6 +219,16 @@ struct RawNode {
     #[serde(default)]
     portkey_config: Option<Spanned<toml::Value>>,
     #[serde(default)]
+    upstream: Option<Spanned<String>>,
+    #[serde(default)]
+    base_url: Option<Spanned<String>>,
+    #[serde(default)]
+    api_key_env: Option<Spanned<String>>,
+    #[serde(default)]
+    headers: Option<Spanned<BTreeMap<String, String>>>,
+    #[serde(default)]
+    api_version: Option<Spanned<String>>,
+    #[serde(default)]
     input_usd_per_million: Option<Spanned<Price>>,
     #[serde(default)]
     output_usd_per_million: Option<Spanned<Price>>,
@@ -177,6 +256,8 @@ enum StrategyName {
 enum ProviderName {
     Portkey,
     Demo,
+    #[serde(rename = "openai-compatible")]
+    OpenAiCompatible,
 }
 
 /// A `portkey_provider` name, checked as it is read.
@@ -268,23 +349,60 @@ enum CacheScope {
     Shared,
 }
 
-/// Parses and checks a catalog's text.
+/// Parses and checks a catalog's text: the catalog alone (see
+/// [`parse_all`] for its direct upstreams too).
 ///
 /// # Errors
 /// As [`load`].
 pub fn parse(file: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Catalog, CatalogError> {
-    let reader = Reader { file, text, env };
+    parse_all(file, text, env).map(|loaded| loaded.catalog)
+}
+
+/// Parses and checks a catalog's text: its models and its direct upstreams.
+///
+/// # Errors
+/// As [`load`].
+pub fn parse_all(
+    file: &str,
+    text: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Loaded, CatalogError> {
+    let reader = Reader {
+        file,
+        text,
+        env,
+        upstreams: RefCell::new(Vec::new()),
+    };
     let raw: RawCatalog = toml::from_str(text).map_err(|error| {
         let offset = error.span().map_or(0, |span| span.start);
         reader.error(offset, error.message().trim())
     })?;
+    for (index, upstream) in raw.upstreams.into_iter().enumerate() {
+        reader.declared(index, upstream)?;
+    }
+    // Only declared upstreams are routed to by name.
+    let routable: Vec<Arc<str>> = reader
+        .upstreams
+        .borrow()
+        .iter()
+        .map(|known| known.upstream.name().clone())
+        .collect();
     let defaults = raw.routing.over(RoutingPolicy::default());
     let mut entries = Vec::with_capacity(raw.models.len());
     for (index, spanned) in raw.models.into_iter().enumerate() {
         let entry = reader.model(index, spanned, defaults, &entries)?;
         entries.push(entry);
     }
-    Catalog::new(entries).map_err(|error| reader.error(0, error))
+    let catalog = Catalog::new(entries)
+        .map_err(|error| reader.error(0, error))?
+        .with_upstreams(routable);
+    let upstreams = reader
+        .upstreams
+        .into_inner()
+        .into_iter()
+        .map(|known| known.upstream)
+        .collect();
+    Ok(Loaded { catalog, upstreams })
 }
 
 /// Reads one catalog text, with what its errors need to name the place.
@@ -292,6 +410,15 @@ struct Reader<'a, E> {
     file: &'a str,
     text: &'a str,
     env: E,
+    /// The direct upstreams read so far.
+    upstreams: RefCell<Vec<Known>>,
+}
+
+/// A direct upstream read: declared in `[[upstreams]]`, or given inline by
+/// a target (whose settings another inline target may repeat).
+struct Known {
+    upstream: DirectUpstream,
+    inline: Option<RawWire>,
 }
 
 /// Where a node sits: its path for messages, and its parent's strategy.
@@ -381,21 +508,26 @@ impl<E: Fn(&str) -> Option<String>> Reader<'_, E> {
             pricing: None,
         };
         let targets = self.node(at, raw, &place, &mut Vec::new())?;
+        let upstreams = self.upstreams.borrow();
         let endpoints = match listed {
             // What every target can serve, of what models serve by default.
             None => Service::DEFAULT
                 .into_iter()
-                .filter(|service| unserved(&targets, *service).is_none())
+                .filter(|service| unserved(&targets, *service, &upstreams).is_none())
                 .collect(),
             Some((at, listed)) => {
                 for service in &listed {
-                    if let Some(spec) = unserved(&targets, *service) {
+                    if let Some(spec) = unserved(&targets, *service, &upstreams) {
+                        let via = match spec.target {
+                            Target::Direct { .. } => "by that upstream",
+                            _ => "through Portkey",
+                        };
                         return Err(self.at(
                             at,
                             &place.path,
                             "endpoints",
                             format!(
-                                "`{service}` is not served for target `{}` ({}) through Portkey",
+                                "`{service}` is not served for target `{}` ({}) {via}",
                                 spec.name,
                                 spec.target.owner()
                             ),
@@ -598,34 +730,71 @@ impl<E: Fn(&str) -> Option<String>> Reader<'_, E> {
     fn target(
         &self,
         at: usize,
-        raw: RawNode,
+        mut raw: RawNode,
         weight: u32,
         pricing: Option<Pricing>,
         place: &Place<'_>,
     ) -> Result<TargetSpec, CatalogError> {
         let path = &place.path;
-        let provider = raw
-            .provider
-            .as_ref()
-            .map_or(ProviderName::Portkey, |provider| *provider.get_ref());
+        let wire = raw.wire();
+        let direct = raw.upstream.is_some() || wire.given().iter().any(|(_, offset)| offset.is_some());
+        let provider = raw.provider.as_ref().map_or(
+            if direct {
+                ProviderName::OpenAiCompatible
+            } else {
+                ProviderName::Portkey
+            },
+            |provider| *provider.get_ref(),
+        );
         let model = raw
             .upstream_model
             .map_or_else(|| place.model.to_owned(), Spanned::into_inner);
+        let only = |fields: &[(&'static str, Option<usize>)], provider: &str| match fields
+            .iter()
+            .find_map(|(field, offset)| offset.map(|offset| (*field, offset)))
+        {
+            Some((field, offset)) => Err(self.at(
+                offset,
+                path,
+                field,
+                format!("only applies to provider = \"{provider}\""),
+            )),
+            None => Ok(()),
+        };
+        let portkey_fields = [
+            (
+                "portkey_provider",
+                raw.portkey_provider.as_ref().map(|v| v.span().start),
+            ),
+            (
+                "virtual_key_env",
+                raw.virtual_key_env.as_ref().map(|v| v.span().start),
+            ),
+            (
+                "portkey_config",
+                raw.portkey_config.as_ref().map(|v| v.span().start),
+            ),
+        ];
+        let mut direct_fields = wire.given().to_vec();
+        direct_fields.push(("upstream", raw.upstream.as_ref().map(|v| v.span().start)));
         let target = match (provider, raw.portkey_provider) {
-            (ProviderName::Portkey, Some(slug)) => Target::Portkey {
-                provider: slug.into_inner().0,
-                model,
-                virtual_key: virtual_key(raw.virtual_key_env, &self.env)
-                    .map_err(|(offset, message)| self.at(offset, path, "virtual_key_env", message))?,
-                config: raw
-                    .portkey_config
-                    .map(|config| {
-                        let offset = config.span().start;
-                        portkey_config(config.into_inner())
-                            .map_err(|message| self.at(offset, path, "portkey_config", message))
-                    })
-                    .transpose()?,
-            },
+            (ProviderName::Portkey, Some(slug)) => {
+                only(&direct_fields, "openai-compatible")?;
+                Target::Portkey {
+                    provider: slug.into_inner().0,
+                    model,
+                    virtual_key: secret_from_env(raw.virtual_key_env, &self.env)
+                        .map_err(|(offset, message)| self.at(offset, path, "virtual_key_env", message))?,
+                    config: raw
+                        .portkey_config
+                        .map(|config| {
+                            let offset = config.span().start;
+                            portkey_config(config.into_inner())
+                                .map_err(|message| self.at(offset, path, "portkey_config", message))
+                        })
+                        .transpose()?,
+                }
+            }
             (ProviderName::Portkey, None) => {
                 return Err(self.at(
                     at,
@@ -634,30 +803,18 @@ impl<E: Fn(&str) -> Option<String>> Reader<'_, E> {
                     "required when provider = \"portkey\"",
                 ));
             }
-            (ProviderName::Demo, Some(slug)) => {
-                return Err(self.at(
-                    slug.span().start,
-                    path,
-                    "portkey_provider",
-                    "only applies to provider = \"portkey\"",
-                ));
-            }
-            (ProviderName::Demo, None) => {
-                for (field, offset) in [
-                    (
-                        "virtual_key_env",
-                        raw.virtual_key_env.as_ref().map(|v| v.span().start),
-                    ),
-                    (
-                        "portkey_config",
-                        raw.portkey_config.as_ref().map(|v| v.span().start),
-                    ),
-                ] {
-                    if let Some(offset) = offset {
-                        return Err(self.at(offset, path, field, "only applies to provider = \"portkey\""));
-                    }
-                }
+            (ProviderName::Demo, _) => {
+                only(&portkey_fields, "portkey")?;
+                only(&direct_fields, "openai-compatible")?;
                 Target::Demo { model }
+            }
+            (ProviderName::OpenAiCompatible, _) => {
+                only(&portkey_fields, "portkey")?;
+                let upstream = match raw.upstream {
+                    Some(name) => self.named_upstream(name, &wire, path)?,
+                    None => self.inline_upstream(at, wire, path)?,
+                };
+                Target::Direct { upstream, model }
             }
         };
         let name = match raw.name {
@@ -673,6 +830,177 @@ impl<E: Fn(&str) -> Option<String>> Reader<'_, E> {
             weight,
             retries: raw.retries.map(Spanned::into_inner),
             pricing,
+        })
+    }
+
+    /// An `[[upstreams]]` entry.
+    fn declared(&self, index: usize, spanned: Spanned<RawUpstream>) -> Result<(), CatalogError> {
+        let at = spanned.span().start;
+        let mut raw = spanned.into_inner();
+        let path = format!("upstreams[{index}]");
+        let Some(name) = raw.name.take() else {
+            return Err(self.at(at, &path, "name", "required"));
+        };
+        let offset = name.span().start;
+        let name = name.into_inner().trim().to_owned();
+        if let Err(message) = check_upstream_name(&name) {
+            return Err(self.at(offset, &path, "name", message));
+        }
+        if let Some(previous) = self
+            .upstreams
+            .borrow()
+            .iter()
+            .position(|known| **known.upstream.name() == *name)
+        {
+            return Err(self.at(
+                offset,
+                &path,
+                "name",
+                format!("`{name}` is already the name of upstreams[{previous}]"),
+            ));
+        }
+        let services = match raw.endpoints.take() {
+            None => None,
+            Some(listed) => Some(self.endpoints(&path, listed)?),
+        };
+        let wire = raw.wire();
+        let upstream = self.upstream(at, name, &wire, services, &path)?;
+        self.upstreams.borrow_mut().push(Known {
+            upstream,
+            inline: None,
+        });
+        Ok(())
+    }
+
+    /// The declared upstream a target names in `upstream`.
+    fn named_upstream(
+        &self,
+        name: Spanned<String>,
+        wire: &RawWire,
+        path: &str,
+    ) -> Result<Arc<str>, CatalogError> {
+        if let Some((field, offset)) = wire
+            .given()
+            .into_iter()
+            .find_map(|(field, offset)| offset.map(|offset| (field, offset)))
+        {
+            return Err(self.at(
+                offset,
+                path,
+                field,
+                "belongs to the [[upstreams]] entry that `upstream` names, not to the target",
+            ));
+        }
+        let offset = name.span().start;
+        let name = name.into_inner();
+        let upstreams = self.upstreams.borrow();
+        let declared = || upstreams.iter().filter(|known| known.inline.is_none());
+        match declared().find(|known| **known.upstream.name() == *name.trim()) {
+            Some(known) => Ok(known.upstream.name().clone()),
+            None => {
+                let names: Vec<&str> = declared().map(|known| &**known.upstream.name()).collect();
+                Err(self.at(
+                    offset,
+                    path,
+                    "upstream",
+                    format!(
+                        "no [[upstreams]] entry is named `{name}`; declared: {}",
+                        if names.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            names.join(", ")
+                        }
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// The upstream a target gives inline (its own `base_url`), named by
+    /// the URL's host and port; targets that repeat its settings share it.
+    fn inline_upstream(&self, at: usize, wire: RawWire, path: &str) -> Result<Arc<str>, CatalogError> {
+        let Some(base_url) = &wire.base_url else {
+            return Err(self.at(
+                at,
+                path,
+                "base_url",
+                "required with provider = \"openai-compatible\", unless `upstream` names an [[upstreams]] entry",
+            ));
+        };
+        let offset = base_url.span().start;
+        let name = reqwest::Url::parse(base_url.get_ref().trim())
+            .ok()
+            .and_then(|url| {
+                let host = url.host_str()?.to_owned();
+                Some(match url.port() {
+                    Some(port) => format!("{host}:{port}"),
+                    None => host,
+                })
+            })
+            .unwrap_or_else(|| base_url.get_ref().trim().to_owned());
+        if let Some(known) = self
+            .upstreams
+            .borrow()
+            .iter()
+            .find(|known| **known.upstream.name() == *name)
+        {
+            return match &known.inline {
+                Some(other) if other.same_as(&wire) => Ok(known.upstream.name().clone()),
+                _ => Err(self.at(
+                    offset,
+                    path,
+                    "base_url",
+                    format!(
+                        "another upstream is named `{name}` with other settings: declare each in \
+                         [[upstreams]] with a name of its own, and name it in `upstream`"
+                    ),
+                )),
+            };
+        }
+        let upstream = self.upstream(at, name, &wire, None, path)?;
+        let name = upstream.name().clone();
+        self.upstreams.borrow_mut().push(Known {
+            upstream,
+            inline: Some(wire),
+        });
+        Ok(name)
+    }
+
+    /// A direct upstream from its settings, its key read now so that a
+    /// missing one stops the start.
+    fn upstream(
+        &self,
+        at: usize,
+        name: String,
+        wire: &RawWire,
+        services: Option<Vec<Service>>,
+        path: &str,
+    ) -> Result<DirectUpstream, CatalogError> {
+        let Some(base_url) = &wire.base_url else {
+            return Err(self.at(at, path, "base_url", "required"));
+        };
+        let api_key = secret_from_env(wire.api_key_env.clone(), &self.env)
+            .map_err(|(offset, message)| self.at(offset, path, "api_key_env", message))?;
+        let spec = UpstreamSpec {
+            name,
+            base_url: base_url.get_ref().clone(),
+            api_key,
+            headers: wire
+                .headers
+                .as_ref()
+                .map(|headers| headers.get_ref().clone().into_iter().collect())
+                .unwrap_or_default(),
+            api_version: wire.api_version.as_ref().map(|version| version.get_ref().clone()),
+            services,
+        };
+        DirectUpstream::new(spec).map_err(|(field, message)| {
+            let offset = wire
+                .given()
+                .into_iter()
+                .find(|(given, _)| *given == field)
+                .and_then(|(_, offset)| offset)
+                .unwrap_or(at);
+            self.at(offset, path, field, message)
         })
     }
 
@@ -724,6 +1052,11 @@ fn raw_target_fields(raw: &RawNode) -> Option<(&'static str, usize)> {
             raw.portkey_config.as_ref().map(|v| v.span().start),
         ),
         ("retries", raw.retries.as_ref().map(|v| v.span().start)),
+        ("upstream", raw.upstream.as_ref().map(|v| v.span().start)),
+        ("base_url", raw.base_url.as_ref().map(|v| v.span().start)),
+        ("api_key_env", raw.api_key_env.as_ref().map(|v| v.span().start)),
+        ("headers", raw.headers.as_ref().map(|v| v.span().start)),
+        ("api_version", raw.api_version.as_ref().map(|v| v.span().start)),
     ]
     .into_iter()
     .find_map(|(field, offset)| offset.map(|offset| (field, offset)))
@@ -738,8 +1071,9 @@ fn portkey_config(value: toml::Value) -> Result<PortkeyRouting, String> {
         .map_err(|error| error.message.replace("`portkey_config` ", ""))
 }
 
-/// The virtual key an entry names, read now so a missing one stops the start.
-fn virtual_key(
+/// The secret (a virtual key, an upstream's key) whose variable an entry
+/// names, read now so a missing one stops the start.
+fn secret_from_env(
     name: Option<Spanned<String>>,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<Option<SecretString>, (usize, String)> {
@@ -755,6 +1089,53 @@ fn virtual_key(
             format!("{name} holds characters that cannot be sent in a header"),
         )),
         _ => Err((offset, format!("{name} is not set"))),
+    }
+}
+
+/// Whether `name` can name a direct upstream in `@<name>/<model>`: not
+/// empty, of letters, digits, `.`, `_` and `-`, and not a Portkey
+/// provider's name (which `@` already means).
+fn check_upstream_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if !name
+        .bytes()
+        .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
+    {
+        return Err(format!(
+            "`{name}` must be letters, digits, `.`, `_` and `-` only: it is written in `@{name}/<model>`"
+        ));
+    }
+    if UpstreamProvider::parse(name).is_some() || name == "demo" {
+        return Err(format!(
+            "`{name}` is a provider's name: `@{name}/<model>` already routes through Portkey; choose another"
+        ));
+    }
+    Ok(())
+}
+
+impl RawNode {
+    /// Takes its direct upstream's settings out.
+    fn wire(&mut self) -> RawWire {
+        RawWire {
+            base_url: self.base_url.take(),
+            api_key_env: self.api_key_env.take(),
+            headers: self.headers.take(),
+            api_version: self.api_version.take(),
+        }
+    }
+}
+
+impl RawUpstream {
+    /// Takes its settings out.
+    fn wire(&mut self) -> RawWire {
+        RawWire {
+            base_url: self.base_url.take(),
+            api_key_env: self.api_key_env.take(),
+            headers: self.headers.take(),
+            api_version: self.api_version.take(),
+        }
     }
 }
 
@@ -831,7 +1212,7 @@ cache_ttl_s = 0
 
     #[test]
     fn the_built_in_catalog_loads_and_covers_the_demo_and_all_nine_portkey_providers() {
-        let catalog = load(None, no_env).unwrap();
+        let catalog = load(None, no_env).unwrap().catalog;
         assert!(matches!(
             catalog.get("demo-1").and_then(ModelEntry::primary),
             Some(Target::Demo { .. })
@@ -1000,7 +1381,7 @@ endpoints = ["embeddings"]
         );
         assert_eq!(served("embed"), [Service::Embeddings]);
 
-        let built_in = load(None, no_env).unwrap();
+        let built_in = load(None, no_env).unwrap().catalog;
         assert!(
             built_in
                 .get("demo-embedding-1")
@@ -1128,7 +1509,7 @@ provider = "demo"
             .map(|spec| {
                 let config = match &spec.target {
                     Target::Portkey { config, .. } => config.as_ref().map(|c| c.as_str().to_owned()),
-                    Target::Demo { .. } => None,
+                    Target::Demo { .. } | Target::Direct { .. } => None,
                 };
                 (
                     spec.name.clone(),

@@ -5,7 +5,11 @@
 //! - [`cgroup`]: the container's memory limit, which sizes the memory budget.
 //! - [`demo::DemoProvider`]: a deterministic in-process provider for demos and tests.
 //! - [`metrics::Metrics`]: Prometheus metrics of every request.
+//! - [`http`]: what the adapters that call an upstream over HTTP share: one
+//!   pooled client, the calls, one error table, the stream reader.
 //! - [`portkey::PortkeyClient`]: chat completions through Portkey over HTTP.
+//! - [`direct::DirectClient`]: OpenAI-compatible servers (vLLM, Ollama,
+//!   OpenAI, Azure OpenAI) called directly.
 //! - [`limits`]: the per-key limits stores: in process, in Redis, and Redis with a local fallback.
 //! - [`env_keys::EnvKeyResolver`]: Portkey and provider keys ([`KeySettings`]) read once from the environment.
 //! - [`env`](mod@env): settings read from environment variables with envy, and the names of those variables.
@@ -16,8 +20,10 @@ pub mod cache;
 pub mod catalog;
 pub mod cgroup;
 pub mod demo;
+pub mod direct;
 pub mod env;
 pub mod env_keys;
+pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod portkey;

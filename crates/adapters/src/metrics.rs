@@ -396,7 +396,9 @@ impl Metrics {
         self.in_flight.dec();
         let facts = outcome.facts;
         let provider = facts.provider.map_or("none", |provider| provider.as_str());
-        let portkey_provider = facts.portkey_provider.map_or("none", |provider| provider.name());
+        // The Portkey provider, or a direct upstream's catalog name: both
+        // bounded by the catalog.
+        let portkey_provider = facts.upstream_name().unwrap_or("none");
         let model = match facts.model.as_deref() {
             Some(model) if facts.catalog_model => model,
             Some(_) => "other",

@@ -49,6 +49,9 @@ pub struct Access<'a> {
     pub provider: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub portkey_provider: Option<&'static str>,
+    /// A direct upstream's catalog name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -225,12 +225,17 @@ impl Tracker {
             headers.insert(REQUEST_ID_HEADER, value);
         }
         self.record.read(|facts| {
-            let provider = match (facts.provider, facts.portkey_provider) {
-                (Some(ProviderKind::Portkey), Some(upstream)) => Some(upstream.qualified()),
-                (kind, _) => kind.map(ProviderKind::as_str),
+            let provider = match (facts.provider, facts.portkey_provider, &facts.direct_upstream) {
+                (Some(ProviderKind::Portkey), Some(upstream), _) => {
+                    Some(HeaderValue::from_static(upstream.qualified()))
+                }
+                (Some(ProviderKind::Direct), _, Some(upstream)) => {
+                    HeaderValue::from_str(&format!("{}/{upstream}", ProviderKind::Direct)).ok()
+                }
+                (kind, _, _) => kind.map(|kind| HeaderValue::from_static(kind.as_str())),
             };
             if let Some(provider) = provider {
-                headers.insert(PROVIDER_HEADER, HeaderValue::from_static(provider));
+                headers.insert(PROVIDER_HEADER, provider);
             }
             if let Some(target) = facts
                 .target
@@ -313,6 +318,7 @@ impl Tracker {
                 endpoint: facts.endpoint,
                 provider: facts.provider.map(ProviderKind::as_str),
                 portkey_provider: facts.portkey_provider.map(|provider| provider.name()),
+                upstream: facts.direct_upstream.as_deref(),
                 model: facts.model.as_deref(),
                 target: facts.target.as_deref(),
                 attempts: facts.attempts,

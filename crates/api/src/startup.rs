@@ -11,10 +11,12 @@ use actix_web::{App, HttpServer, web};
 use gatewayz_adapters::cache::{InProcessCache, RedisCache};
 use gatewayz_adapters::catalog::{self, CatalogError};
 use gatewayz_adapters::cgroup;
+use gatewayz_adapters::direct::DirectClient;
 use gatewayz_adapters::limits::{
     DegradingLimits, InProcessLimits, RedisLimits, RedisSettings, RedisUrlError,
 };
 use gatewayz_adapters::metrics::Metrics;
+use gatewayz_adapters::portkey::upstream_client;
 use gatewayz_adapters::portkey::{PortkeyHeaderRules, PortkeySetupError};
 use gatewayz_adapters::responses::{InProcessResponses, RedisResponses};
 use gatewayz_adapters::{DemoProvider, EnvKeyResolver, PortkeyClient};
@@ -78,9 +80,11 @@ pub async fn chat_service(settings: &Settings) -> Result<ChatService, StartupErr
         keys,
         environment,
     } = settings;
-    let catalog = catalog::load(config.catalog.as_deref(), |name| environment.get(name))?;
+    let catalog::Loaded { catalog, upstreams } =
+        catalog::load(config.catalog.as_deref(), |name| environment.get(name))?;
     tracing::info!(
         models = catalog.models().len(),
+        direct_upstreams = upstreams.len(),
         file = %config.catalog.as_ref().map_or(catalog::DEFAULT_CATALOG_NAME.into(), |path| path.display().to_string()),
         "model catalog loaded"
     );
@@ -88,9 +92,16 @@ pub async fn chat_service(settings: &Settings) -> Result<ChatService, StartupErr
     if !keys.has_portkey_key() {
         tracing::warn!("PORTKEY_API_KEY is unset: requests routed to Portkey will fail until it is set");
     }
+    // One HTTP client, one pool per thread, for Portkey and every direct
+    // upstream.
+    let http = upstream_client(portkey)?;
     let providers = Providers::default()
         .with(ProviderKind::Demo, Arc::new(DemoProvider))
-        .with(ProviderKind::Portkey, Arc::new(PortkeyClient::new(portkey)?));
+        .with(
+            ProviderKind::Portkey,
+            Arc::new(PortkeyClient::with_client(portkey, http.clone())?),
+        )
+        .with(ProviderKind::Direct, Arc::new(DirectClient::new(http, upstreams)));
     let keys: Arc<dyn KeyResolver> = Arc::new(EnvKeyResolver::new(keys.clone()));
     let Stores {
         limits,

@@ -2,6 +2,7 @@
 //! and what it costs.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use secrecy::SecretString;
 
@@ -61,13 +62,18 @@ pub enum Target {
         /// A Portkey config sent with this target's calls.
         config: Option<PortkeyRouting>,
     },
+    /// An OpenAI-compatible server called directly, by its catalog name.
+    Direct {
+        upstream: Arc<str>,
+        model: String,
+    },
 }
 
 impl Target {
     /// The model name sent upstream.
     pub fn upstream_model(&self) -> &str {
         match self {
-            Self::Demo { model } | Self::Portkey { model, .. } => model,
+            Self::Demo { model } | Self::Portkey { model, .. } | Self::Direct { model, .. } => model,
         }
     }
 
@@ -75,14 +81,17 @@ impl Target {
         match self {
             Self::Demo { .. } => ProviderKind::Demo,
             Self::Portkey { .. } => ProviderKind::Portkey,
+            Self::Direct { .. } => ProviderKind::Direct,
         }
     }
 
-    /// Who serves the model, as `/v1/models` shows it in `owned_by`.
-    pub fn owner(&self) -> &'static str {
+    /// Who serves the model, as `/v1/models` shows it in `owned_by`: the
+    /// Portkey provider, or the direct upstream's name.
+    pub fn owner(&self) -> &str {
         match self {
             Self::Demo { .. } => "demo",
             Self::Portkey { provider, .. } => provider.name(),
+            Self::Direct { upstream, .. } => upstream,
         }
     }
 
@@ -100,11 +109,15 @@ impl Target {
                 virtual_key: virtual_key.clone(),
                 config: config.clone(),
             },
+            Self::Direct { upstream, .. } => Route::Direct {
+                upstream: upstream.clone(),
+            },
         }
     }
 
     /// The name a target gets when the catalog gives it none:
-    /// `<portkey_provider>/<upstream_model>`, or `demo/<model>`.
+    /// `<portkey_provider>/<upstream_model>`, `<upstream>/<upstream_model>`
+    /// for a direct one, or `demo/<model>`.
     pub fn default_name(&self) -> String {
         format!("{}/{}", self.owner(), self.upstream_model())
     }
@@ -226,15 +239,18 @@ impl ModelEntry {
     }
 }
 
-/// The key prices are found by: what is actually called upstream.
-type PriceKey = (ProviderKind, Option<UpstreamProvider>, String);
+/// The key prices are found by: what is actually called upstream (the
+/// adapter, the Portkey provider or direct upstream, the model).
+type PriceKey = (ProviderKind, String, String);
 
-/// The catalog: models by public id, prices by upstream model.
+/// The catalog: models by public id, prices by upstream model, and the
+/// direct upstreams a client may name in `@<upstream>/<model>`.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     entries: Vec<ModelEntry>,
     by_id: HashMap<String, usize>,
     prices: HashMap<PriceKey, Pricing>,
+    upstreams: Vec<Arc<str>>,
 }
 
 /// Two entries with the same id.
@@ -267,7 +283,26 @@ impl Catalog {
             entries,
             by_id,
             prices,
+            upstreams: Vec::new(),
         })
+    }
+
+    /// This catalog with the direct upstreams clients may route to by name
+    /// (`@<upstream>/<model>`).
+    #[must_use]
+    pub fn with_upstreams(mut self, names: impl IntoIterator<Item = Arc<str>>) -> Self {
+        self.upstreams = names.into_iter().collect();
+        self
+    }
+
+    /// The direct upstream named `name`, if clients may route to it.
+    pub fn upstream(&self, name: &str) -> Option<&Arc<str>> {
+        self.upstreams.iter().find(|upstream| &***upstream == name)
+    }
+
+    /// The direct upstreams clients may route to, in catalog order.
+    pub fn upstreams(&self) -> &[Arc<str>] {
+        &self.upstreams
     }
 
     pub fn get(&self, id: &str) -> Option<&ModelEntry> {
@@ -292,7 +327,11 @@ impl Catalog {
 }
 
 fn price_key(route: &Route, upstream_model: &str) -> PriceKey {
-    (route.kind(), route.portkey_provider(), upstream_model.to_owned())
+    (
+        route.kind(),
+        route.upstream_name().unwrap_or_default().to_owned(),
+        upstream_model.to_owned(),
+    )
 }
 
 #[cfg(test)]

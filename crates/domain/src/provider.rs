@@ -11,15 +11,20 @@ pub enum ProviderKind {
     Demo,
     /// Portkey's gateway, which forwards to the upstream [`UpstreamProvider`].
     Portkey,
+    /// A server that speaks OpenAI's API (vLLM, Ollama, llama.cpp, OpenAI
+    /// itself, Azure OpenAI), called directly: which one, a catalog's
+    /// upstream names.
+    Direct,
 }
 
 impl ProviderKind {
-    pub const ALL: [Self; 2] = [Self::Demo, Self::Portkey];
+    pub const ALL: [Self; 3] = [Self::Demo, Self::Portkey, Self::Direct];
 
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Demo => "demo",
             Self::Portkey => "portkey",
+            Self::Direct => "openai-compatible",
         }
     }
 

@@ -10,6 +10,7 @@ use crate::provider::ProviderKind;
 pub struct Providers {
     demo: Option<Arc<dyn ChatProvider>>,
     portkey: Option<Arc<dyn ChatProvider>>,
+    direct: Option<Arc<dyn ChatProvider>>,
 }
 
 impl Providers {
@@ -23,6 +24,7 @@ impl Providers {
         match kind {
             ProviderKind::Demo => &mut self.demo,
             ProviderKind::Portkey => &mut self.portkey,
+            ProviderKind::Direct => &mut self.direct,
         }
     }
 
@@ -30,6 +32,7 @@ impl Providers {
         match kind {
             ProviderKind::Demo => self.demo.as_ref(),
             ProviderKind::Portkey => self.portkey.as_ref(),
+            ProviderKind::Direct => self.direct.as_ref(),
         }
     }
 

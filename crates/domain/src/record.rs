@@ -15,6 +15,8 @@ use crate::provider::{ProviderKind, UpstreamProvider};
 pub struct CallFacts {
     pub provider: Option<ProviderKind>,
     pub portkey_provider: Option<UpstreamProvider>,
+    /// The direct upstream's catalog name, on a direct route.
+    pub direct_upstream: Option<Arc<str>>,
     /// The model id the client asked for.
     pub model: Option<String>,
     /// Whether that id is in the catalog (only those are metric labels).
@@ -69,6 +71,24 @@ pub struct CallFacts {
     pub cache_store_error: bool,
     /// The bytes of its answer stored in the cache.
     pub cache_stored_bytes: Option<u64>,
+}
+
+impl CallFacts {
+    /// Notes who serves: the route's adapter, and its Portkey provider or
+    /// direct upstream.
+    pub fn routed(&mut self, route: &crate::route::Route) {
+        self.provider = Some(route.kind());
+        self.portkey_provider = route.portkey_provider();
+        self.direct_upstream = route.direct_upstream().cloned();
+    }
+
+    /// Who answered behind the adapter, by the name metrics and logs use:
+    /// the Portkey provider's, or the direct upstream's.
+    pub fn upstream_name(&self) -> Option<&str> {
+        self.portkey_provider
+            .map(UpstreamProvider::name)
+            .or(self.direct_upstream.as_deref())
+    }
 }
 
 /// A shared, fill-as-you-go [`CallFacts`].

@@ -2,7 +2,8 @@
 //!
 //! 1. explicit body fields (`provider`, `portkey_provider`; a
 //!    `portkey_provider` alone means `provider: portkey`);
-//! 2. the `@<portkey_provider>/<model>` model syntax;
+//! 2. the `@<portkey_provider>/<model>` model syntax, or
+//!    `@<upstream>/<model>` for a direct upstream the catalog names;
 //! 3. the catalog entry for `model`;
 //! 4. the gateway's default route (`GATEWAYZ_DEFAULT_PROVIDER`).
 //!
@@ -73,12 +74,7 @@ pub(crate) fn resolve(
         ));
     }
     if let Some(spec) = client_model.strip_prefix('@') {
-        let (provider, model) = split_provider_model(spec)?;
-        let route = Route::Portkey {
-            provider,
-            virtual_key: None,
-            config: None,
-        };
+        let (route, model) = split_provider_model(spec, catalog)?;
         return Ok(direct(route, overrides, false, model));
     }
     if let Some(index) = catalog.index_of(client_model) {
@@ -100,7 +96,9 @@ pub(crate) fn resolve(
     }
 }
 
-fn split_provider_model(spec: &str) -> Result<(UpstreamProvider, String), ValidationError> {
+/// `<provider>/<model>`: a direct upstream the catalog names, else a
+/// Portkey provider.
+fn split_provider_model(spec: &str, catalog: &Catalog) -> Result<(Route, String), ValidationError> {
     let (provider, model) = spec
         .split_once('/')
         .filter(|(provider, model)| !provider.is_empty() && !model.is_empty())
@@ -113,19 +111,34 @@ fn split_provider_model(spec: &str) -> Result<(UpstreamProvider, String), Valida
                 ),
             )
         })?;
+    if let Some(upstream) = catalog.upstream(provider) {
+        let route = Route::Direct {
+            upstream: upstream.clone(),
+        };
+        return Ok((route, model.to_owned()));
+    }
     let provider = UpstreamProvider::parse(provider).ok_or_else(|| {
+        let mut supported = UpstreamProvider::supported();
+        for upstream in catalog.upstreams() {
+            supported.push_str(", ");
+            supported.push_str(upstream);
+        }
         ValidationError::new(
             "model",
             format!(
-                "Unsupported provider `{}` in `@{}`. Supported: {}.",
+                "Unsupported provider `{}` in `@{}`. Supported: {supported}.",
                 quote(provider),
                 quote(spec),
-                UpstreamProvider::supported()
             ),
         )
         .with_code("unsupported_provider")
     })?;
-    Ok((provider, model.to_owned()))
+    let route = Route::Portkey {
+        provider,
+        virtual_key: None,
+        config: None,
+    };
+    Ok((route, model.to_owned()))
 }
 
 #[cfg(test)]
@@ -186,7 +199,7 @@ mod tests {
             Route::Portkey { virtual_key, .. } => {
                 virtual_key.as_ref().map(|key| key.expose_secret().to_owned())
             }
-            Route::Demo => None,
+            Route::Demo | Route::Direct { .. } => None,
         };
         (route.kind(), route.portkey_provider(), virtual_key)
     }
@@ -307,5 +320,67 @@ mod tests {
                 "{model}: {err:?}"
             );
         }
+    }
+
+    fn with_upstreams() -> Catalog {
+        catalog().with_upstreams(["vllm".into(), "azure-east".into()])
+    }
+
+    #[test]
+    fn an_at_model_names_a_catalog_upstream_before_a_portkey_provider() {
+        let resolved = resolve(
+            request("@vllm/meta-llama/Llama-3.1-8B").model(),
+            fields(None, None, None),
+            &with_upstreams(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(resolved.route.direct_upstream().map(|name| &**name), Some("vllm"));
+        assert_eq!(resolved.route.kind(), ProviderKind::Direct);
+        assert_eq!(resolved.model, "meta-llama/Llama-3.1-8B");
+        assert!(!resolved.from_catalog);
+        // A Portkey provider's name still means Portkey.
+        let openai = resolve(
+            request("@openai/gpt-4o").model(),
+            fields(None, None, None),
+            &with_upstreams(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(openai.route.portkey_provider(), Some(UpstreamProvider::OpenAi));
+    }
+
+    #[test]
+    fn an_unknown_at_provider_lists_the_catalogs_upstreams_too() {
+        let err = resolve(
+            request("@acme/model").model(),
+            fields(None, None, None),
+            &with_upstreams(),
+            None,
+        )
+        .unwrap_err();
+        let ChatError::Invalid(error) = err else {
+            panic!("{err:?}");
+        };
+        assert!(
+            error.message.ends_with("groq, vllm, azure-east."),
+            "{}",
+            error.message
+        );
+    }
+
+    #[test]
+    fn the_provider_field_cannot_name_a_direct_upstream() {
+        let err = resolve(
+            request("m").model(),
+            fields(Some("openai-compatible"), None, None),
+            &with_upstreams(),
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, ChatError::Invalid(error) if error.message.contains("@<upstream>/<model>")),
+            "{err:?}"
+        );
     }
 }

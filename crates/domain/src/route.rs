@@ -1,6 +1,8 @@
 //! Where a request goes: the routing fields a client sends, and the typed
 //! [`Route`] the gateway derives from them.
 
+use std::sync::Arc;
+
 use secrecy::SecretString;
 use serde_json::Value;
 
@@ -81,6 +83,12 @@ pub enum Route {
         /// Routing that Portkey applies itself.
         config: Option<PortkeyRouting>,
     },
+    /// An OpenAI-compatible server called without Portkey, named by the
+    /// catalog (`[[upstreams]]`, or a target's own `base_url`): where it is
+    /// and how to authenticate are its adapter's to know.
+    Direct {
+        upstream: Arc<str>,
+    },
 }
 
 impl Route {
@@ -92,7 +100,15 @@ impl Route {
     /// for the Portkey provider.
     pub fn from_fields(fields: RoutingFields) -> Result<Self, ValidationError> {
         // Only error messages list the providers: no work on the happy path.
-        let supported = || ProviderKind::ALL.map(ProviderKind::as_str).join(", ");
+        // A direct upstream is named by `@<upstream>/<model>`, not by a field.
+        let supported = || {
+            ProviderKind::ALL
+                .into_iter()
+                .filter(|kind| *kind != ProviderKind::Direct)
+                .map(ProviderKind::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let Some(name) = fields.provider.as_deref() else {
             return Err(ValidationError::new(
                 "provider",
@@ -102,6 +118,11 @@ impl Route {
         };
         match ProviderKind::parse(name) {
             Some(ProviderKind::Demo) => Ok(Self::Demo),
+            Some(ProviderKind::Direct) => Err(ValidationError::new(
+                "provider",
+                "A direct upstream is chosen by its catalog name: send `model` as `@<upstream>/<model>`",
+            )
+            .with_code("unsupported_provider")),
             Some(ProviderKind::Portkey) => {
                 let provider = Self::parse_portkey_provider(fields.portkey_provider.as_deref())?;
                 Ok(Self::Portkey {
@@ -151,6 +172,7 @@ impl Route {
         match self {
             Self::Demo => ProviderKind::Demo,
             Self::Portkey { .. } => ProviderKind::Portkey,
+            Self::Direct { .. } => ProviderKind::Direct,
         }
     }
 
@@ -158,7 +180,25 @@ impl Route {
     pub const fn portkey_config(&self) -> Option<&PortkeyRouting> {
         match self {
             Self::Portkey { config, .. } => config.as_ref(),
+            Self::Demo | Self::Direct { .. } => None,
+        }
+    }
+
+    /// The direct upstream's catalog name, if this is a direct route.
+    pub const fn direct_upstream(&self) -> Option<&Arc<str>> {
+        match self {
+            Self::Direct { upstream } => Some(upstream),
+            Self::Demo | Self::Portkey { .. } => None,
+        }
+    }
+
+    /// Who answers behind the adapter: the Portkey provider's name, or the
+    /// direct upstream's; `None` for the demo.
+    pub fn upstream_name(&self) -> Option<&str> {
+        match self {
             Self::Demo => None,
+            Self::Portkey { provider, .. } => Some(provider.name()),
+            Self::Direct { upstream } => Some(upstream),
         }
     }
 
@@ -176,7 +216,7 @@ impl Route {
                 virtual_key: overrides.virtual_key.clone().or(virtual_key),
                 config: overrides.config.clone().or(config),
             },
-            Self::Demo => Self::Demo,
+            Self::Demo | Self::Direct { .. } => self,
         }
     }
 
@@ -201,7 +241,7 @@ impl Route {
     /// The upstream provider behind Portkey, if this is a Portkey route.
     pub const fn portkey_provider(&self) -> Option<UpstreamProvider> {
         match self {
-            Self::Demo => None,
+            Self::Demo | Self::Direct { .. } => None,
             Self::Portkey { provider, .. } => Some(*provider),
         }
     }

@@ -600,8 +600,7 @@ impl ChatService {
             limit.saturating_mul(choices.clamp(1, MAX_CHOICES_RESERVED))
         };
         context.record.update(|facts| {
-            facts.provider = Some(resolved.route.kind());
-            facts.portkey_provider = resolved.route.portkey_provider();
+            facts.routed(&resolved.route);
             facts.model = Some(bounded(request.model().to_owned()));
             facts.catalog_model = resolved.from_catalog;
         });
@@ -643,8 +642,7 @@ impl ChatService {
         let (route, model, max_tokens, pricing, remember) = match located {
             Some(located) => {
                 context.record.update(|facts| {
-                    facts.provider = Some(located.route.kind());
-                    facts.portkey_provider = located.route.portkey_provider();
+                    facts.routed(&located.route);
                     facts.target.clone_from(&located.target);
                     facts.pricing = located.pricing;
                 });
@@ -967,7 +965,7 @@ impl ChatService {
             return Ok(located);
         }
         let same_place = resolved.route.kind() == located.route.kind()
-            && resolved.route.portkey_provider() == located.route.portkey_provider();
+            && resolved.route.upstream_name() == located.route.upstream_name();
         if !same_place {
             return Err(ChatError::Invalid(crate::error::ValidationError::new(
                 "previous_response_id",
@@ -1114,8 +1112,7 @@ impl ChatService {
         let located = self.locate(&stored)?;
         let record = context.record.clone();
         record.update(|facts| {
-            facts.provider = Some(located.route.kind());
-            facts.portkey_provider = located.route.portkey_provider();
+            facts.routed(&located.route);
             facts.model = Some(bounded(stored.model.clone()));
             facts.catalog_model = self.catalog.get(&stored.model).is_some();
             facts.target.clone_from(&located.target);

@@ -1,6 +1,6 @@
-//! Turning Portkey's failures into typed [`ChatError`]s: HTTP statuses and
-//! error bodies, transport errors, malformed answers. No reqwest error leaves
-//! this module.
+//! Turning an upstream's failures into typed [`ChatError`]s: HTTP statuses
+//! and error bodies, transport errors, malformed answers, one table for
+//! Portkey and direct upstreams alike. No reqwest error leaves this module.
 
 use std::time::{Duration, SystemTime};
 
@@ -10,6 +10,36 @@ use gatewayz_domain::{BudgetedBuffer, ChatError, ErrorSource, MemoryBudget, Over
 use reqwest::header::HeaderMap;
 use reqwest::{Response, StatusCode};
 use serde::Deserialize;
+
+/// Who the gateway called: what errors name, and whom they blame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Peer {
+    /// Portkey's gateway: an error is Portkey's own unless its body names
+    /// the provider behind it.
+    Portkey,
+    /// An OpenAI-compatible server called directly, by its catalog name:
+    /// whatever fails there is the provider's.
+    Direct(std::sync::Arc<str>),
+}
+
+impl Peer {
+    /// Who is blamed for a failure that no body explains.
+    pub(crate) const fn source(&self) -> ErrorSource {
+        match self {
+            Self::Portkey => ErrorSource::Portkey,
+            Self::Direct(_) => ErrorSource::Provider,
+        }
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Portkey => f.write_str("Portkey"),
+            Self::Direct(name) => write!(f, "upstream `{name}`"),
+        }
+    }
+}
 
 /// The most of an error body that is read; the rest is dropped.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
@@ -72,8 +102,8 @@ fn code<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Stri
     })
 }
 
-/// What a non-success body says, and who said it.
-pub(crate) fn describe_error_body(status: u16, body: &[u8]) -> UpstreamError {
+/// What a non-success body from `peer` says, and who said it.
+pub(crate) fn describe_error_body(status: u16, body: &[u8], peer: &Peer) -> UpstreamError {
     if let Ok(body) = serde_json::from_slice::<ProviderErrorBody>(body) {
         let detail = body.error;
         let anthropic = body.kind.as_deref() == Some("error");
@@ -81,7 +111,7 @@ pub(crate) fn describe_error_body(status: u16, body: &[u8]) -> UpstreamError {
         let source = if (body.provider.is_some() || anthropic) && status != 408 {
             ErrorSource::Provider
         } else {
-            ErrorSource::Portkey
+            peer.source()
         };
         return UpstreamError {
             source,
@@ -105,7 +135,7 @@ pub(crate) fn describe_error_body(status: u16, body: &[u8]) -> UpstreamError {
     if let Ok(body) = serde_json::from_slice::<PortkeyFailureBody>(body)
         && body.status == "failure"
     {
-        return UpstreamError::new(ErrorSource::Portkey, Some(status), body.message);
+        return UpstreamError::new(peer.source(), Some(status), body.message);
     }
     // Whole: the secrets are scrubbed from it before it is cut to size.
     let text = String::from_utf8_lossy(body);
@@ -115,12 +145,12 @@ pub(crate) fn describe_error_body(status: u16, body: &[u8]) -> UpstreamError {
     } else {
         text.to_owned()
     };
-    UpstreamError::new(ErrorSource::Portkey, Some(status), message)
+    UpstreamError::new(peer.source(), Some(status), message)
 }
 
 /// The error for a non-success response, reading at most
 /// [`ERROR_BODY_LIMIT`] bytes of its body.
-pub(crate) async fn from_status(response: Response) -> ChatError {
+pub(crate) async fn from_status(response: Response, peer: &Peer) -> ChatError {
     let status = response.status();
     let retry_after = retry_after(response.headers(), SystemTime::now());
     // What could be read is still worth showing; the rest is dropped.
@@ -133,7 +163,11 @@ pub(crate) async fn from_status(response: Response) -> ChatError {
             break;
         }
     }
-    classify(status, describe_error_body(status.as_u16(), &body), retry_after)
+    classify(
+        status,
+        describe_error_body(status.as_u16(), &body, peer),
+        retry_after,
+    )
 }
 
 /// Why a whole answer could not be read.
@@ -221,26 +255,26 @@ pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Durati
     )
 }
 
-/// The error for a request that got no HTTP answer.
-pub(crate) fn from_transport(error: &reqwest::Error, waited: Duration) -> ChatError {
+/// The error for a request to `peer` that got no HTTP answer.
+pub(crate) fn from_transport(error: &reqwest::Error, waited: Duration, peer: &Peer) -> ChatError {
     if error.is_timeout() {
-        return timeout(waited);
+        return timeout(waited, peer);
     }
     let cause = root_cause(error);
     let message = if error.is_connect() {
-        format!("cannot connect to Portkey: {cause}")
+        format!("cannot connect to {peer}: {cause}")
     } else {
-        format!("the connection to Portkey failed: {cause}")
+        format!("the connection to {peer} failed: {cause}")
     };
-    ChatError::Unavailable(UpstreamError::new(ErrorSource::Portkey, None, message))
+    ChatError::Unavailable(UpstreamError::new(peer.source(), None, message))
 }
 
-/// Our own deadline passed.
-pub(crate) fn timeout(waited: Duration) -> ChatError {
+/// Our own deadline for `peer`'s answer passed.
+pub(crate) fn timeout(waited: Duration, peer: &Peer) -> ChatError {
     ChatError::Timeout(UpstreamError::new(
-        ErrorSource::Portkey,
+        peer.source(),
         None,
-        format!("no answer from Portkey within {} ms", waited.as_millis()),
+        format!("no answer from {peer} within {} ms", waited.as_millis()),
     ))
 }
 
@@ -254,9 +288,9 @@ fn root_cause(error: &reqwest::Error) -> String {
     cause.to_string()
 }
 
-/// A 2xx whose body breaks the protocol.
-pub(crate) fn invalid_response(message: impl Into<String>) -> ChatError {
-    ChatError::InvalidUpstreamResponse(UpstreamError::new(ErrorSource::Portkey, Some(200), message))
+/// A 2xx from `peer` whose body breaks the protocol.
+pub(crate) fn invalid_response(message: impl Into<String>, peer: &Peer) -> ChatError {
+    ChatError::InvalidUpstreamResponse(UpstreamError::new(peer.source(), Some(200), message))
 }
 
 #[cfg(test)]
@@ -269,7 +303,7 @@ mod tests {
     fn a_provider_error_keeps_its_message_param_and_code() {
         let body = br#"{"error": {"message": "openai error: bad model", "type": "invalid_request_error",
             "param": "model", "code": "model_not_found"}, "provider": "openai"}"#;
-        let error = describe_error_body(404, body);
+        let error = describe_error_body(404, body, &Peer::Portkey);
         assert_eq!(error.source, ErrorSource::Provider);
         assert_eq!(error.message, "openai error: bad model");
         assert_eq!(error.param.as_deref(), Some("model"));
@@ -278,7 +312,7 @@ mod tests {
 
     #[test]
     fn an_error_body_without_a_provider_name_is_portkeys() {
-        let error = describe_error_body(400, br#"{"error": {"message": "bad config"}}"#);
+        let error = describe_error_body(400, br#"{"error": {"message": "bad config"}}"#, &Peer::Portkey);
         assert_eq!(error.source, ErrorSource::Portkey);
     }
 
@@ -287,6 +321,7 @@ mod tests {
         let error = describe_error_body(
             400,
             br#"{"status": "failure", "message": "Invalid provider passed"}"#,
+            &Peer::Portkey,
         );
         assert_eq!(
             (error.source, error.message.as_str()),
@@ -296,12 +331,45 @@ mod tests {
 
     #[test]
     fn an_unparseable_body_is_shown_trimmed() {
-        let error = describe_error_body(502, format!("  <html>{}</html> ", "x".repeat(2000)).as_bytes());
+        let error = describe_error_body(
+            502,
+            format!("  <html>{}</html> ", "x".repeat(2000)).as_bytes(),
+            &Peer::Portkey,
+        );
         assert_eq!(error.source, ErrorSource::Portkey);
         assert!(error.message.starts_with("<html>") && error.message.ends_with("</html>"));
         assert_eq!(
-            describe_error_body(503, b"").message,
+            describe_error_body(503, b"", &Peer::Portkey).message,
             "HTTP 503 with an empty body"
+        );
+    }
+
+    #[test]
+    fn whatever_a_direct_upstream_says_is_the_providers() {
+        let peer = Peer::Direct("vllm".into());
+        for body in [
+            &br#"{"error": {"message": "bad model", "code": 404}}"#[..],
+            br#"{"status": "failure", "message": "x"}"#,
+            b"<html>oops</html>",
+            b"",
+        ] {
+            let error = describe_error_body(404, body, &peer);
+            assert_eq!(
+                error.source,
+                ErrorSource::Provider,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let ChatError::Timeout(error) = timeout(Duration::from_millis(5), &peer) else {
+            panic!("not a timeout");
+        };
+        assert_eq!(
+            (error.source, error.message.as_str()),
+            (
+                ErrorSource::Provider,
+                "no answer from upstream `vllm` within 5 ms"
+            )
         );
     }
 

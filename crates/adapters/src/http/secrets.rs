@@ -8,7 +8,8 @@
 //! `[REDACTED]`; only then is the text cut to its bound, and a key's first
 //! characters left dangling at a cut are redacted too.
 
-use gatewayz_domain::{ChatError, Credentials, ProviderCall, UpstreamAuth, UpstreamError};
+use gatewayz_domain::{ChatError, Credentials, UpstreamAuth, UpstreamError, ValidationError};
+use reqwest::header::HeaderValue;
 use secrecy::{ExposeSecret, SecretString};
 
 /// What stands where a key was.
@@ -28,10 +29,6 @@ const FIELD_MAX: usize = 100;
 pub(crate) struct Secrets(Vec<SecretString>);
 
 impl Secrets {
-    pub(crate) fn of(call: &ProviderCall) -> Self {
-        Self::new(&call.credentials, &call.route)
-    }
-
     /// The secrets of a call made with `credentials` on `route`.
     pub(crate) fn new(credentials: &Credentials, route: &gatewayz_domain::Route) -> Self {
         let mut secrets = match credentials {
@@ -47,6 +44,14 @@ impl Secrets {
         }
         secrets.retain(|secret| !secret.expose_secret().is_empty());
         Self(secrets)
+    }
+
+    /// These keys, and `key` too when there is one.
+    #[must_use]
+    pub(crate) fn and(mut self, key: Option<&SecretString>) -> Self {
+        self.0
+            .extend(key.filter(|key| !key.expose_secret().is_empty()).cloned());
+        self
     }
 
     /// The error with every upstream string scrubbed and bounded.
@@ -126,6 +131,19 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
         return None;
     }
     haystack.windows(needle.len()).position(|window| window == needle)
+}
+
+/// A header value marked sensitive, so that no HTTP library prints it.
+pub(crate) fn sensitive(value: &str) -> Result<HeaderValue, ChatError> {
+    let mut value = HeaderValue::from_str(value).map_err(|_| {
+        ValidationError::body("a credential contains characters that are not allowed in an HTTP header")
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+pub(crate) fn bearer(key: &SecretString) -> Result<HeaderValue, ChatError> {
+    sensitive(&format!("Bearer {}", key.expose_secret()))
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Portkey's SSE answer as a [`ChatStream`]: each `data:` event parsed into a
+//! An upstream's SSE answer (Portkey's, or a direct upstream's) as a
+//! [`ChatStream`]: each `data:` event parsed into a
 //! chunk the moment it arrives, `[DONE]` ending the stream, and deadlines for
 //! the first chunk and for every gap after it.
 //!
@@ -16,7 +17,7 @@ use futures::{Stream, StreamExt};
 use gatewayz_domain::{ChatChunk, ChatError, ChatStream, Endpoint, ErrorSource, Lease, UpstreamError};
 use tokio::time::{Instant, timeout_at};
 
-use super::errors::{self, describe_error_body};
+use super::errors::{self, Peer, describe_error_body};
 use super::sse::Decoder;
 
 /// The largest SSE event accepted (its lines, its data and its type
@@ -44,6 +45,8 @@ struct State<S> {
     done: bool,
     /// The API whose events these are.
     endpoint: Endpoint,
+    /// Who sends them.
+    peer: Peer,
 }
 
 /// Reads a byte stream as chat chunks. The first chunk must arrive before
@@ -56,6 +59,7 @@ pub(crate) fn chunks<S, B, E>(
     idle: Duration,
     lease: Lease,
     endpoint: Endpoint,
+    peer: Peer,
 ) -> ChatStream
 where
     S: Stream<Item = Result<B, E>> + Send + 'static,
@@ -72,6 +76,7 @@ where
         finished: false,
         done: false,
         endpoint,
+        peer,
     };
     futures::stream::unfold(state, |mut state| async move {
         if state.done {
@@ -120,16 +125,25 @@ where
                 return Some(chunk);
             }
             let bytes = match timeout_at(self.deadline, self.bytes.next()).await {
-                Err(_) => return Some(Err(stalled(self.deadline - self.waiting_since))),
+                Err(_) => return Some(Err(stalled(self.deadline - self.waiting_since, &self.peer))),
                 Ok(None) if self.finished => return None,
                 Ok(None) if self.endpoint.has_typed_events() => {
                     return Some(Err(cut_off(
                         "the upstream closed the stream before its last event",
+                        &self.peer,
                     )));
                 }
-                Ok(None) => return Some(Err(cut_off("the upstream closed the stream before [DONE]"))),
+                Ok(None) => {
+                    return Some(Err(cut_off(
+                        "the upstream closed the stream before [DONE]",
+                        &self.peer,
+                    )));
+                }
                 Ok(Some(Err(error))) => {
-                    return Some(Err(cut_off(&format!("the upstream stream broke: {error}"))));
+                    return Some(Err(cut_off(
+                        &format!("the upstream stream broke: {error}"),
+                        &self.peer,
+                    )));
                 }
                 Ok(Some(Ok(bytes))) => bytes,
             };
@@ -147,7 +161,10 @@ where
             .cover(bound(self.decoder.held() + bytes.len()))
             .map_err(ChatError::Overloaded)?;
         self.decoder.feed(bytes).map_err(|error| {
-            errors::invalid_response(format!("the upstream's event stream is invalid: {error}"))
+            errors::invalid_response(
+                format!("the upstream's event stream is invalid: {error}"),
+                &self.peer,
+            )
         })?;
         // Given back once a large event is out, as the decoder frees it.
         let needed = bound(self.decoder.held());
@@ -179,7 +196,7 @@ where
                 let error = UpstreamError {
                     status: None,
                     source: ErrorSource::Provider,
-                    ..describe_error_body(200, &data)
+                    ..describe_error_body(200, &data, &self.peer)
                 };
                 // A provider that is overloaded or limiting says so by its
                 // code (Anthropic's error types, OpenAI's codes): a client
@@ -195,28 +212,31 @@ where
                     _ => ChatError::UpstreamFailed(error),
                 })
             }
-            Err(shape) => Err(errors::invalid_response(format!(
-                "a stream event is not {}: {shape}",
-                match self.endpoint {
-                    Endpoint::Chat => "a chat.completion.chunk",
-                    Endpoint::Messages => "an Anthropic stream event",
-                    _ => "a Responses API stream event",
-                }
-            ))),
+            Err(shape) => Err(errors::invalid_response(
+                format!(
+                    "a stream event is not {}: {shape}",
+                    match self.endpoint {
+                        Endpoint::Chat => "a chat.completion.chunk",
+                        Endpoint::Messages => "an Anthropic stream event",
+                        _ => "a Responses API stream event",
+                    }
+                ),
+                &self.peer,
+            )),
         }
     }
 }
 
-fn stalled(waited: Duration) -> ChatError {
+fn stalled(waited: Duration, peer: &Peer) -> ChatError {
     ChatError::Timeout(UpstreamError::new(
-        ErrorSource::Portkey,
+        peer.source(),
         None,
-        format!("no stream chunk from Portkey within {} ms", waited.as_millis()),
+        format!("no stream chunk from {peer} within {} ms", waited.as_millis()),
     ))
 }
 
-fn cut_off(message: &str) -> ChatError {
-    ChatError::Unavailable(UpstreamError::new(ErrorSource::Portkey, None, message))
+fn cut_off(message: &str, peer: &Peer) -> ChatError {
+    ChatError::Unavailable(UpstreamError::new(peer.source(), None, message))
 }
 
 #[cfg(test)]
@@ -246,6 +266,7 @@ mod tests {
             Duration::from_secs(5),
             MemoryBudget::default().lease(),
             Endpoint::Chat,
+            Peer::Portkey,
         )
         .collect()
         .await
@@ -347,6 +368,7 @@ mod tests {
             Duration::from_secs(5),
             MemoryBudget::default().lease(),
             Endpoint::Chat,
+            Peer::Portkey,
         )
         .collect()
         .await;
@@ -372,6 +394,7 @@ mod tests {
             Duration::from_secs(5),
             MemoryBudget::default().lease(),
             Endpoint::Chat,
+            Peer::Portkey,
         )
         .collect()
         .await;
@@ -391,6 +414,7 @@ mod tests {
             Duration::from_millis(50),
             MemoryBudget::default().lease(),
             Endpoint::Chat,
+            Peer::Portkey,
         )
         .collect()
         .await;
@@ -412,6 +436,7 @@ mod tests {
             Duration::from_secs(5),
             budget.lease(),
             Endpoint::Chat,
+            Peer::Portkey,
         )
         .collect()
         .await;
@@ -433,6 +458,7 @@ mod tests {
             Duration::from_secs(5),
             budget.lease(),
             Endpoint::Chat,
+            Peer::Portkey,
         );
         items.next().await.unwrap().unwrap();
         assert!(budget.in_use() <= 4 * 1024, "{}", budget.in_use());

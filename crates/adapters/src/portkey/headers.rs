@@ -8,7 +8,9 @@ use gatewayz_domain::{
     RoutingFields, UpstreamAuth, UpstreamProvider, ValidationError,
 };
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
+
+use crate::http::secrets::{bearer, sensitive};
 
 const API_KEY: HeaderName = HeaderName::from_static("x-portkey-api-key");
 const PROVIDER: HeaderName = HeaderName::from_static("x-portkey-provider");
@@ -17,8 +19,6 @@ const CONFIG: HeaderName = HeaderName::from_static("x-portkey-config");
 const TRACE_ID: HeaderName = HeaderName::from_static("x-portkey-trace-id");
 const CUSTOM_HOST: HeaderName = HeaderName::from_static("x-portkey-custom-host");
 const REQUEST_TIMEOUT: HeaderName = HeaderName::from_static("x-portkey-request-timeout");
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// The slug Portkey expects in `x-portkey-provider`: the gateway's name of
 /// the upstream, except that Portkey has no `google-ai`: Gemini is `google`.
@@ -81,8 +81,9 @@ impl RoutingFieldRules for PortkeyHeaderRules {
 }
 
 /// The headers of one call: Portkey's key always; the provider slug and
-/// the provider key, or the virtual key alone; the config; trace and timeout
-/// hints. Nothing else of the client's request is passed on.
+/// the provider key, or the virtual key alone; the config; the request id
+/// and timeout hints. Nothing else of the client's request is passed on
+/// (the trace headers are added by the call: see [`crate::http`]).
 pub(super) fn of_call(
     call: &ProviderCall,
     custom_host: Option<&HeaderValue>,
@@ -139,20 +140,6 @@ pub(super) fn of(
             headers.append(name, value);
         }
     }
-    if let Some(traceparent) = context
-        .traceparent
-        .as_deref()
-        .and_then(|value| HeaderValue::from_str(value).ok())
-    {
-        headers.insert(TRACEPARENT, traceparent);
-        if let Some(tracestate) = context
-            .tracestate
-            .as_deref()
-            .and_then(|value| HeaderValue::from_str(value).ok())
-        {
-            headers.insert(TRACESTATE, tracestate);
-        }
-    }
     if let Some(custom_host) = custom_host {
         headers.insert(CUSTOM_HOST, custom_host.clone());
     }
@@ -161,14 +148,6 @@ pub(super) fn of(
         HeaderValue::from(u64::try_from(timeout_ms).unwrap_or(u64::MAX)),
     );
     Ok(headers)
-}
-
-/// Sends `traceparent` (an attempt span's, when traces are exported) in
-/// place of the client's.
-pub(super) fn set_traceparent(headers: &mut HeaderMap, traceparent: Option<&str>) {
-    if let Some(value) = traceparent.and_then(|value| HeaderValue::from_str(value).ok()) {
-        headers.insert(TRACEPARENT, value);
-    }
 }
 
 /// Portkey's answer headers that the gateway passes on to its client.
@@ -190,19 +169,6 @@ pub(super) fn note_passed_on_to(context: &RequestContext, headers: &HeaderMap) {
     if !found.is_empty() {
         context.record.update(|facts| facts.passed_on = found);
     }
-}
-
-/// A header value marked sensitive, so that no HTTP library prints it.
-fn sensitive(value: &str) -> Result<HeaderValue, ChatError> {
-    let mut value = HeaderValue::from_str(value).map_err(|_| {
-        ValidationError::body("a credential contains characters that are not allowed in an HTTP header")
-    })?;
-    value.set_sensitive(true);
-    Ok(value)
-}
-
-fn bearer(key: &SecretString) -> Result<HeaderValue, ChatError> {
-    sensitive(&format!("Bearer {}", key.expose_secret()))
 }
 
 #[cfg(test)]

@@ -1,15 +1,13 @@
 //! The Portkey adapter: chat completions, embeddings, Anthropic's Messages API
-//! and OpenAI's Responses API through Portkey's gateway over HTTP.
+//! and OpenAI's Responses API through Portkey's gateway over HTTP. The calls
+//! themselves, the error table and the stream reader are shared with the
+//! direct adapter ([`crate::http`]); this module is Portkey's wire.
 
 mod client;
-mod errors;
 mod headers;
-mod secrets;
 mod settings;
-mod sse;
-mod stream;
 
-pub use client::{PortkeyClient, PortkeySetupError, serves};
+pub use client::{PortkeyClient, PortkeySetupError, PortkeyWire, serves, upstream_client};
 pub(crate) use headers::check_config;
 pub use headers::{MAX_CONFIG_BYTES, PortkeyHeaderRules};
-pub use settings::{DEFAULT_BASE_URL, PortkeySettings, Timeouts};
+pub use settings::{DEFAULT_BASE_URL, PortkeySettings};

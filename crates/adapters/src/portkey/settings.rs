@@ -6,6 +6,7 @@ use reqwest::Url;
 use serde::Deserialize;
 
 use crate::env::EnvSettings;
+use crate::http::Timeouts;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.portkey.ai/v1";
 
@@ -60,15 +61,6 @@ impl Default for PortkeySettings {
             gatewayz_upstream_idle_timeout_ms: idle_ms(),
         }
     }
-}
-
-/// How long the adapter waits for Portkey.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    pub connect: Duration,
-    pub request: Duration,
-    pub first_byte: Duration,
-    pub idle: Duration,
 }
 
 #[allow(clippy::expect_used)] // A constant that parses; covered by a test.

@@ -51,6 +51,7 @@ const fn operation(endpoint: Endpoint) -> &'static str {
 /// `gen_ai.provider.name`: the convention's names where it has one.
 fn provider_name(route: &Route) -> &'static str {
     match route.portkey_provider() {
+        None if route.direct_upstream().is_some() => "gatewayz.openai_compatible",
         None => "gatewayz.demo",
         Some(UpstreamProvider::OpenAi) => "openai",
         Some(UpstreamProvider::Anthropic) => "anthropic",
@@ -193,6 +194,9 @@ impl Attempt {
             facts.pricing
         });
         span.set_attribute("gatewayz.request_id", call.context.request_id.clone());
+        if let Some(upstream) = call.route.direct_upstream() {
+            span.set_attribute("gatewayz.upstream", upstream.to_string());
+        }
         if CAPTURE_CONTENT.load(Ordering::Relaxed) {
             let prompt: Vec<(&str, &[u8])> = call
                 .request

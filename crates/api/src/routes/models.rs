@@ -15,7 +15,7 @@ struct Model<'a> {
     id: &'a str,
     object: &'static str,
     created: u64,
-    owned_by: &'static str,
+    owned_by: &'a str,
     /// The APIs it serves (`chat`, `embeddings`, `messages`, `responses`).
     endpoints: Vec<&'static str>,
 }

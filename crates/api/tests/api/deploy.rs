@@ -316,7 +316,9 @@ fn the_dev_keys_secret_holds_key_policies_the_gateway_takes() {
         "the dev keys file gives the overlay's Redis limits to count"
     );
     let catalog = workspace().join("deploy/k8s/base/catalog.toml");
-    let catalog = gatewayz_adapters::catalog::load(Some(&catalog), |_| None).unwrap();
+    let catalog = gatewayz_adapters::catalog::load(Some(&catalog), |_| None)
+        .unwrap()
+        .catalog;
     for policy in &policies {
         for pattern in policy.models.iter().flatten() {
             assert!(

@@ -135,13 +135,8 @@ fn optional(hash: &mut Sha256, bytes: Option<&[u8]>) {
 
 fn upstream_part(hash: &mut Sha256, upstream: &UpstreamPart<'_>) {
     field(hash, upstream.route.kind().as_str().as_bytes());
-    optional(
-        hash,
-        upstream
-            .route
-            .portkey_provider()
-            .map(|provider| provider.name().as_bytes()),
-    );
+    // The Portkey provider, or the direct upstream's name.
+    optional(hash, upstream.route.upstream_name().map(str::as_bytes));
     if let Route::Portkey {
         virtual_key, config, ..
     } = upstream.route
@@ -328,8 +323,16 @@ mod tests {
             virtual_key: Some("vk-1".to_owned().into()),
             config: None,
         };
+        let vllm = Route::Direct {
+            upstream: "vllm".into(),
+        };
+        let ollama = Route::Direct {
+            upstream: "ollama".into(),
+        };
         let keys: Vec<CacheKey> = [
             (&demo, "m", None),
+            (&vllm, "m", None),
+            (&ollama, "m", None),
             (&openai, "m", None),
             (&anthropic, "m", None),
             (&with_key, "m", None),

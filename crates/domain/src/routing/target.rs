@@ -56,8 +56,7 @@ impl Bound {
         let record = call.context.record.clone();
         let tried = record.read(Tried::of);
         record.update(|facts| {
-            facts.provider = Some(call.route.kind());
-            facts.portkey_provider = call.route.portkey_provider();
+            facts.routed(&call.route);
             facts.target = Some(self.name.clone());
             facts.pricing = self.spec.pricing;
             facts.passed_on.clear();
@@ -82,6 +81,7 @@ impl Bound {
 struct Tried {
     provider: Option<crate::provider::ProviderKind>,
     portkey_provider: Option<crate::provider::UpstreamProvider>,
+    direct_upstream: Option<Arc<str>>,
     target: Option<Arc<str>>,
     pricing: Option<crate::catalog::Pricing>,
 }
@@ -91,6 +91,7 @@ impl Tried {
         Self {
             provider: facts.provider,
             portkey_provider: facts.portkey_provider,
+            direct_upstream: facts.direct_upstream.clone(),
             target: facts.target.clone(),
             pricing: facts.pricing,
         }
@@ -102,6 +103,7 @@ impl Tried {
         if self.target.is_some() {
             facts.provider = self.provider;
             facts.portkey_provider = self.portkey_provider;
+            facts.direct_upstream = self.direct_upstream;
             facts.target = self.target;
             facts.pricing = self.pricing;
         }
