@@ -1629,4 +1629,229 @@ provider = "demo"
             assert!(message.contains(needle), "{needle} in {message}");
         }
     }
+
+    fn env_with_keys(name: &str) -> Option<String> {
+        match name {
+            "VLLM_KEY" => Some("sk-vllm-123".into()),
+            "AZURE_KEY" => Some("azure-key-456".into()),
+            _ => None,
+        }
+    }
+
+    const DIRECT: &str = r#"
+[[upstreams]]
+name = "vllm"
+base_url = "http://vllm:8000/v1"
+api_key_env = "VLLM_KEY"
+headers = { "x-team" = "ml" }
+
+[[upstreams]]
+name = "azure-east"
+base_url = "https://east.openai.azure.com"
+api_key_env = "AZURE_KEY"
+api_version = "2024-10-21"
+endpoints = ["chat", "embeddings", "responses"]
+
+[[models]]
+id = "llama"
+upstream = "vllm"
+upstream_model = "meta-llama/Llama-3.1-8B"
+input_usd_per_million = 0.2
+output_usd_per_million = 0.4
+
+[[models]]
+id = "local"
+provider = "openai-compatible"
+base_url = "http://ollama:11434/v1"
+upstream_model = "llama3.2"
+
+[[models]]
+id = "local-too"
+base_url = "http://ollama:11434/v1"
+
+[[models]]
+id = "gpt-4o"
+strategy = "fallback"
+[[models.targets]]
+portkey_provider = "openai"
+[[models.targets]]
+upstream = "azure-east"
+"#;
+
+    #[test]
+    fn direct_upstreams_are_declared_or_given_inline_and_targets_name_them() {
+        let Loaded { catalog, upstreams } = parse_all("test.toml", DIRECT, env_with_keys).unwrap();
+        let names: Vec<&str> = upstreams.iter().map(|upstream| &**upstream.name()).collect();
+        // Two inline targets with the same settings share one upstream.
+        assert_eq!(names, ["vllm", "azure-east", "ollama:11434"]);
+        // Only declared upstreams are routed to by `@<name>/<model>`.
+        let routable: Vec<&str> = catalog.upstreams().iter().map(|name| &**name).collect();
+        assert_eq!(routable, ["vllm", "azure-east"]);
+        let llama = catalog.get("llama").unwrap();
+        assert!(matches!(
+            llama.primary(),
+            Some(Target::Direct { upstream, model }) if &**upstream == "vllm" && model == "meta-llama/Llama-3.1-8B"
+        ));
+        assert_eq!(
+            llama.targets.targets()[0].name,
+            "vllm/meta-llama/Llama-3.1-8B"
+        );
+        assert_eq!(llama.primary().unwrap().owner(), "vllm");
+        // An upstream's default APIs: chat, messages (as chat), embeddings;
+        // a model serves the generating ones unless it says.
+        assert_eq!(llama.endpoints, [Service::Chat, Service::Messages]);
+        let local = catalog.get("local-too").unwrap();
+        assert!(matches!(
+            local.primary(),
+            Some(Target::Direct { upstream, model }) if &**upstream == "ollama:11434" && model == "local-too"
+        ));
+        // Portkey and direct targets mix; the model serves what both serve.
+        let mixed = catalog.get("gpt-4o").unwrap();
+        let kinds: Vec<_> = mixed.targets.targets().iter().map(|spec| spec.target.kind()).collect();
+        assert_eq!(
+            kinds,
+            [gatewayz_domain::ProviderKind::Portkey, gatewayz_domain::ProviderKind::Direct]
+        );
+        assert_eq!(
+            mixed.endpoints,
+            [Service::Chat, Service::Messages, Service::Responses]
+        );
+        // Prices are found by the direct upstream and its model.
+        let route = Route::Direct {
+            upstream: "vllm".into(),
+        };
+        assert_eq!(
+            catalog
+                .pricing(&route, "meta-llama/Llama-3.1-8B")
+                .map(|p| p.input_per_million),
+            Some(0.2)
+        );
+        let other = Route::Direct {
+            upstream: "azure-east".into(),
+        };
+        assert_eq!(catalog.pricing(&other, "meta-llama/Llama-3.1-8B"), None);
+        // Keys are read at start, and never printed.
+        let printed = format!("{upstreams:?}");
+        assert!(!printed.contains("sk-vllm-123") && !printed.contains("azure-key-456"), "{printed}");
+    }
+
+    #[test]
+    fn direct_upstream_mistakes_are_named_with_their_place() {
+        let declared = "[[upstreams]]\nname = \"vllm\"\nbase_url = \"http://vllm/v1\"\n";
+        let model = "[[models]]\nid = \"m\"\n";
+        let cases = [
+            (
+                "[[upstreams]]\nname = \"vllm\"\nbase_url = \"http://vllm/v1\"\napi_key_env = \"MISSING_KEY\"\n".to_owned(),
+                "test.toml:4:",
+                "upstreams[0].api_key_env: MISSING_KEY is not set",
+            ),
+            (
+                "[[upstreams]]\nbase_url = \"http://vllm/v1\"\n".to_owned(),
+                "test.toml:1:",
+                "upstreams[0].name: required",
+            ),
+            (
+                "[[upstreams]]\nname = \"openai\"\nbase_url = \"http://vllm/v1\"\n".to_owned(),
+                "test.toml:2:",
+                "upstreams[0].name: `openai` is a provider's name",
+            ),
+            (
+                "[[upstreams]]\nname = \"my vllm\"\nbase_url = \"http://vllm/v1\"\n".to_owned(),
+                "test.toml:2:",
+                "upstreams[0].name: `my vllm` must be letters, digits",
+            ),
+            (
+                format!("{declared}{declared}"),
+                "test.toml:5:",
+                "upstreams[1].name: `vllm` is already the name of upstreams[0]",
+            ),
+            (
+                "[[upstreams]]\nname = \"vllm\"\n".to_owned(),
+                "test.toml:1:",
+                "upstreams[0].base_url: required",
+            ),
+            (
+                "[[upstreams]]\nname = \"vllm\"\nbase_url = \"vllm:8000\"\n".to_owned(),
+                "test.toml:3:",
+                "upstreams[0].base_url: `vllm:8000` is not an http:// or https:// URL",
+            ),
+            (
+                format!("{declared}headers = {{ Authorization = \"Bearer sk-1\" }}\n"),
+                "test.toml:4:",
+                "upstreams[0].headers: `Authorization` cannot be a static header",
+            ),
+            (
+                format!("{declared}api_version = \"2024/10\"\n"),
+                "test.toml:4:",
+                "upstreams[0].api_version: `2024/10` is not an API version",
+            ),
+            (
+                format!("{declared}endpoints = [\"chat\", \"speech\"]\n"),
+                "test.toml:4:",
+                "upstreams[0].endpoints: unknown endpoint `speech`",
+            ),
+            (
+                format!("{model}upstream = \"nope\"\n"),
+                "test.toml:3:",
+                "models[0].upstream: no [[upstreams]] entry is named `nope`; declared: none",
+            ),
+            (
+                format!("{declared}{model}upstream = \"vllm\"\nbase_url = \"http://other/v1\"\n"),
+                "test.toml:7:",
+                "models[0].base_url: belongs to the [[upstreams]] entry that `upstream` names",
+            ),
+            (
+                format!("{model}provider = \"openai-compatible\"\n"),
+                "test.toml:1:",
+                "models[0].base_url: required with provider = \"openai-compatible\"",
+            ),
+            (
+                format!("{model}provider = \"openai-compatible\"\nbase_url = \"http://x/v1\"\nportkey_provider = \"openai\"\n"),
+                "test.toml:5:",
+                "models[0].portkey_provider: only applies to provider = \"portkey\"",
+            ),
+            (
+                format!("{model}portkey_provider = \"openai\"\nprovider = \"portkey\"\nbase_url = \"http://x/v1\"\n"),
+                "test.toml:5:",
+                "models[0].base_url: only applies to provider = \"openai-compatible\"",
+            ),
+            (
+                format!("{model}provider = \"demo\"\napi_key_env = \"VLLM_KEY\"\n"),
+                "test.toml:4:",
+                "models[0].api_key_env: only applies to provider = \"openai-compatible\"",
+            ),
+            (
+                format!(
+                    "{model}base_url = \"http://ollama:11434/v1\"\n[[models]]\nid = \"n\"\nbase_url = \"http://ollama:11434/v1\"\napi_key_env = \"VLLM_KEY\"\n"
+                ),
+                "test.toml:6:",
+                "models[1].base_url: another upstream is named `ollama:11434` with other settings",
+            ),
+            (
+                format!("{model}base_url = \"http://x/v1\"\nendpoints = [\"responses\"]\n"),
+                "test.toml:4:",
+                "models[0].endpoints: `responses` is not served for target `x/m` (x) by that upstream",
+            ),
+            (
+                format!("{model}base_url = \"http://x/v1\"\n[[models.targets]]\nupstream = \"vllm\"\n"),
+                "test.toml:3:",
+                "models[0].base_url: belongs to each of `targets`",
+            ),
+        ];
+        for (text, location, needle) in cases {
+            let message = parse("test.toml", &text, env_with_keys).unwrap_err().to_string();
+            assert!(message.starts_with(location), "{location} in {message}\n{text}");
+            assert!(message.contains(needle), "{needle} in {message}\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_key_that_cannot_be_sent_is_refused_without_its_text() {
+        let text = "[[upstreams]]\nname = \"vllm\"\nbase_url = \"http://vllm/v1\"\napi_key_env = \"BAD\"\n";
+        let message = parse("test.toml", text, |_| Some("sk bad\nkey".to_owned()))
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("upstreams[0].api_key_env: BAD holds characters"), "{message}");
+        assert!(!message.contains("sk bad"), "{message}");
+    }
 }
