@@ -684,6 +684,34 @@ mod tests {
     }
 
     #[test]
+    fn a_direct_upstreams_name_stands_where_the_portkey_provider_goes() {
+        let metrics = Metrics::new().unwrap();
+        let facts = CallFacts {
+            provider: Some(ProviderKind::Direct),
+            direct_upstream: Some("vllm".into()),
+            model: Some("llama".into()),
+            catalog_model: true,
+            error: Some((ErrorSource::Provider, "upstream_failed")),
+            ..CallFacts::default()
+        };
+        metrics.request_started();
+        metrics.request_finished(&RequestOutcome {
+            key: None,
+            route: "/v1/chat/completions",
+            status: 502,
+            duration: Duration::from_millis(3),
+            facts: &facts,
+        });
+        let text = metrics.render();
+        for line in [
+            r#"gatewayz_requests_total{model="llama",portkey_provider="vllm",provider="openai-compatible",route="/v1/chat/completions",status_class="5xx"} 1"#,
+            r#"gatewayz_upstream_errors_total{kind="upstream_failed",portkey_provider="vllm",provider="openai-compatible",source="provider"} 1"#,
+        ] {
+            assert!(text.contains(line), "missing {line}\n{text}");
+        }
+    }
+
+    #[test]
     fn readiness_is_read_at_each_render_and_zero_when_nobody_reports_it() {
         use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -786,3 +786,96 @@ fn routes_of_targets_carry_their_config_and_the_clients_overrides_win() {
         Some("pc-client")
     );
 }
+
+/// A scripted upstream behind each adapter: which one a call reached.
+struct ByKind {
+    portkey: Arc<Scripted>,
+    direct: Arc<Scripted>,
+}
+
+fn mixed(targets: Node, portkey: Scripted, direct: Scripted) -> (ChatService, ByKind) {
+    let (portkey, direct) = (Arc::new(portkey), Arc::new(direct));
+    let catalog = Catalog::new(vec![crate::catalog::ModelEntry {
+        id: "m".into(),
+        targets,
+        max_tokens: None,
+        policy: RoutingPolicy {
+            retries: 0,
+            ..policy()
+        },
+        endpoints: crate::model::Service::DEFAULT.to_vec(),
+        cache_ttl: None,
+        cache_shared: false,
+    }])
+    .unwrap();
+    let service = ChatService::new(
+        crate::providers::Providers::default()
+            .with(ProviderKind::Portkey, portkey.clone())
+            .with(ProviderKind::Direct, direct.clone()),
+        Arc::new(KeysBut(vec![])),
+    )
+    .with_catalog(Arc::new(catalog));
+    (service, ByKind { portkey, direct })
+}
+
+fn direct_target(name: &str, upstream: &str, model: &str) -> Node {
+    Node::Target(TargetSpec {
+        name: name.into(),
+        target: Target::Direct {
+            upstream: upstream.into(),
+            model: model.into(),
+        },
+        weight: 1,
+        retries: None,
+        pricing: Some(Pricing::new(2.0, 0.0)),
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_model_falls_back_from_portkey_to_a_direct_upstream_and_back() {
+    for (first_direct, stream) in [(false, false), (false, true), (true, false), (true, true)] {
+        let (portkey_first, direct_first) = (!first_direct, first_direct);
+        let members = if first_direct {
+            vec![
+                direct_target("vllm", "vllm", "llama"),
+                target("openai", UpstreamProvider::OpenAi, "gpt"),
+            ]
+        } else {
+            vec![
+                target("openai", UpstreamProvider::OpenAi, "gpt"),
+                direct_target("vllm", "vllm", "llama"),
+            ]
+        };
+        let (service, by_kind) = mixed(
+            group(Strategy::Fallback, members),
+            Scripted::default().script("gpt", portkey_first.then_some(Step::Fail(failed_503))),
+            Scripted::default().script("llama", direct_first.then_some(Step::Fail(unavailable))),
+        );
+        let setup = Setup {
+            service,
+            upstream: by_kind.portkey.clone(),
+            told: Arc::default(),
+        };
+        let (outcome, record) = setup.ask(stream).await;
+        assert!(outcome.is_ok(), "{first_direct} {stream}");
+        // Each adapter was called with its own target's model, once.
+        assert_eq!(by_kind.portkey.calls(), ["gpt"]);
+        assert_eq!(by_kind.direct.calls(), ["llama"]);
+        let (served_by, attempts) = served(&record);
+        let expected = if first_direct { "openai" } else { "vllm" };
+        assert_eq!((served_by.as_deref(), attempts), (Some(expected), 2));
+        record.read(|facts| {
+            if first_direct {
+                assert_eq!(facts.provider, Some(ProviderKind::Portkey));
+                assert_eq!(facts.upstream_name(), Some("openai"));
+                assert_eq!(facts.direct_upstream, None);
+            } else {
+                assert_eq!(facts.provider, Some(ProviderKind::Direct));
+                assert_eq!(facts.upstream_name(), Some("vllm"));
+                assert_eq!(facts.portkey_provider, None);
+                // Priced at the direct target's price.
+                assert_eq!(facts.pricing.map(|p| p.input_per_million), Some(2.0));
+            }
+        });
+    }
+}
