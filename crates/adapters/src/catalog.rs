@@ -1692,10 +1692,7 @@ upstream = "azure-east"
             llama.primary(),
             Some(Target::Direct { upstream, model }) if &**upstream == "vllm" && model == "meta-llama/Llama-3.1-8B"
         ));
-        assert_eq!(
-            llama.targets.targets()[0].name,
-            "vllm/meta-llama/Llama-3.1-8B"
-        );
+        assert_eq!(llama.targets.targets()[0].name, "vllm/meta-llama/Llama-3.1-8B");
         assert_eq!(llama.primary().unwrap().owner(), "vllm");
         // An upstream's default APIs: chat, messages (as chat), embeddings;
         // a model serves the generating ones unless it says.
@@ -1707,10 +1704,18 @@ upstream = "azure-east"
         ));
         // Portkey and direct targets mix; the model serves what both serve.
         let mixed = catalog.get("gpt-4o").unwrap();
-        let kinds: Vec<_> = mixed.targets.targets().iter().map(|spec| spec.target.kind()).collect();
+        let kinds: Vec<_> = mixed
+            .targets
+            .targets()
+            .iter()
+            .map(|spec| spec.target.kind())
+            .collect();
         assert_eq!(
             kinds,
-            [gatewayz_domain::ProviderKind::Portkey, gatewayz_domain::ProviderKind::Direct]
+            [
+                gatewayz_domain::ProviderKind::Portkey,
+                gatewayz_domain::ProviderKind::Direct
+            ]
         );
         assert_eq!(
             mixed.endpoints,
@@ -1732,7 +1737,10 @@ upstream = "azure-east"
         assert_eq!(catalog.pricing(&other, "meta-llama/Llama-3.1-8B"), None);
         // Keys are read at start, and never printed.
         let printed = format!("{upstreams:?}");
-        assert!(!printed.contains("sk-vllm-123") && !printed.contains("azure-key-456"), "{printed}");
+        assert!(
+            !printed.contains("sk-vllm-123") && !printed.contains("azure-key-456"),
+            "{printed}"
+        );
     }
 
     #[test]
@@ -1851,7 +1859,10 @@ upstream = "azure-east"
         let message = parse("test.toml", text, |_| Some("sk bad\nkey".to_owned()))
             .unwrap_err()
             .to_string();
-        assert!(message.contains("upstreams[0].api_key_env: BAD holds characters"), "{message}");
+        assert!(
+            message.contains("upstreams[0].api_key_env: BAD holds characters"),
+            "{message}"
+        );
         assert!(!message.contains("sk bad"), "{message}");
     }
 }

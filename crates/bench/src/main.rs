@@ -25,6 +25,7 @@ mod procs;
 mod reliability;
 mod report;
 mod run;
+mod soak_route;
 mod sse;
 mod stats;
 mod streams;
@@ -36,12 +37,14 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 
 use crate::plan::Plan;
+use crate::soak_route::SoakRoute;
 
 const USAGE: &str = "\
 gatewayz-bench: Gatewayz against a direct call to a local upstream
 
 Usage: gatewayz-bench [--out DIR] [--quick] [--gateway-bin PATH] [--upstream-bin PATH] [--threads N]
        gatewayz-bench --soak SECONDS [--soak-streams N | --soak-rate R] [--soak-limits none|process|redis]
+                      [--soak-route portkey|direct]
        gatewayz-bench --reliability-soak SECONDS [--reliability-rate R] [--report FILE]
        gatewayz-bench --overload-soak SECONDS [--report FILE]
        gatewayz-bench --charts-from FILE
@@ -60,6 +63,11 @@ Usage: gatewayz-bench [--out DIR] [--quick] [--gateway-bin PATH] [--upstream-bin
   --soak-limits WHERE  the soak's gateway serves the bench key under the key limits phase's
                        policy, counted in the process (`process`) or in a redis-server the
                        soak starts on loopback (`redis`) [default: none]
+  --soak-route ROUTE   how the soak's gateway reaches the upstream: as Portkey (`portkey`: at
+                       PORTKEY_BASE_URL, each body with `provider` and `portkey_provider`) or as
+                       a direct upstream (`direct`: declared as `bench` in a catalog the soak
+                       writes to a temp directory, each body's model `@bench/gpt-4o-mini` and
+                       no routing fields) [default: portkey]
   --reliability-soak SECONDS
                        pass or fail: mixed traffic (whole answers, streams, clients that leave,
                        upstream 500s, 429s and cut streams) through the gateway at a fixed rate
@@ -90,6 +98,7 @@ pub struct Args {
     pub soak_streams: Option<usize>,
     pub soak_rate: Option<f64>,
     pub soak_limits: key_limits::Limits,
+    pub soak_route: SoakRoute,
     pub reliability_soak: Option<std::time::Duration>,
     pub reliability_rate: f64,
     pub overload_soak: Option<std::time::Duration>,
@@ -102,6 +111,12 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
         .parent()
         .context("this binary has no directory")?
         .to_path_buf();
+    parse(&here, std::env::args().skip(1))
+}
+
+/// `given`, the arguments after the program's name, read as [`Args`]; the
+/// binaries default to those in `here`. `None` asks for the usage.
+fn parse(here: &std::path::Path, given: impl IntoIterator<Item = String>) -> anyhow::Result<Option<Args>> {
     let mut args = Args {
         out: PathBuf::from("docs/benchmarks"),
         plan: Plan::full(),
@@ -113,13 +128,14 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
         soak_streams: None,
         soak_rate: None,
         soak_limits: key_limits::Limits::None,
+        soak_route: SoakRoute::Portkey,
         reliability_soak: None,
         reliability_rate: reliability::DEFAULT_RATE,
         overload_soak: None,
         report: None,
         charts_from: None,
     };
-    let mut given = std::env::args().skip(1);
+    let mut given = given.into_iter();
     while let Some(arg) = given.next() {
         let mut value = || given.next().with_context(|| format!("{arg} needs a value"));
         match arg.as_str() {
@@ -136,6 +152,7 @@ fn parse_args() -> anyhow::Result<Option<Args>> {
             "--soak-streams" => args.soak_streams = Some(value()?.parse()?),
             "--soak-rate" => args.soak_rate = Some(value()?.parse()?),
             "--soak-limits" => args.soak_limits = key_limits::Limits::parse(&value()?)?,
+            "--soak-route" => args.soak_route = SoakRoute::parse(&value()?)?,
             "--reliability-soak" => {
                 args.reliability_soak = Some(std::time::Duration::from_secs_f64(value()?.parse()?));
             }
@@ -285,4 +302,55 @@ fn overload_soak(
 #[allow(clippy::print_stdout)]
 fn print_report(markdown: &str) {
     println!("{markdown}");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn parsed(given: &[&str]) -> anyhow::Result<Args> {
+        let args = parse(Path::new("/bin"), given.iter().map(|arg| (*arg).to_owned()))?;
+        args.context("the usage was asked for")
+    }
+
+    #[test]
+    fn the_soak_goes_by_portkey_unless_told_otherwise() {
+        let args = parsed(&["--soak", "8"]).expect("the arguments are read");
+        assert_eq!(args.soak, Some(std::time::Duration::from_secs(8)));
+        assert_eq!(args.soak_route, SoakRoute::Portkey);
+    }
+
+    #[test]
+    fn soak_route_direct_is_read_beside_the_other_soak_options() {
+        let args = parsed(&["--soak", "8", "--soak-route", "direct", "--soak-streams", "200"])
+            .expect("the arguments are read");
+        assert_eq!(args.soak_route, SoakRoute::Direct);
+        assert_eq!(args.soak_streams, Some(200));
+        let args = parsed(&["--soak-route", "portkey"]).expect("the arguments are read");
+        assert_eq!(args.soak_route, SoakRoute::Portkey);
+    }
+
+    #[test]
+    fn soak_route_refuses_an_unknown_route_or_a_missing_value() {
+        let unknown = parsed(&["--soak", "8", "--soak-route", "openai"]).expect_err("refused");
+        assert!(unknown.to_string().contains("portkey or direct"), "{unknown}");
+        let missing = parsed(&["--soak", "8", "--soak-route"]).expect_err("refused");
+        assert!(
+            missing.to_string().contains("--soak-route needs a value"),
+            "{missing}"
+        );
+    }
+
+    #[test]
+    fn the_usage_names_the_soak_route_and_its_default() {
+        assert!(
+            parse(Path::new("/bin"), ["--help".to_owned()])
+                .expect("read")
+                .is_none()
+        );
+        assert!(USAGE.contains("--soak-route portkey|direct"));
+        assert!(USAGE.contains("[default: portkey]"));
+    }
 }

@@ -19,6 +19,7 @@ use crate::procs::{
     GatewaySetup, RssSampler, free_port, raise_fd_limit, rss_kib, start_gateway, start_gateway_with_env,
     start_upstream, wait_ready,
 };
+use crate::soak_route::{CatalogDir, SoakRoute};
 use crate::stats::{Hist, hist, us_at};
 use crate::streams::{Level, Timing, interleaved, level};
 
@@ -26,7 +27,7 @@ use crate::streams::{Level, Timing, interleaved, level};
 pub(crate) const KEY: &str = "gwz-bench-key";
 pub(crate) const PATH: &str = "/v1/chat/completions";
 pub(crate) const BODY: &str = r#"{"model":"gpt-4o-mini","provider":"portkey","portkey_provider":"openai","messages":[{"role":"user","content":"hello"}]}"#;
-const STREAM_BODY: &str = r#"{"model":"gpt-4o-mini","provider":"portkey","portkey_provider":"openai","messages":[{"role":"user","content":"hello"}],"stream":true,"stream_options":{"include_usage":true}}"#;
+pub(crate) const STREAM_BODY: &str = r#"{"model":"gpt-4o-mini","provider":"portkey","portkey_provider":"openai","messages":[{"role":"user","content":"hello"}],"stream":true,"stream_options":{"include_usage":true}}"#;
 
 /// Everything measured, for the report.
 #[derive(Debug)]
@@ -379,7 +380,13 @@ pub async fn soak(args: &Args, duration: Duration) -> anyhow::Result<()> {
     };
     let upstream_args: Vec<&str> = upstream_args.iter().map(String::as_str).collect();
     let (upstream, upstream_address) = start_upstream(&args.upstream_bin, "upstream", &upstream_args)?;
-    let (beside, env) = key_limits::beside(args.soak_limits).await?;
+    let (beside, mut env) = key_limits::beside(args.soak_limits).await?;
+    let route = args.soak_route;
+    let catalog = match route {
+        SoakRoute::Portkey => None,
+        SoakRoute::Direct => Some(CatalogDir::write(upstream_address)?),
+    };
+    env.extend(catalog.as_ref().map(CatalogDir::env));
     let (bind, admin) = (free_port()?, free_port()?);
     let mut gateway = start_gateway_with_env(
         &GatewaySetup {
@@ -393,8 +400,21 @@ pub async fn soak(args: &Args, duration: Duration) -> anyhow::Result<()> {
         &env,
     )?;
     wait_ready(&mut gateway, admin, Duration::from_secs(30)).await?;
+    let body = Bytes::from_static(
+        match streams {
+            None => route.body(),
+            Some(_) => route.stream_body(),
+        }
+        .as_bytes(),
+    );
+    let through = Target::new("gateway", bind, PATH, KEY, body)?;
+    // A route the gateway does not take must fail here, not be measured.
+    check_route(&through, streams.is_some(), plan.stream_chunks)
+        .await
+        .with_context(|| format!("the gateway does not answer by the {} route", route.name()))?;
     eprintln!(
-        "gatewayz-bench: gateway pid {}, upstream pid {}{}; loading in 3 s for {duration:?}",
+        "gatewayz-bench: {} route, gateway pid {}, upstream pid {}{}; loading in 3 s for {duration:?}",
+        route.name(),
         gateway.pid(),
         upstream.pid(),
         beside
@@ -421,8 +441,6 @@ pub async fn soak(args: &Args, duration: Duration) -> anyhow::Result<()> {
     match streams {
         None if args.soak_rate.is_some() => {
             let rate = args.soak_rate.unwrap_or(1_000.0);
-            let body = Bytes::from_static(BODY.as_bytes());
-            let through = Target::new("gateway", bind, PATH, KEY, body)?;
             let warm = (rate / 1_000.0 * 4.0).ceil() as usize + 16;
             let step = open_loop(&through, rate, Duration::from_secs(1), duration, warm, &pids).await?;
             let spent = cpu(&before);
@@ -440,8 +458,6 @@ pub async fn soak(args: &Args, duration: Duration) -> anyhow::Result<()> {
             );
         }
         None => {
-            let body = Bytes::from_static(BODY.as_bytes());
-            let through = Target::new("gateway", bind, PATH, KEY, body)?;
             let closed =
                 closed_loop(&through, plan.closed_connections, Duration::ZERO, duration, &pids).await?;
             let spent = cpu(&before);
@@ -454,8 +470,6 @@ pub async fn soak(args: &Args, duration: Duration) -> anyhow::Result<()> {
             );
         }
         Some(count) => {
-            let body = Bytes::from_static(STREAM_BODY.as_bytes());
-            let through = Target::new("gateway", bind, PATH, KEY, body)?;
             let end = Instant::now() + duration;
             let mut chunks = 0;
             while Instant::now() < end {
@@ -485,5 +499,26 @@ pub async fn soak(args: &Args, duration: Duration) -> anyhow::Result<()> {
     gateway.stop();
     upstream.stop();
     drop(beside);
+    drop(catalog);
+    Ok(())
+}
+
+/// One request through `through` before the soak: a 200 with a whole
+/// answer, or, for a stream, every one of its `chunks`, its usage and
+/// `[DONE]`.
+async fn check_route(through: &Target, stream: bool, chunks: usize) -> anyhow::Result<()> {
+    let mut conn = connect(through.address).await?;
+    if !stream {
+        return conn.call(through).await;
+    }
+    let record = conn.stream(through).await?;
+    anyhow::ensure!(
+        record.complete(chunks),
+        "an incomplete stream: {} of {chunks} chunks, usage {}, [DONE] {}, {} errors",
+        record.content.len(),
+        record.usage,
+        record.done,
+        record.errors
+    );
     Ok(())
 }
