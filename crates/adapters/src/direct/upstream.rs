@@ -5,7 +5,9 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use gatewayz_domain::{ChatError, Endpoint, ProviderCall, RequestContext, ResponseCall, Service};
+use gatewayz_domain::{
+    ChatError, Endpoint, ProviderCall, RequestContext, ResponseCall, Service, ValidationError,
+};
 use reqwest::Url;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
@@ -169,6 +171,13 @@ impl DirectUpstream {
             };
             headers.insert(name, value);
         }
+        let services = spec.services.unwrap_or_else(|| DEFAULT_SERVICES.to_vec());
+        if services.contains(&Service::Messages) && !services.contains(&Service::Chat) {
+            return Err((
+                "endpoints",
+                "`messages` is sent to the upstream as chat completions: list `chat` too".into(),
+            ));
+        }
         Ok(Self {
             name: spec.name.into(),
             base: base.into(),
@@ -176,10 +185,7 @@ impl DirectUpstream {
             azure,
             key: spec.api_key,
             headers,
-            services: spec
-                .services
-                .unwrap_or_else(|| DEFAULT_SERVICES.to_vec())
-                .into_boxed_slice(),
+            services: services.into_boxed_slice(),
         })
     }
 
@@ -190,8 +196,11 @@ impl DirectUpstream {
     /// Whether it offers `service` (the Messages API wherever it offers chat
     /// completions: it is sent as one).
     pub fn serves(&self, service: Service) -> bool {
+        let service = match service {
+            Service::Messages => Service::Chat,
+            other => other,
+        };
         self.services.contains(&service)
-            || (service == Service::Messages && self.services.contains(&Service::Chat))
     }
 
     pub(super) const fn key(&self) -> Option<&SecretString> {
@@ -215,6 +224,14 @@ impl DirectUpstream {
             // `endpoints` is built in `Endpoint::ALL`'s order, the variants'.
             return Ok(self.endpoints[endpoint as usize].clone());
         };
+        let model = upstream_model(&call.body);
+        if endpoint != Endpoint::Responses && matches!(&*model, "" | "." | "..") {
+            // Not a deployment's name: a path segment that would vanish.
+            return Err(ChatError::Invalid(ValidationError::new(
+                "model",
+                format!("`{model}` cannot be an Azure OpenAI deployment's name"),
+            )));
+        }
         let mut url = self.endpoints[Endpoint::Chat as usize].clone();
         url.set_path(&self.root_path());
         if let Ok(mut segments) = url.path_segments_mut() {
@@ -228,7 +245,7 @@ impl DirectUpstream {
                     // body names is the deployment's.
                     segments
                         .push("deployments")
-                        .push(&upstream_model(&call.body))
+                        .push(&model)
                         .extend(endpoint.path().split('/').filter(|part| !part.is_empty()));
                 }
             }
@@ -243,6 +260,19 @@ impl DirectUpstream {
             return crate::http::by_id_url(&self.base, call);
         };
         let mut url = crate::http::by_id_url(&format!("{}/openai", self.base), call)?;
+        // The catalog's `api-version` is the one Azure gets: a client's own
+        // is dropped from its query, the rest passed on as it came.
+        let kept: Vec<&str> = url
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .filter(|pair| {
+                let name = pair.split('=').next().unwrap_or_default();
+                !pair.is_empty() && !name.eq_ignore_ascii_case("api-version")
+            })
+            .collect();
+        let query = kept.join("&");
+        url.set_query((!query.is_empty()).then_some(query.as_str()));
         url.query_pairs_mut().append_pair("api-version", version);
         Ok(url)
     }
@@ -410,5 +440,11 @@ mod tests {
         .unwrap();
         assert!(listed.serves(Service::Responses) && listed.serves(Service::Messages));
         assert!(!listed.serves(Service::Embeddings));
+        let error = DirectUpstream::new(UpstreamSpec {
+            services: Some(vec![Service::Messages, Service::Embeddings]),
+            ..spec("http://host/v1")
+        })
+        .unwrap_err();
+        assert_eq!(error.0, "endpoints", "{}", error.1);
     }
 }

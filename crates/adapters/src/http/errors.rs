@@ -23,6 +23,15 @@ pub(crate) enum Peer {
 }
 
 impl Peer {
+    /// How a message names the far end of a stream: the upstream behind
+    /// Portkey, or the direct upstream by name.
+    pub(crate) fn upstream(&self) -> String {
+        match self {
+            Self::Portkey => "the upstream".to_owned(),
+            Self::Direct(name) => format!("upstream `{name}`"),
+        }
+    }
+
     /// Who is blamed for a failure that no body explains.
     pub(crate) const fn source(&self) -> ErrorSource {
         match self {
@@ -85,6 +94,28 @@ struct ErrorEvent {
     code: Option<String>,
 }
 
+/// `{"object": "error", "message", "type", "param", "code"}`: vLLM's error
+/// shape.
+#[derive(Deserialize)]
+struct ObjectError {
+    object: String,
+    message: String,
+    #[serde(default)]
+    param: Option<String>,
+    #[serde(default, deserialize_with = "code")]
+    code: Option<String>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+}
+
+/// `{"error": "...", "error_type": "..."}`: Hugging Face TGI's error shape.
+#[derive(Deserialize)]
+struct TextError {
+    error: String,
+    #[serde(default)]
+    error_type: Option<String>,
+}
+
 /// `{"status": "failure", "message": "..."}`: Portkey's own refusal.
 #[derive(Deserialize)]
 struct PortkeyFailureBody {
@@ -130,6 +161,26 @@ pub(crate) fn describe_error_body(status: u16, body: &[u8], peer: &Peer) -> Upst
             message: event.message,
             param: event.param,
             code: event.code,
+        };
+    }
+    if let Ok(error) = serde_json::from_slice::<ObjectError>(body)
+        && error.object == "error"
+    {
+        return UpstreamError {
+            source: peer.source(),
+            status: Some(status),
+            message: error.message,
+            param: error.param,
+            code: error.code.or(error.kind),
+        };
+    }
+    if let Ok(error) = serde_json::from_slice::<TextError>(body) {
+        return UpstreamError {
+            source: peer.source(),
+            status: Some(status),
+            message: error.error,
+            param: None,
+            code: error.error_type,
         };
     }
     if let Ok(body) = serde_json::from_slice::<PortkeyFailureBody>(body)
@@ -341,6 +392,44 @@ mod tests {
         assert_eq!(
             describe_error_body(503, b"", &Peer::Portkey).message,
             "HTTP 503 with an empty body"
+        );
+    }
+
+    #[test]
+    fn vllms_and_tgis_own_error_shapes_are_read_as_the_providers() {
+        let peer = Peer::Direct("vllm".into());
+        let vllm = describe_error_body(
+            400,
+            br#"{"object": "error", "message": "max_tokens is too large", "type": "BadRequestError",
+                "param": "max_tokens", "code": 400}"#,
+            &peer,
+        );
+        assert_eq!(
+            (
+                vllm.source,
+                vllm.message.as_str(),
+                vllm.param.as_deref(),
+                vllm.code.as_deref()
+            ),
+            (
+                ErrorSource::Provider,
+                "max_tokens is too large",
+                Some("max_tokens"),
+                Some("400")
+            )
+        );
+        let tgi = describe_error_body(
+            422,
+            br#"{"error": "Input validation error: `inputs` must be non-empty", "error_type": "validation"}"#,
+            &peer,
+        );
+        assert_eq!(
+            (tgi.source, tgi.message.as_str(), tgi.code.as_deref()),
+            (
+                ErrorSource::Provider,
+                "Input validation error: `inputs` must be non-empty",
+                Some("validation")
+            )
         );
     }
 

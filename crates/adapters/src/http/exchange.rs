@@ -323,6 +323,8 @@ impl<W: Wire> ChatProvider for HttpProvider<W> {
     async fn complete(&self, call: ProviderCall) -> Result<ChatResponse, ChatError> {
         let secrets = self.wire.secrets(&call.credentials, &call.route);
         if self.via_chat(&call) {
+            // Refused as the API the client called, before it is translated.
+            self.wire.served(Endpoint::Messages, &call.route)?;
             let (chat, _held) = as_chat(&call)?;
             let completion = self.complete(chat).await?;
             return translate::message(&completion).map_err(|shape| {
@@ -356,6 +358,7 @@ impl<W: Wire> ChatProvider for HttpProvider<W> {
     async fn stream(&self, call: ProviderCall) -> Result<ChatStream, ChatError> {
         let secrets = self.wire.secrets(&call.credentials, &call.route);
         if self.via_chat(&call) {
+            self.wire.served(Endpoint::Messages, &call.route)?;
             let (chat, _held) = as_chat(&call)?;
             let events = translate::message_events(self.stream(chat).await?)
                 .map(move |item| item.map_err(|error| secrets.scrub(error)))

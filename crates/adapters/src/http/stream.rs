@@ -129,19 +129,19 @@ where
                 Ok(None) if self.finished => return None,
                 Ok(None) if self.endpoint.has_typed_events() => {
                     return Some(Err(cut_off(
-                        "the upstream closed the stream before its last event",
+                        &format!("{} closed the stream before its last event", self.peer.upstream()),
                         &self.peer,
                     )));
                 }
                 Ok(None) => {
                     return Some(Err(cut_off(
-                        "the upstream closed the stream before [DONE]",
+                        &format!("{} closed the stream before [DONE]", self.peer.upstream()),
                         &self.peer,
                     )));
                 }
                 Ok(Some(Err(error))) => {
                     return Some(Err(cut_off(
-                        &format!("the upstream stream broke: {error}"),
+                        &format!("the stream from {} broke: {error}", self.peer.upstream()),
                         &self.peer,
                     )));
                 }

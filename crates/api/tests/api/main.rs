@@ -10,6 +10,7 @@ mod catalog;
 mod chain;
 mod chat;
 mod deploy;
+mod direct;
 mod endpoints;
 mod errors;
 mod framing;
