@@ -178,13 +178,13 @@ impl<'de> Deserialize<'de> for Millis {
 /// The first of `targets` that cannot serve `service` (see
 /// [`crate::portkey::serves`] and [`DirectUpstream::serves`]); the demo
 /// serves every API.
-fn unserved<'a>(targets: &'a Node, service: Service, upstreams: &[Known]) -> Option<&'a TargetSpec> {
+fn unserved<'a>(targets: &'a Node, service: Service, upstreams: &[UpstreamEntry]) -> Option<&'a TargetSpec> {
     targets.targets().into_iter().find(|spec| match &spec.target {
         Target::Demo { .. } => false,
         Target::Portkey { provider, .. } => !crate::portkey::serves(*provider, service),
         Target::Direct { upstream, .. } => !upstreams
             .iter()
-            .any(|known| known.upstream.name() == upstream && known.upstream.serves(service)),
+            .any(|entry| entry.upstream.name() == upstream && entry.upstream.serves(service)),
     })
 }
 
@@ -385,7 +385,7 @@ pub fn parse_all(
         .upstreams
         .borrow()
         .iter()
-        .map(|known| known.upstream.name().clone())
+        .map(|entry| entry.upstream.name().clone())
         .collect();
     let defaults = raw.routing.over(RoutingPolicy::default());
     let mut entries = Vec::with_capacity(raw.models.len());
@@ -400,7 +400,7 @@ pub fn parse_all(
         .upstreams
         .into_inner()
         .into_iter()
-        .map(|known| known.upstream)
+        .map(|entry| entry.upstream)
         .collect();
     Ok(Loaded { catalog, upstreams })
 }
@@ -411,12 +411,12 @@ struct Reader<'a, E> {
     text: &'a str,
     env: E,
     /// The direct upstreams read so far.
-    upstreams: RefCell<Vec<Known>>,
+    upstreams: RefCell<Vec<UpstreamEntry>>,
 }
 
 /// A direct upstream read: declared in `[[upstreams]]`, or given inline by
 /// a target (whose settings another inline target may repeat).
-struct Known {
+struct UpstreamEntry {
     upstream: DirectUpstream,
     inline: Option<RawWire>,
 }
@@ -511,10 +511,23 @@ impl<E: Fn(&str) -> Option<String>> Reader<'_, E> {
         let upstreams = self.upstreams.borrow();
         let endpoints = match listed {
             // What every target can serve, of what models serve by default.
-            None => Service::DEFAULT
-                .into_iter()
-                .filter(|service| unserved(&targets, *service, &upstreams).is_none())
-                .collect(),
+            None => {
+                let served: Vec<Service> = Service::DEFAULT
+                    .into_iter()
+                    .filter(|service| unserved(&targets, *service, &upstreams).is_none())
+                    .collect();
+                if served.is_empty() {
+                    // A model every call to would be refused.
+                    return Err(self.at(
+                        at,
+                        &place.path,
+                        "endpoints",
+                        "its targets serve none of chat, messages and responses together: list the APIs \
+                         the model serves (an embedding model: endpoints = [\"embeddings\"])",
+                    ));
+                }
+                served
+            }
             Some((at, listed)) => {
                 for service in &listed {
                     if let Some(spec) = unserved(&targets, *service, &upstreams) {
@@ -812,7 +825,7 @@ impl<E: Fn(&str) -> Option<String>> Reader<'_, E> {
                 only(&portkey_fields, "portkey")?;
                 let upstream = match raw.upstream {
                     Some(name) => self.named_upstream(name, &wire, path)?,
-                    None => self.inline_upstream(at, wire, path)?,
+                    None => self.inline_upstream(at, wire, place.model, path)?,
                 };
                 Target::Direct { upstream, model }
             }
@@ -850,7 +863,7 @@ impl<E: Fn(&str) -> Option<String>> Reader<'_, E> {
             .upstreams
             .borrow()
             .iter()
-            .position(|known| **known.upstream.name() == *name)
+            .position(|entry| **entry.upstream.name() == *name)
         {
             return Err(self.at(
                 offset,
@@ -865,7 +878,7 @@ impl<E: Fn(&str) -> Option<String>> Reader<'_, E> {
         };
         let wire = raw.wire();
         let upstream = self.upstream(at, name, &wire, services, &path)?;
-        self.upstreams.borrow_mut().push(Known {
+        self.upstreams.borrow_mut().push(UpstreamEntry {
             upstream,
             inline: None,
         });
@@ -894,11 +907,11 @@ impl<E: Fn(&str) -> Option<String>> Reader<'_, E> {
         let offset = name.span().start;
         let name = name.into_inner();
         let upstreams = self.upstreams.borrow();
-        let declared = || upstreams.iter().filter(|known| known.inline.is_none());
-        match declared().find(|known| **known.upstream.name() == *name.trim()) {
-            Some(known) => Ok(known.upstream.name().clone()),
+        let declared = || upstreams.iter().filter(|entry| entry.inline.is_none());
+        match declared().find(|entry| **entry.upstream.name() == *name.trim()) {
+            Some(entry) => Ok(entry.upstream.name().clone()),
             None => {
-                let names: Vec<&str> = declared().map(|known| &**known.upstream.name()).collect();
+                let names: Vec<&str> = declared().map(|entry| &**entry.upstream.name()).collect();
                 Err(self.at(
                     offset,
                     path,
@@ -916,50 +929,42 @@ impl<E: Fn(&str) -> Option<String>> Reader<'_, E> {
         }
     }
 
-    /// The upstream a target gives inline (its own `base_url`), named by
-    /// the URL's host and port; targets that repeat its settings share it.
-    fn inline_upstream(&self, at: usize, wire: RawWire, path: &str) -> Result<Arc<str>, CatalogError> {
-        let Some(base_url) = &wire.base_url else {
+    /// The upstream a target of `model` gives inline (its own `base_url`):
+    /// the inline upstream with the same settings, or a new one named after
+    /// the model (`<model>`, else `<model>-2`, ...). Never after its host:
+    /// the name reaches clients (`x-gatewayz-provider`, `owned_by`, error
+    /// messages), a host of the operator's network should not.
+    fn inline_upstream(
+        &self,
+        at: usize,
+        wire: RawWire,
+        model: &str,
+        path: &str,
+    ) -> Result<Arc<str>, CatalogError> {
+        if wire.base_url.is_none() {
             return Err(self.at(
                 at,
                 path,
                 "base_url",
                 "required with provider = \"openai-compatible\", unless `upstream` names an [[upstreams]] entry",
             ));
-        };
-        let offset = base_url.span().start;
-        let name = reqwest::Url::parse(base_url.get_ref().trim())
-            .ok()
-            .and_then(|url| {
-                let host = url.host_str()?.to_owned();
-                Some(match url.port() {
-                    Some(port) => format!("{host}:{port}"),
-                    None => host,
-                })
-            })
-            .unwrap_or_else(|| base_url.get_ref().trim().to_owned());
-        if let Some(known) = self
-            .upstreams
-            .borrow()
-            .iter()
-            .find(|known| **known.upstream.name() == *name)
-        {
-            return match &known.inline {
-                Some(other) if other.same_as(&wire) => Ok(known.upstream.name().clone()),
-                _ => Err(self.at(
-                    offset,
-                    path,
-                    "base_url",
-                    format!(
-                        "another upstream is named `{name}` with other settings: declare each in \
-                         [[upstreams]] with a name of its own, and name it in `upstream`"
-                    ),
-                )),
-            };
         }
+        let upstreams = self.upstreams.borrow();
+        if let Some(same) = upstreams
+            .iter()
+            .find(|entry| entry.inline.as_ref().is_some_and(|inline| inline.same_as(&wire)))
+        {
+            return Ok(same.upstream.name().clone());
+        }
+        let taken = |name: &str| upstreams.iter().any(|entry| **entry.upstream.name() == *name);
+        let name = std::iter::once(model.to_owned())
+            .chain((2..).map(|n| format!("{model}-{n}")))
+            .find(|name| !taken(name))
+            .unwrap_or_default();
+        drop(upstreams);
         let upstream = self.upstream(at, name, &wire, None, path)?;
         let name = upstream.name().clone();
-        self.upstreams.borrow_mut().push(Known {
+        self.upstreams.borrow_mut().push(UpstreamEntry {
             upstream,
             inline: Some(wire),
         });
@@ -1682,8 +1687,9 @@ upstream = "azure-east"
     fn direct_upstreams_are_declared_or_given_inline_and_targets_name_them() {
         let Loaded { catalog, upstreams } = parse_all("test.toml", DIRECT, env_with_keys).unwrap();
         let names: Vec<&str> = upstreams.iter().map(|upstream| &**upstream.name()).collect();
-        // Two inline targets with the same settings share one upstream.
-        assert_eq!(names, ["vllm", "azure-east", "ollama:11434"]);
+        // Two inline targets with the same settings share one upstream,
+        // named after the first model that gave it (never its host).
+        assert_eq!(names, ["vllm", "azure-east", "local"]);
         // Only declared upstreams are routed to by `@<name>/<model>`.
         let routable: Vec<&str> = catalog.upstreams().iter().map(|name| &**name).collect();
         assert_eq!(routable, ["vllm", "azure-east"]);
@@ -1700,7 +1706,7 @@ upstream = "azure-east"
         let local = catalog.get("local-too").unwrap();
         assert!(matches!(
             local.primary(),
-            Some(Target::Direct { upstream, model }) if &**upstream == "ollama:11434" && model == "local-too"
+            Some(Target::Direct { upstream, model }) if &**upstream == "local" && model == "local-too"
         ));
         // Portkey and direct targets mix; the model serves what both serve.
         let mixed = catalog.get("gpt-4o").unwrap();
@@ -1829,16 +1835,21 @@ upstream = "azure-east"
                 "models[0].api_key_env: only applies to provider = \"openai-compatible\"",
             ),
             (
-                format!(
-                    "{model}base_url = \"http://ollama:11434/v1\"\n[[models]]\nid = \"n\"\nbase_url = \"http://ollama:11434/v1\"\napi_key_env = \"VLLM_KEY\"\n"
-                ),
-                "test.toml:6:",
-                "models[1].base_url: another upstream is named `ollama:11434` with other settings",
-            ),
-            (
                 format!("{model}base_url = \"http://x/v1\"\nendpoints = [\"responses\"]\n"),
                 "test.toml:4:",
-                "models[0].endpoints: `responses` is not served for target `x/m` (x) by that upstream",
+                "models[0].endpoints: `responses` is not served for target `m/m` (m) by that upstream",
+            ),
+            (
+                "[[upstreams]]\nname = \"emb\"\nbase_url = \"http://emb/v1\"\nendpoints = [\"embeddings\"]\n\
+                 [[models]]\nid = \"e\"\nupstream = \"emb\"\n"
+                    .to_owned(),
+                "test.toml:5:",
+                "models[0].endpoints: its targets serve none of chat, messages and responses",
+            ),
+            (
+                "[[upstreams]]\nname = \"v\"\nbase_url = \"http://:pw-123@v/v1\"\n".to_owned(),
+                "test.toml:3:",
+                "upstreams[0].base_url: must not carry credentials",
             ),
             (
                 format!("{model}base_url = \"http://x/v1\"\n[[models.targets]]\nupstream = \"vllm\"\n"),
@@ -1851,6 +1862,38 @@ upstream = "azure-east"
             assert!(message.starts_with(location), "{location} in {message}\n{text}");
             assert!(message.contains(needle), "{needle} in {message}\n{text}");
         }
+    }
+
+    #[test]
+    fn inline_upstreams_of_other_settings_get_names_of_their_own() {
+        let text = r#"
+[[upstreams]]
+name = "m"
+base_url = "http://declared/v1"
+
+[[models]]
+id = "m"
+strategy = "fallback"
+[[models.targets]]
+base_url = "http://10.0.3.7:8000/v1"
+[[models.targets]]
+base_url = "http://10.0.3.8:8000/v1"
+api_key_env = "VLLM_KEY"
+"#;
+        let Loaded { catalog, upstreams } = parse_all("test.toml", text, env_with_keys).unwrap();
+        let names: Vec<&str> = upstreams.iter().map(|upstream| &**upstream.name()).collect();
+        assert_eq!(names, ["m", "m-2", "m-3"]);
+        let owners: Vec<&str> = catalog
+            .get("m")
+            .unwrap()
+            .targets
+            .targets()
+            .iter()
+            .map(|spec| spec.target.owner())
+            .collect();
+        assert_eq!(owners, ["m-2", "m-3"]);
+        let printed = format!("{catalog:?}{upstreams:?}");
+        assert!(!printed.contains("sk-vllm-123"), "{printed}");
     }
 
     #[test]

@@ -19,8 +19,9 @@ const API_KEY: HeaderName = HeaderName::from_static("api-key");
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Headers a catalog may not set as static `headers`: credentials travel
-/// only from `api_key_env`, and the framing headers are the client's to set.
-const RESERVED: [&str; 10] = [
+/// only from `api_key_env`; the framing and hop-by-hop headers are the HTTP
+/// client's, the request id and trace context the gateway's.
+const RESERVED: [&str; 18] = [
     "authorization",
     "api-key",
     "x-api-key",
@@ -31,6 +32,14 @@ const RESERVED: [&str; 10] = [
     "host",
     "transfer-encoding",
     "connection",
+    "keep-alive",
+    "te",
+    "upgrade",
+    "expect",
+    "accept-encoding",
+    "x-request-id",
+    "traceparent",
+    "tracestate",
 ];
 
 /// The APIs an upstream offers unless the catalog says: chat completions
@@ -75,6 +84,8 @@ pub struct DirectUpstream {
     name: Arc<str>,
     /// The API's root, without a trailing `/`.
     base: Box<str>,
+    /// Its path, without a trailing `/` (Azure's paths go below it).
+    root: Box<str>,
     /// Each endpoint's URL, in [`Endpoint::ALL`]'s order (OpenAI's paths;
     /// unused for Azure, whose paths name the deployment).
     endpoints: Box<[Url]>,
@@ -107,15 +118,21 @@ impl DirectUpstream {
     /// `api_version`) and never a secret.
     pub fn new(spec: UpstreamSpec) -> Result<Self, (&'static str, String)> {
         let base = spec.base_url.trim().trim_end_matches('/');
-        let parsed =
-            Url::parse(base).map_err(|error| ("base_url", format!("`{base}` is not a URL: {error}")))?;
+        // A base is quoted back only once it is known to carry no credential.
+        let parsed = Url::parse(base).map_err(|error| ("base_url", format!("is not a URL: {error}")))?;
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err((
+                "base_url",
+                "must not carry credentials: give the key in api_key_env".into(),
+            ));
+        }
         if !matches!(parsed.scheme(), "http" | "https") || parsed.cannot_be_a_base() {
             return Err(("base_url", format!("`{base}` is not an http:// or https:// URL")));
         }
-        if parsed.query().is_some() || parsed.fragment().is_some() || !parsed.username().is_empty() {
+        if parsed.query().is_some() || parsed.fragment().is_some() {
             return Err((
                 "base_url",
-                "must not carry a query, a fragment or credentials: give the key in api_key_env".into(),
+                format!("`{base}` must not carry a query or a fragment"),
             ));
         }
         let endpoints = Endpoint::ALL
@@ -123,6 +140,7 @@ impl DirectUpstream {
             .map(|endpoint| Url::parse(&format!("{base}{}", endpoint.path())))
             .collect::<Result<Box<[Url]>, _>>()
             .map_err(|error| ("base_url", format!("`{base}` cannot be a base: {error}")))?;
+        let root = parsed.path().trim_end_matches('/').into();
         let azure = match spec.api_version {
             Some(version) if version.trim().is_empty() => {
                 return Err(("api_version", "must not be empty".into()));
@@ -147,7 +165,9 @@ impl DirectUpstream {
             if RESERVED.contains(&header.as_str()) {
                 return Err((
                     "headers",
-                    format!("`{name}` cannot be a static header: a key goes in api_key_env"),
+                    format!(
+                        "`{name}` cannot be a static header: the gateway sets it, and a key goes in api_key_env"
+                    ),
                 ));
             }
             let value = HeaderValue::from_str(&value).map_err(|_| {
@@ -181,6 +201,7 @@ impl DirectUpstream {
         Ok(Self {
             name: spec.name.into(),
             base: base.into(),
+            root,
             endpoints,
             azure,
             key: spec.api_key,
@@ -233,7 +254,7 @@ impl DirectUpstream {
             )));
         }
         let mut url = self.endpoints[Endpoint::Chat as usize].clone();
-        url.set_path(&self.root_path());
+        url.set_path(&self.root);
         if let Ok(mut segments) = url.path_segments_mut() {
             segments.pop_if_empty().push("openai");
             match endpoint {
@@ -260,29 +281,19 @@ impl DirectUpstream {
             return crate::http::by_id_url(&self.base, call);
         };
         let mut url = crate::http::by_id_url(&format!("{}/openai", self.base), call)?;
-        // The catalog's `api-version` is the one Azure gets: a client's own
-        // is dropped from its query, the rest passed on as it came.
-        let kept: Vec<&str> = url
-            .query()
-            .unwrap_or_default()
-            .split('&')
-            .filter(|pair| {
-                let name = pair.split('=').next().unwrap_or_default();
-                !pair.is_empty() && !name.eq_ignore_ascii_case("api-version")
-            })
+        // The catalog's `api-version` is the one Azure gets: a client's own,
+        // however it is spelt or escaped, is dropped from its query (read
+        // decoded, as Azure reads it), the rest passed on.
+        let kept: Vec<(String, String)> = url
+            .query_pairs()
+            .filter(|(name, _)| !name.trim().eq_ignore_ascii_case("api-version"))
+            .map(|(name, value)| (name.into_owned(), value.into_owned()))
             .collect();
-        let query = kept.join("&");
-        url.set_query((!query.is_empty()).then_some(query.as_str()));
-        url.query_pairs_mut().append_pair("api-version", version);
+        url.set_query(None);
+        url.query_pairs_mut()
+            .extend_pairs(kept)
+            .append_pair("api-version", version);
         Ok(url)
-    }
-
-    /// The base URL's path, without a trailing `/`.
-    fn root_path(&self) -> String {
-        self.endpoints[Endpoint::Chat as usize]
-            .path()
-            .trim_end_matches(Endpoint::Chat.path())
-            .to_owned()
     }
 }
 
@@ -390,6 +401,7 @@ mod tests {
             (spec("vllm:8000"), "base_url"),
             (spec("ftp://host/v1"), "base_url"),
             (spec("http://user:pw@host/v1"), "base_url"),
+            (spec("http://:s3cret@host/v1"), "base_url"),
             (spec("http://host/v1?x=1"), "base_url"),
             (
                 UpstreamSpec {

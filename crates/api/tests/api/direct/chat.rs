@@ -211,12 +211,13 @@ async fn a_stream_through_a_declared_upstream_ends_with_done_and_shows_usage_onl
 async fn at_upstream_routes_without_a_catalog_model_and_an_unknown_name_lists_the_declared_ones() {
     let upstream = LocalUpstream::start(keyed(VLLM_KEY));
     let base = upstream.openai_base();
-    let inline_name = base
+    let host = base
         .trim_start_matches("http://")
         .trim_end_matches("/v1")
         .to_owned();
     // Only the upstreams declared in [[upstreams]] are routable by name;
-    // the inline one (named by host:port) is a catalog model's alone.
+    // the inline one (named after its model, never its host) is a catalog
+    // model's alone.
     let catalog = format!(
         r#"{}{}
 [[models]]
@@ -264,17 +265,31 @@ output_usd_per_million = {OUTPUT_PRICE}
     let answer: Value = response.json().await.unwrap();
     assert_gateway_usage(&answer, Some(cost(PROMPT_TOKENS, COMPLETION_TOKENS)));
 
-    // The inline model serves under its own id, named by host and port.
+    // The inline model serves under its own id; its upstream is named
+    // after it, and its host is shown to no client.
     let response = gateway.post(CHAT, "at-3", &ask("inline")).await;
     assert_eq!(response.status(), 200);
     assert_eq!(
-        header(&response, "x-gatewayz-provider"),
-        Some(format!("openai-compatible/{inline_name}"))
+        header(&response, "x-gatewayz-provider").as_deref(),
+        Some("openai-compatible/inline")
     );
+    let listed = gateway
+        .client
+        .get(gateway.url("/v1/models"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(listed.contains(r#""owned_by":"inline""#), "{listed}");
+    assert!(!listed.contains(&host), "{listed}");
 
     for (model, unknown) in [
         ("@acme/x".to_owned(), "acme".to_owned()),
-        (format!("@{inline_name}/x"), inline_name.clone()),
+        ("@inline/x".to_owned(), "inline".to_owned()),
+        (format!("@{host}/x"), host.clone()),
     ] {
         let response = gateway.post(CHAT, "at-unknown", &ask(&model)).await;
         assert_eq!(response.status(), 400, "{model}");
