@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use gatewayz_adapters::env::EnvSettings;
+use gatewayz_adapters::http::UpstreamSettings;
 use gatewayz_adapters::{KeySettings, PortkeySettings};
 use secrecy::{ExposeSecret, SecretString};
 use tracing_subscriber::EnvFilter;
@@ -25,8 +26,10 @@ const READ_ELSEWHERE: &[&str] = &[EnvFilter::DEFAULT_ENV];
 pub struct Settings {
     /// `GATEWAYZ_*`: listeners, gateway keys, limits, the catalog, logs.
     pub gateway: Config,
-    /// `PORTKEY_BASE_URL`, `PORTKEY_CUSTOM_HOST` and `GATEWAYZ_UPSTREAM_*`.
+    /// `PORTKEY_BASE_URL`, `PORTKEY_CUSTOM_HOST`.
     pub portkey: PortkeySettings,
+    /// `GATEWAYZ_UPSTREAM_*`: every upstream's timeouts.
+    pub upstreams: UpstreamSettings,
     /// `PORTKEY_API_KEY` and the provider keys.
     pub keys: KeySettings,
     /// Every variable as it was read, for the names only the catalog knows
@@ -76,6 +79,7 @@ impl Settings {
         Ok(Self {
             gateway: Config::from_vars(vars.iter().cloned())?,
             portkey: PortkeySettings::from_vars(vars.iter().cloned())?,
+            upstreams: UpstreamSettings::from_vars(vars.iter().cloned())?,
             keys: KeySettings::from_vars(vars.iter().cloned())?,
             environment: Environment(
                 vars.into_iter()
@@ -92,6 +96,7 @@ impl Settings {
         [
             Config::variables(),
             PortkeySettings::variables(),
+            UpstreamSettings::variables(),
             KeySettings::variables(),
             READ_ELSEWHERE.iter().map(|name| (*name).to_owned()).collect(),
         ]
@@ -135,8 +140,8 @@ mod tests {
     fn sections_read(pairs: &[(&str, &str)]) -> String {
         let settings = Settings::from_vars(vars(pairs)).unwrap();
         format!(
-            "{:?} {:?} {:?}",
-            settings.gateway, settings.portkey, settings.keys
+            "{:?} {:?} {:?} {:?}",
+            settings.gateway, settings.portkey, settings.upstreams, settings.keys
         )
     }
 
@@ -208,7 +213,7 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(settings.gateway.bind, "0.0.0.0:9000".parse().unwrap());
-        assert_eq!(settings.portkey.gatewayz_upstream_idle_timeout_ms, 1500);
+        assert_eq!(settings.upstreams.gatewayz_upstream_idle_timeout_ms, 1500);
         assert!(settings.keys.has_portkey_key());
         assert_eq!(settings.environment.get("VK_TEAM").as_deref(), Some("vk-team"));
         assert_eq!(settings.environment.get("VK_OTHER"), None);

@@ -12,11 +12,11 @@ use gatewayz_adapters::cache::{InProcessCache, RedisCache};
 use gatewayz_adapters::catalog::{self, CatalogError};
 use gatewayz_adapters::cgroup;
 use gatewayz_adapters::direct::DirectClient;
+use gatewayz_adapters::http::{HttpClient, HttpSetupError};
 use gatewayz_adapters::limits::{
     DegradingLimits, InProcessLimits, RedisLimits, RedisSettings, RedisUrlError,
 };
 use gatewayz_adapters::metrics::Metrics;
-use gatewayz_adapters::portkey::upstream_client;
 use gatewayz_adapters::portkey::{PortkeyHeaderRules, PortkeySetupError};
 use gatewayz_adapters::responses::{InProcessResponses, RedisResponses};
 use gatewayz_adapters::{DemoProvider, EnvKeyResolver, PortkeyClient};
@@ -45,6 +45,8 @@ pub enum StartupError {
     Keys(#[from] KeySetupError),
     #[error(transparent)]
     Portkey(#[from] PortkeySetupError),
+    #[error(transparent)]
+    Upstreams(#[from] HttpSetupError),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error("{0}")]
@@ -77,14 +79,17 @@ pub async fn chat_service(settings: &Settings) -> Result<ChatService, StartupErr
     let Settings {
         gateway: config,
         portkey,
+        upstreams: waits,
         keys,
         environment,
     } = settings;
-    let catalog::Loaded { catalog, upstreams } =
-        catalog::load(config.catalog.as_deref(), |name| environment.get(name))?;
+    let catalog::Loaded {
+        catalog,
+        upstreams: direct,
+    } = catalog::load(config.catalog.as_deref(), |name| environment.get(name))?;
     tracing::info!(
         models = catalog.models().len(),
-        direct_upstreams = upstreams.len(),
+        direct_upstreams = direct.len(),
         file = %config.catalog.as_ref().map_or(catalog::DEFAULT_CATALOG_NAME.into(), |path| path.display().to_string()),
         "model catalog loaded"
     );
@@ -94,14 +99,14 @@ pub async fn chat_service(settings: &Settings) -> Result<ChatService, StartupErr
     }
     // One HTTP client, one pool per thread, for Portkey and every direct
     // upstream.
-    let http = upstream_client(portkey)?;
+    let http = HttpClient::from_settings(waits)?;
     let providers = Providers::default()
         .with(ProviderKind::Demo, Arc::new(DemoProvider))
         .with(
             ProviderKind::Portkey,
-            Arc::new(PortkeyClient::with_client(portkey, http.clone())?),
+            Arc::new(PortkeyClient::new(portkey, http.clone())?),
         )
-        .with(ProviderKind::Direct, Arc::new(DirectClient::new(http, upstreams)));
+        .with(ProviderKind::Direct, Arc::new(DirectClient::new(http, direct)));
     let keys: Arc<dyn KeyResolver> = Arc::new(EnvKeyResolver::new(keys.clone()));
     let Stores {
         limits,

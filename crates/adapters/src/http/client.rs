@@ -8,6 +8,8 @@ use gatewayz_domain::{ChatError, ErrorSource, UpstreamError};
 use reqwest::Client;
 use thread_local::ThreadLocal;
 
+use super::settings::HttpSetupError;
+
 /// How long the gateway waits for an upstream
 /// (`GATEWAYZ_UPSTREAM_*_TIMEOUT_MS`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,12 +35,21 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
+    /// The client `settings` (`GATEWAYZ_UPSTREAM_*`) describe.
+    ///
+    /// # Errors
+    /// A timeout out of range, or why no client can be built.
+    pub fn from_settings(settings: &super::settings::UpstreamSettings) -> Result<Self, HttpSetupError> {
+        Self::new(settings.timeouts()?)
+    }
+
     /// Builds the first pool, which proves the settings.
     ///
     /// # Errors
-    /// Why no client can be built (no trust store, say), as text.
-    pub fn new(timeouts: Timeouts) -> Result<Self, String> {
-        let client = build(timeouts)?;
+    /// [`HttpSetupError::Client`]: why no client can be built (no trust
+    /// store, say).
+    pub fn new(timeouts: Timeouts) -> Result<Self, HttpSetupError> {
+        let client = build(timeouts).map_err(HttpSetupError::Client)?;
         let clients = Arc::new(ThreadLocal::new());
         clients.get_or(|| client);
         Ok(Self { clients, timeouts })

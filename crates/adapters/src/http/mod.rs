@@ -8,6 +8,7 @@ mod client;
 pub(crate) mod errors;
 mod exchange;
 pub(crate) mod secrets;
+mod settings;
 mod sse;
 pub(crate) mod stream;
 
@@ -15,3 +16,4 @@ pub use client::{HttpClient, Timeouts};
 pub(crate) use errors::Peer;
 pub use exchange::HttpProvider;
 pub(crate) use exchange::{Wire, by_id_method, by_id_url};
+pub use settings::{HttpSetupError, MAX_TIMEOUT_MS, UpstreamSettings};

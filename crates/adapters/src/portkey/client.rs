@@ -23,14 +23,7 @@ pub enum PortkeySetupError {
     BaseUrl(String),
     #[error("PORTKEY_CUSTOM_HOST contains characters not allowed in an HTTP header")]
     CustomHost,
-    #[error("{name} must be between 1 and {MAX_TIMEOUT_MS} ms, got {value}")]
-    Timeout { name: &'static str, value: u64 },
-    #[error("cannot build the HTTP client: {0}")]
-    Client(String),
 }
-
-/// The longest timeout accepted: a day.
-const MAX_TIMEOUT_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// Calls Portkey's gateway, on the shared HTTP client.
 pub type PortkeyClient = HttpProvider<PortkeyWire>;
@@ -46,19 +39,11 @@ pub struct PortkeyWire {
 }
 
 impl PortkeyClient {
-    /// Builds the adapter and a connection pool of its own.
-    ///
-    /// # Errors
-    /// A [`PortkeySetupError`] naming the setting that is unusable.
-    pub fn new(settings: &PortkeySettings) -> Result<Self, PortkeySetupError> {
-        Self::with_client(settings, upstream_client(settings)?)
-    }
-
     /// Builds the adapter on `http`, the client every upstream shares.
     ///
     /// # Errors
     /// A [`PortkeySetupError`] naming the setting that is unusable.
-    pub fn with_client(settings: &PortkeySettings, http: HttpClient) -> Result<Self, PortkeySetupError> {
+    pub fn new(settings: &PortkeySettings, http: HttpClient) -> Result<Self, PortkeySetupError> {
         let base = settings.portkey_base_url.as_str().trim_end_matches('/');
         let endpoints = Endpoint::ALL
             .iter()
@@ -85,38 +70,6 @@ impl PortkeyClient {
     pub fn base_url(&self) -> &str {
         &self.wire().base
     }
-}
-
-/// The HTTP client every upstream shares, with the timeouts
-/// `GATEWAYZ_UPSTREAM_*_TIMEOUT_MS` give.
-///
-/// # Errors
-/// A [`PortkeySetupError`] naming a timeout out of range, or why no client
-/// can be built.
-pub fn upstream_client(settings: &PortkeySettings) -> Result<HttpClient, PortkeySetupError> {
-    for (name, value) in [
-        (
-            "GATEWAYZ_UPSTREAM_CONNECT_TIMEOUT_MS",
-            settings.gatewayz_upstream_connect_timeout_ms,
-        ),
-        (
-            "GATEWAYZ_UPSTREAM_REQUEST_TIMEOUT_MS",
-            settings.gatewayz_upstream_request_timeout_ms,
-        ),
-        (
-            "GATEWAYZ_UPSTREAM_FIRST_BYTE_TIMEOUT_MS",
-            settings.gatewayz_upstream_first_byte_timeout_ms,
-        ),
-        (
-            "GATEWAYZ_UPSTREAM_IDLE_TIMEOUT_MS",
-            settings.gatewayz_upstream_idle_timeout_ms,
-        ),
-    ] {
-        if !(1..=MAX_TIMEOUT_MS).contains(&value) {
-            return Err(PortkeySetupError::Timeout { name, value });
-        }
-    }
-    HttpClient::new(settings.timeouts()).map_err(PortkeySetupError::Client)
 }
 
 impl Wire for PortkeyWire {

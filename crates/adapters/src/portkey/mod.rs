@@ -7,7 +7,7 @@ mod client;
 mod headers;
 mod settings;
 
-pub use client::{PortkeyClient, PortkeySetupError, PortkeyWire, serves, upstream_client};
+pub use client::{PortkeyClient, PortkeySetupError, PortkeyWire, serves};
 pub(crate) use headers::check_config;
 pub use headers::{MAX_CONFIG_BYTES, PortkeyHeaderRules};
 pub use settings::{DEFAULT_BASE_URL, PortkeySettings};

@@ -213,7 +213,13 @@ async fn complete_at(address: std::net::SocketAddr) -> ChatError {
         format!("http://{address}/v1"),
     )])
     .unwrap();
-    gatewayz_adapters::PortkeyClient::new(&config)
+    let http = gatewayz_adapters::http::HttpClient::new(
+        gatewayz_adapters::http::UpstreamSettings::default()
+            .timeouts()
+            .unwrap(),
+    )
+    .unwrap();
+    gatewayz_adapters::PortkeyClient::new(&config, http)
         .unwrap()
         .complete(openai_call(chat_body()))
         .await
@@ -283,9 +289,10 @@ fn timeouts_outside_one_ms_to_a_day_stop_the_start() {
         ("GATEWAYZ_UPSTREAM_CONNECT_TIMEOUT_MS", "0"),
         ("GATEWAYZ_UPSTREAM_IDLE_TIMEOUT_MS", "18446744073709551615"),
     ] {
-        let config =
-            gatewayz_adapters::PortkeySettings::from_vars([(name.to_owned(), value.to_owned())]).unwrap();
-        let error = gatewayz_adapters::PortkeyClient::new(&config).unwrap_err();
+        let settings =
+            gatewayz_adapters::http::UpstreamSettings::from_vars([(name.to_owned(), value.to_owned())])
+                .unwrap();
+        let error = gatewayz_adapters::http::HttpClient::from_settings(&settings).unwrap_err();
         assert!(error.to_string().starts_with(name), "{error}");
     }
 }

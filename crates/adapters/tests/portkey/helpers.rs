@@ -1,4 +1,5 @@
 use gatewayz_adapters::env::EnvSettings;
+use gatewayz_adapters::http::{HttpClient, UpstreamSettings};
 use gatewayz_adapters::{EnvKeyResolver, PortkeyClient, PortkeySettings};
 use gatewayz_domain::{KeyResolver, ProviderCall, RequestContext, Route, UpstreamProvider};
 use secrecy::SecretString;
@@ -18,7 +19,9 @@ pub fn provider(server: &MockServer, vars: &[(&str, &str)]) -> PortkeyClient {
         .chain(vars)
         .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
         .collect::<std::collections::BTreeMap<_, _>>();
-    PortkeyClient::new(&PortkeySettings::from_vars(all).unwrap()).unwrap()
+    // The timeouts (`GATEWAYZ_UPSTREAM_*`) are the shared client's.
+    let http = HttpClient::from_settings(&UpstreamSettings::from_vars(all.clone()).unwrap()).unwrap();
+    PortkeyClient::new(&PortkeySettings::from_vars(all).unwrap(), http).unwrap()
 }
 
 pub fn keys() -> EnvKeyResolver {
