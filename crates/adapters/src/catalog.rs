@@ -109,10 +109,10 @@ impl RawWire {
     /// The fields given, with where each is.
     fn given(&self) -> [(&'static str, Option<usize>); 4] {
         [
-            ("base_url", self.base_url.as_ref().map(|v| v.span().start)),
-            ("api_key_env", self.api_key_env.as_ref().map(|v| v.span().start)),
-            ("headers", self.headers.as_ref().map(|v| v.span().start)),
-            ("api_version", self.api_version.as_ref().map(|v| v.span().start)),
+            ("base_url", start_of(&self.base_url)),
+            ("api_key_env", start_of(&self.api_key_env)),
+            ("headers", start_of(&self.headers)),
+            ("api_version", start_of(&self.api_version)),
         ]
     }
 
@@ -603,27 +603,12 @@ impl<E: Fn(&str) -> Option<String>> Reader<'_, E> {
         let path = &place.path;
         if place.depth > 0 {
             for (field, offset) in [
-                ("id", raw.id.as_ref().map(|id| id.span().start)),
-                (
-                    "max_tokens",
-                    raw.max_tokens.as_ref().map(|limit| limit.span().start),
-                ),
-                (
-                    "routing",
-                    raw.routing.as_ref().map(|routing| routing.span().start),
-                ),
-                (
-                    "endpoints",
-                    raw.endpoints.as_ref().map(|endpoints| endpoints.span().start),
-                ),
-                (
-                    "cache_ttl_s",
-                    raw.cache_ttl_s.as_ref().map(|ttl| ttl.span().start),
-                ),
-                (
-                    "cache_scope",
-                    raw.cache_scope.as_ref().map(|scope| scope.span().start),
-                ),
+                ("id", start_of(&raw.id)),
+                ("max_tokens", start_of(&raw.max_tokens)),
+                ("routing", start_of(&raw.routing)),
+                ("endpoints", start_of(&raw.endpoints)),
+                ("cache_ttl_s", start_of(&raw.cache_ttl_s)),
+                ("cache_scope", start_of(&raw.cache_scope)),
             ] {
                 if let Some(offset) = offset {
                     return Err(self.at(offset, path, field, "belongs to the model, not to a target"));
@@ -775,21 +760,12 @@ impl<E: Fn(&str) -> Option<String>> Reader<'_, E> {
             None => Ok(()),
         };
         let portkey_fields = [
-            (
-                "portkey_provider",
-                raw.portkey_provider.as_ref().map(|v| v.span().start),
-            ),
-            (
-                "virtual_key_env",
-                raw.virtual_key_env.as_ref().map(|v| v.span().start),
-            ),
-            (
-                "portkey_config",
-                raw.portkey_config.as_ref().map(|v| v.span().start),
-            ),
+            ("portkey_provider", start_of(&raw.portkey_provider)),
+            ("virtual_key_env", start_of(&raw.virtual_key_env)),
+            ("portkey_config", start_of(&raw.portkey_config)),
         ];
         let mut direct_fields = wire.given().to_vec();
-        direct_fields.push(("upstream", raw.upstream.as_ref().map(|v| v.span().start)));
+        direct_fields.push(("upstream", start_of(&raw.upstream)));
         let target = match (provider, raw.portkey_provider) {
             (ProviderName::Portkey, Some(slug)) => {
                 only(&direct_fields, "openai-compatible")?;
@@ -1038,30 +1014,18 @@ impl<E: Fn(&str) -> Option<String>> Reader<'_, E> {
 /// The first field of a single target given on a group, if any.
 fn raw_target_fields(raw: &RawNode) -> Option<(&'static str, usize)> {
     [
-        ("name", raw.name.as_ref().map(|v| v.span().start)),
-        ("provider", raw.provider.as_ref().map(|v| v.span().start)),
-        (
-            "portkey_provider",
-            raw.portkey_provider.as_ref().map(|v| v.span().start),
-        ),
-        (
-            "upstream_model",
-            raw.upstream_model.as_ref().map(|v| v.span().start),
-        ),
-        (
-            "virtual_key_env",
-            raw.virtual_key_env.as_ref().map(|v| v.span().start),
-        ),
-        (
-            "portkey_config",
-            raw.portkey_config.as_ref().map(|v| v.span().start),
-        ),
-        ("retries", raw.retries.as_ref().map(|v| v.span().start)),
-        ("upstream", raw.upstream.as_ref().map(|v| v.span().start)),
-        ("base_url", raw.base_url.as_ref().map(|v| v.span().start)),
-        ("api_key_env", raw.api_key_env.as_ref().map(|v| v.span().start)),
-        ("headers", raw.headers.as_ref().map(|v| v.span().start)),
-        ("api_version", raw.api_version.as_ref().map(|v| v.span().start)),
+        ("name", start_of(&raw.name)),
+        ("provider", start_of(&raw.provider)),
+        ("portkey_provider", start_of(&raw.portkey_provider)),
+        ("upstream_model", start_of(&raw.upstream_model)),
+        ("virtual_key_env", start_of(&raw.virtual_key_env)),
+        ("portkey_config", start_of(&raw.portkey_config)),
+        ("retries", start_of(&raw.retries)),
+        ("upstream", start_of(&raw.upstream)),
+        ("base_url", start_of(&raw.base_url)),
+        ("api_key_env", start_of(&raw.api_key_env)),
+        ("headers", start_of(&raw.headers)),
+        ("api_version", start_of(&raw.api_version)),
     ]
     .into_iter()
     .find_map(|(field, offset)| offset.map(|offset| (field, offset)))
@@ -1142,6 +1106,11 @@ impl RawUpstream {
             api_version: self.api_version.take(),
         }
     }
+}
+
+/// Where a field that was given starts.
+fn start_of<T>(field: &Option<Spanned<T>>) -> Option<usize> {
+    field.as_ref().map(|field| field.span().start)
 }
 
 /// The 1-based line of a byte offset.
