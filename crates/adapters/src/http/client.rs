@@ -8,21 +8,7 @@ use gatewayz_domain::{ChatError, ErrorSource, UpstreamError};
 use reqwest::Client;
 use thread_local::ThreadLocal;
 
-use super::settings::HttpSetupError;
-
-/// How long the gateway waits for an upstream
-/// (`GATEWAYZ_UPSTREAM_*_TIMEOUT_MS`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    /// To open a connection.
-    pub connect: Duration,
-    /// For a whole non-streaming call.
-    pub request: Duration,
-    /// Until a stream's first chunk.
-    pub first_byte: Duration,
-    /// The longest gap between two chunks of a stream.
-    pub idle: Duration,
-}
+use super::settings::{HttpSetupError, Timeouts, UpstreamSettings};
 
 /// The upstreams' HTTP client: cheap to clone, one pool per thread that
 /// calls it. A pooled connection's task runs on the thread that opened it,
@@ -39,7 +25,7 @@ impl HttpClient {
     ///
     /// # Errors
     /// A timeout out of range, or why no client can be built.
-    pub fn from_settings(settings: &super::settings::UpstreamSettings) -> Result<Self, HttpSetupError> {
+    pub fn from_settings(settings: &UpstreamSettings) -> Result<Self, HttpSetupError> {
         Self::new(settings.timeouts()?)
     }
 

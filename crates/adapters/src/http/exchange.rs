@@ -154,7 +154,7 @@ impl<W: Wire> HttpProvider<W> {
     ) -> Result<ChatStream, ChatError> {
         let endpoint = call.request.endpoint();
         self.wire.served(endpoint, &call.route)?;
-        let super::client::Timeouts { first_byte, idle, .. } = self.http.timeouts();
+        let super::settings::Timeouts { first_byte, idle, .. } = self.http.timeouts();
         let deadline = Instant::now() + first_byte;
         let peer = self.wire.peer(&call.route);
         let (url, mut headers) = self.wire.post(call, first_byte)?;

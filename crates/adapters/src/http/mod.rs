@@ -12,8 +12,8 @@ mod settings;
 mod sse;
 pub(crate) mod stream;
 
-pub use client::{HttpClient, Timeouts};
+pub use client::HttpClient;
 pub(crate) use errors::Peer;
 pub use exchange::HttpProvider;
 pub(crate) use exchange::{Wire, by_id_method, by_id_url};
-pub use settings::{HttpSetupError, MAX_TIMEOUT_MS, UpstreamSettings};
+pub use settings::{HttpSetupError, MAX_TIMEOUT_MS, Timeouts, UpstreamSettings};

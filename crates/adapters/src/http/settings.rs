@@ -5,11 +5,24 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::client::Timeouts;
 use crate::env::EnvSettings;
 
 /// The longest timeout accepted: a day.
 pub const MAX_TIMEOUT_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// How long the gateway waits for an upstream
+/// (`GATEWAYZ_UPSTREAM_*_TIMEOUT_MS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// To open a connection.
+    pub connect: Duration,
+    /// For a whole non-streaming call.
+    pub request: Duration,
+    /// Until a stream's first chunk.
+    pub first_byte: Duration,
+    /// The longest gap between two chunks of a stream.
+    pub idle: Duration,
+}
 
 /// `GATEWAYZ_UPSTREAM_*` variables.
 #[derive(Debug, Clone, Deserialize)]
