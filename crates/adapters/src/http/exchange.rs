@@ -321,14 +321,15 @@ fn as_chat(call: &ProviderCall) -> Result<(ProviderCall, Lease), ChatError> {
 #[async_trait]
 impl<W: Wire> ChatProvider for HttpProvider<W> {
     async fn complete(&self, call: ProviderCall) -> Result<ChatResponse, ChatError> {
-        let secrets = self.wire.secrets(&call.credentials, &call.route);
+        // The keys are gathered only for an error: an answer costs no copy.
+        let scrub = |error| self.wire.secrets(&call.credentials, &call.route).scrub(error);
         if self.via_chat(&call) {
             // Refused as the API the client called, before it is translated.
             self.wire.served(Endpoint::Messages, &call.route)?;
             let (chat, _held) = as_chat(&call)?;
             let completion = self.complete(chat).await?;
             return translate::message(&completion).map_err(|shape| {
-                secrets.scrub(errors::invalid_response(
+                scrub(errors::invalid_response(
                     format!("the chat completion cannot be read as a message: {shape}"),
                     &self.wire.peer(&call.route),
                 ))
@@ -341,7 +342,7 @@ impl<W: Wire> ChatProvider for HttpProvider<W> {
             .call_complete(&call, traceparent.as_deref())
             .instrument(attempt.span().clone())
             .await
-            .map_err(|error| secrets.scrub(error));
+            .map_err(scrub);
         match &answer {
             Ok(response) => attempt.answered(response),
             Err(error) => attempt.failed(error),
