@@ -85,10 +85,6 @@ impl<W> HttpProvider<W> {
     pub(crate) const fn from_parts(http: HttpClient, wire: W) -> Self {
         Self { http, wire }
     }
-
-    pub(crate) const fn wire(&self) -> &W {
-        &self.wire
-    }
 }
 
 // The wires are this crate's own: the bound is sealed on purpose.

@@ -16,4 +16,4 @@ pub use client::HttpClient;
 pub(crate) use errors::Peer;
 pub use exchange::HttpProvider;
 pub(crate) use exchange::{Wire, by_id_method, by_id_url};
-pub use settings::{HttpSetupError, MAX_TIMEOUT_MS, Timeouts, UpstreamSettings};
+pub use settings::{HttpSetupError, Timeouts, UpstreamSettings};

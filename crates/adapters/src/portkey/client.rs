@@ -65,11 +65,6 @@ impl PortkeyClient {
         };
         Ok(Self::from_parts(http, wire))
     }
-
-    /// Portkey's base URL, ending without `/`.
-    pub fn base_url(&self) -> &str {
-        &self.wire().base
-    }
 }
 
 impl Wire for PortkeyWire {
